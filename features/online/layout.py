@@ -1,0 +1,150 @@
+"""Redis layout of online tiles (pure: names and bytes, no client).
+
+One Redis hash per entity: ``tessera:{entity}:{key}``. One hash field per (view version, hop):
+``{view}@{version}:{hop}``, whose value is a ring of tiles::
+
+    header  <q   newest event time applied to this view (µs)
+    slots   N × (<q tile index, width × <d IR floats)   slot = tile index mod N
+
+``N = longest window of that hop / hop + 2``, so the ring holds every tile a read at "now" can
+need; an older tile in a slot is simply overwritten. The worker writes whole fields (absolute
+values, never increments), so a replayed batch rewrites the same bytes. Keys expire after the
+longest window plus slack: memory is bounded by active entities.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from functools import cached_property
+
+from features.definitions import Entity, FeatureView
+from features.semantics.aggregations import IR, get_aggregation
+from features.semantics.windows import format_duration
+
+EMPTY_TILE = -(2**63)
+_HEADER = struct.Struct("<q")
+KEY_PREFIX = "tessera"
+
+
+def entity_key(entity: Entity, values: tuple | list) -> str:
+    """Redis key of one entity. Single keys stay readable; composite keys are JSON lists."""
+    if len(values) != len(entity.keys):
+        raise ValueError(
+            f"entity {entity.name!r} has keys {list(entity.keys)}, got {len(values)} value(s)"
+        )
+    if len(values) == 1:
+        return f"{KEY_PREFIX}:{entity.name}:{values[0]}"
+    return f"{KEY_PREFIX}:{entity.name}:{json.dumps([str(v) for v in values])}"
+
+
+def offset_key(group: str, topic: str, partition: int) -> str:
+    """Where the worker stores the last Kafka offset whose effects are in Redis."""
+    return f"{KEY_PREFIX}:offsets:{group}:{topic}:{partition}"
+
+
+@dataclass(frozen=True)
+class HopLayout:
+    """The ring of one (view, hop): which IR parts a record holds and at which offsets."""
+
+    field: str
+    hop: int
+    slots: int
+    parts: tuple[tuple[str, str | None], ...]
+    offsets: tuple[int, ...]
+    width: int
+
+    @cached_property
+    def record(self) -> struct.Struct:
+        return struct.Struct(f"<q{self.width}d")
+
+    def empty_values(self) -> list[float]:
+        out: list[float] = []
+        for fn, _ in self.parts:
+            out.extend(get_aggregation(fn).empty())
+        return out
+
+    def part(self, fn: str, field: str | None) -> int:
+        return self.parts.index((fn, field))
+
+    def encode(self, newest_ts: int, tiles: dict[int, list[float] | IR]) -> bytes:
+        """Pack a ring. ``tiles`` maps tile index -> flat IR values; the newest N are kept."""
+        rec = self.record
+        buf = bytearray(_HEADER.size + self.slots * rec.size)
+        _HEADER.pack_into(buf, 0, newest_ts)
+        empty = self.empty_values()
+        for s in range(self.slots):
+            rec.pack_into(buf, _HEADER.size + s * rec.size, EMPTY_TILE, *empty)
+        if tiles:
+            top = max(tiles)
+            for idx, vals in tiles.items():
+                if idx > top - self.slots:
+                    rec.pack_into(buf, _HEADER.size + (idx % self.slots) * rec.size, idx, *vals)
+        return bytes(buf)
+
+    def decode(self, blob: bytes) -> tuple[int, dict[int, tuple[float, ...]]]:
+        """Unpack a ring into (newest event time, {tile index: flat IR values})."""
+        (newest,) = _HEADER.unpack_from(blob, 0)
+        tiles = {}
+        for idx, *vals in self.record.iter_unpack(memoryview(blob)[_HEADER.size:]):
+            if idx != EMPTY_TILE:
+                tiles[idx] = tuple(vals)
+        return newest, tiles
+
+
+@dataclass(frozen=True)
+class FeatureSlot:
+    """Where one feature lives: its hop ring, the IR slice inside a record, and its window."""
+
+    name: str
+    fn: str
+    hop: HopLayout
+    start: int
+    stop: int
+    window: int
+
+
+class ViewLayout:
+    """Tile layout of a windowed view version, derived only from its definition."""
+
+    def __init__(self, view: FeatureView) -> None:
+        self.view = view
+        self.hops: dict[int, HopLayout] = {}
+        for hop, feats in view.hops().items():
+            parts: list[tuple[str, str | None]] = []
+            for f in feats:
+                key = (f.fn, f.field if get_aggregation(f.fn).needs_field else None)
+                if key not in parts:
+                    parts.append(key)
+            offsets, width = [], 0
+            for fn, _ in parts:
+                offsets.append(width)
+                width += get_aggregation(fn).width
+            longest = max(f.window for f in feats)
+            self.hops[hop] = HopLayout(
+                field=f"{view.name}@{view.version}:{format_duration(hop)}",
+                hop=hop,
+                slots=longest // hop + 2,
+                parts=tuple(parts),
+                offsets=tuple(offsets),
+                width=width,
+            )
+        self.features: dict[str, FeatureSlot] = {}
+        for f in view.features:
+            hl = self.hops[f.hop]
+            i = hl.part(f.fn, f.field if get_aggregation(f.fn).needs_field else None)
+            start = hl.offsets[i]
+            self.features[f.name] = FeatureSlot(
+                f.name, f.fn, hl, start, start + get_aggregation(f.fn).width, f.window
+            )
+
+    @property
+    def fields(self) -> list[str]:
+        return [h.field for h in self.hops.values()]
+
+    @property
+    def ttl_seconds(self) -> int:
+        """Key TTL: the longest window plus its hop plus an hour of slack."""
+        longest = max(f.window + f.hop for f in self.view.features)
+        return longest // 1_000_000 + 3600

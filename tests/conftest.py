@@ -1,0 +1,57 @@
+"""Shared fixtures: a real Kafka-protocol broker and a real Redis server, one per session.
+
+Both honour ``KAFKA_BOOTSTRAP`` / ``REDIS_URL`` to run against external clusters instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tessera.local import start_broker, start_redis, stop
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services_dir) -> str:
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    proc, bootstrap = start_broker(services_dir / "broker")
+    yield bootstrap
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def redis_url(services_dir) -> str:
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    handle, url = start_redis(services_dir / "redis")
+    yield url
+    stop(handle)
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A fresh name for topics/groups so tests sharing one broker never collide."""
+    return f"t{uuid.uuid4().hex[:10]}"
