@@ -27,7 +27,9 @@ _TYPE_ALIASES = {"str": "string", "integer": "int", "double": "float", "boolean"
 def _norm_type(name: str, where: str) -> str:
     t = _TYPE_ALIASES.get(name, name)
     if t not in FIELD_TYPES:
-        raise DefinitionError(f"{where}: unknown type {name!r}; use one of {', '.join(FIELD_TYPES)}")
+        raise DefinitionError(
+            f"{where}: unknown type {name!r}; use one of {', '.join(FIELD_TYPES)}"
+        )
     return t
 
 

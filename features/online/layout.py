@@ -83,6 +83,9 @@ class HopLayout:
                     rec.pack_into(buf, _HEADER.size + (idx % self.slots) * rec.size, idx, *vals)
         return bytes(buf)
 
+    def decode_newest(self, blob: bytes) -> int:
+        return _HEADER.unpack_from(blob, 0)[0]
+
     def decode(self, blob: bytes) -> tuple[int, dict[int, tuple[float, ...]]]:
         """Unpack a ring into (newest event time, {tile index: flat IR values})."""
         (newest,) = _HEADER.unpack_from(blob, 0)

@@ -1,0 +1,173 @@
+"""Online feature reads: one Redis round trip per call, tiles folded at the query time."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from features.definitions import Entity, FeatureRepo, FeatureView
+from features.errors import OnlineStoreError, UnknownFeatureError
+from features.online.fold import fold_view
+from features.online.layout import FeatureSlot, ViewLayout, entity_key
+
+
+def to_micros(at: datetime | int | float | None) -> int:
+    """Query time in µs: ``None`` is now; naive datetimes are UTC; ints are µs."""
+    if at is None:
+        return time.time_ns() // 1000
+    if isinstance(at, datetime):
+        if at.tzinfo is None:
+            from datetime import UTC
+
+            at = at.replace(tzinfo=UTC)
+        delta = at - datetime(1970, 1, 1, tzinfo=at.tzinfo)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return int(at)
+
+
+@dataclass
+class OnlineResult:
+    """Values in request order: ``values[i][j]`` is feature ``j`` of entity row ``i``."""
+
+    features: list[str]
+    values: list[list[Any]]
+    missing: list[list[bool]]
+    freshness_s: list[dict[str, float | None]] = field(default_factory=list)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.features, row, strict=True)) for row in self.values]
+
+
+@dataclass
+class _EntityPlan:
+    entity: Entity
+    fields: list[str]
+    # (output column, view name, slot) for every requested feature of this entity
+    slots: list[tuple[int, str, FeatureSlot]]
+
+
+class ReadPlan:
+    """What to fetch for a list of feature refs; built once per distinct request shape."""
+
+    def __init__(self, repo: FeatureRepo, refs: list[str]) -> None:
+        self.refs = list(refs)
+        self.by_entity: dict[str, _EntityPlan] = {}
+        self.views: list[str] = []
+        for col, (view, fname) in enumerate(repo.resolve(refs)):
+            if not isinstance(view, FeatureView):
+                raise UnknownFeatureError(
+                    f"{view.name}:{fname} is a batch view; batch views are served offline only "
+                    "(training sets). Use a windowed FeatureView for online features."
+                )
+            layout = _layout(view)
+            slot = layout.features[fname]
+            plan = self.by_entity.setdefault(
+                view.entity.name, _EntityPlan(view.entity, [], [])
+            )
+            if slot.hop.field not in plan.fields:
+                plan.fields.append(slot.hop.field)
+            plan.slots.append((col, view.name, slot))
+            if view.name not in self.views:
+                self.views.append(view.name)
+
+    @property
+    def entity_keys(self) -> list[str]:
+        return [k for p in self.by_entity.values() for k in p.entity.keys]
+
+
+_LAYOUTS: dict[tuple[str, str], ViewLayout] = {}
+
+
+def _layout(view: FeatureView) -> ViewLayout:
+    key = (view.name, view.version)
+    lay = _LAYOUTS.get(key)
+    if lay is None:
+        lay = _LAYOUTS[key] = ViewLayout(view)
+    return lay
+
+
+class OnlineStore:
+    """Reads windowed features from Redis (the stream worker writes them)."""
+
+    def __init__(self, client: Any, repo: FeatureRepo, max_entities: int = 1000) -> None:
+        self.client = client
+        self.repo = repo
+        self.max_entities = max_entities
+        self._plans: dict[tuple[str, ...], ReadPlan] = {}
+
+    def plan(self, refs: list[str]) -> ReadPlan:
+        key = tuple(refs)
+        p = self._plans.get(key)
+        if p is None:
+            p = self._plans[key] = ReadPlan(self.repo, refs)
+        return p
+
+    def get_features(
+        self,
+        features: list[str],
+        entities: list[dict[str, Any]],
+        at: datetime | int | None = None,
+    ) -> OnlineResult:
+        """Feature values for each entity row at ``at`` (default now), with missing flags and
+        the age in seconds of the newest event each view has seen for that entity."""
+        if len(entities) > self.max_entities:
+            raise ValueError(
+                f"{len(entities)} entities in one call; the limit is {self.max_entities}"
+            )
+        plan = self.plan(features)
+        t = to_micros(at)
+        keys: list[tuple[str, list[str]]] = []
+        for row in entities:
+            for ep in plan.by_entity.values():
+                try:
+                    vals = [row[k] for k in ep.entity.keys]
+                except KeyError as e:
+                    raise ValueError(
+                        f"entity row {row!r} lacks key {e.args[0]!r} of entity "
+                        f"{ep.entity.name!r} (needs {list(ep.entity.keys)})"
+                    ) from None
+                keys.append((entity_key(ep.entity, vals), ep.fields))
+        replies = self._fetch(keys)
+        out_vals: list[list[Any]] = []
+        out_missing: list[list[bool]] = []
+        fresh: list[dict[str, float | None]] = []
+        it = iter(replies)
+        n = len(plan.refs)
+        for _ in entities:
+            vals: list[Any] = [None] * n
+            miss = [True] * n
+            ages: dict[str, float | None] = {v: None for v in plan.views}
+            for ep in plan.by_entity.values():
+                reply = next(it)
+                blobs = dict(zip(ep.fields, reply, strict=True))
+                slots = [s for _, _, s in ep.slots]
+                v, m, _ = fold_view(slots, blobs, t)
+                for (col, vname, slot), value, mflag in zip(ep.slots, v, m, strict=True):
+                    vals[col] = value
+                    miss[col] = mflag
+                    blob = blobs.get(slot.hop.field)
+                    if blob:
+                        newest = slot.hop.decode_newest(blob)
+                        age = (t - newest) / 1e6
+                        old = ages.get(vname)
+                        ages[vname] = age if old is None else min(old, age)
+            out_vals.append(vals)
+            out_missing.append(miss)
+            fresh.append(ages)
+        return OnlineResult(list(plan.refs), out_vals, out_missing, fresh)
+
+    def _fetch(self, keys: list[tuple[str, list[str]]]) -> list[list[bytes | None]]:
+        import redis
+
+        try:
+            if len(keys) == 1:
+                k, f = keys[0]
+                return [self.client.hmget(k, f)]
+            pipe = self.client.pipeline(transaction=False)
+            for k, f in keys:
+                pipe.hmget(k, f)
+            return pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise OnlineStoreError(f"Redis unreachable or too slow: {e}") from e
