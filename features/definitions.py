@@ -232,7 +232,7 @@ class FeatureView:
                 window = parse_duration(w)
                 hop = parse_duration(a.hop) if a.hop else default_hop(window)
                 check_hop(window, hop)
-                label = format_duration(window)
+                label = w.replace(" ", "") if isinstance(w, str) else format_duration(window)
                 if a.name:
                     fname = a.name.replace("{window}", label)
                 elif a.field and get_aggregation(a.fn).needs_field:
