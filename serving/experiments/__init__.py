@@ -1,0 +1,1 @@
+"""Shadow models and A/B experiments: deployments, assignment, prediction logs, reports."""
