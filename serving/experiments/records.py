@@ -1,0 +1,91 @@
+"""Prediction and outcome records: what is logged for every score and every label.
+
+A prediction record carries the feature vector or only its hash (``features="vector"`` or
+``"hash"``): the hash is enough to check that a shadow saw exactly what the champion saw, the
+vector is what you need to retrain on logged traffic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+Role = Literal["champion", "arm", "shadow"]
+FeatureLogging = Literal["vector", "hash"]
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    request_id: str
+    ts: int  # µs since the epoch, UTC
+    entity_key: str
+    model: str
+    version: str
+    role: str
+    arm: str  # "champion", an arm name, or "shadow"
+    score: float | None
+    latency_ms: float
+    error: str | None = None
+    features_hash: str = ""
+    features: list[float] | None = None
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+
+@dataclass(frozen=True)
+class OutcomeRecord:
+    """A label, keyed by the request it answers or else by entity and time."""
+
+    label: float
+    ts: int
+    request_id: str | None = None
+    entity_key: str | None = None
+    model: str | None = None
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("ts", pa.int64()),
+        ("entity_key", pa.string()),
+        ("model", pa.string()),
+        ("version", pa.string()),
+        ("role", pa.string()),
+        ("arm", pa.string()),
+        ("score", pa.float64()),
+        ("latency_ms", pa.float64()),
+        ("error", pa.string()),
+        ("features_hash", pa.string()),
+        ("features", pa.list_(pa.float64())),
+    ]
+)
+
+OUTCOME_SCHEMA = pa.schema(
+    [
+        ("label", pa.float64()),
+        ("ts", pa.int64()),
+        ("request_id", pa.string()),
+        ("entity_key", pa.string()),
+        ("model", pa.string()),
+    ]
+)
+
+
+def feature_hash(x: np.ndarray) -> str:
+    """Stable 16-hex digest of a float64 feature vector."""
+    raw = np.ascontiguousarray(x, dtype=np.float64).tobytes()
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000

@@ -1,0 +1,131 @@
+"""The request path of an experiment: pick the arm, score, log, hand the vector to the shadows.
+
+The scorer calls ``ExperimentRouter.score`` with an entity key and the feature vector it already
+fetched; the router needs only a ``predict(version, X)`` callable from it. On the request thread
+it does one assignment hash, one predict, one non-blocking log put and one non-blocking shadow
+put. The spec is re-read when a newer revision appears (checked at most every
+``reload_every_s``), so `tessera deploy`, promote, rollback and guardrail stops apply without a
+restart.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from serving.experiments.assign import assign
+from serving.experiments.guardrails import GuardrailMonitor
+from serving.experiments.records import FeatureLogging, PredictionRecord, feature_hash, now_us
+from serving.experiments.shadow import Predict, ShadowJob, ShadowRunner
+from serving.experiments.spec import CHAMPION, DeploymentSpec, DeploymentStore
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the caller returns: the score and which arm/version produced it."""
+
+    request_id: str
+    arm: str
+    version: str
+    score: float
+    latency_ms: float
+
+
+def _drop(_: PredictionRecord) -> None:
+    return None
+
+
+class ExperimentRouter:
+    def __init__(
+        self,
+        store: DeploymentStore,
+        name: str,
+        predict: Predict,
+        log: Callable[[PredictionRecord], object] = _drop,
+        features: FeatureLogging = "hash",
+        shadow_queue: int = 1024,
+        shadow_batch: int = 64,
+        reload_every_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self._predict = predict
+        self._log = log
+        self._features = features
+        self._reload_every = reload_every_s
+        self._spec = store.current(name)
+        self._checked = time.monotonic()
+        self._guard = GuardrailMonitor(self._spec.guardrails)
+        self.shadows = ShadowRunner(
+            name, predict, log, features=features, maxsize=shadow_queue, batch=shadow_batch
+        )
+
+    @property
+    def spec(self) -> DeploymentSpec:
+        return self._spec
+
+    def refresh(self) -> DeploymentSpec:
+        """Load the newest spec revision if it changed (hot reload)."""
+        self._checked = time.monotonic()
+        if self.store.revision(self.name) != self._spec.revision:
+            self._spec = self.store.current(self.name)
+            self._guard = GuardrailMonitor(self._spec.guardrails)
+        return self._spec
+
+    def score(self, entity_key: str, x: np.ndarray, request_id: str | None = None) -> Served:
+        if time.monotonic() - self._checked > self._reload_every:
+            self.refresh()
+        spec = self._spec
+        rid = request_id or uuid.uuid4().hex
+        arm, version = assign(spec, entity_key)
+        ts = now_us()
+        t0 = time.perf_counter()
+        try:
+            score = float(self._predict(version, x.reshape(1, -1))[0])
+            error = None
+        except Exception as e:
+            if arm == CHAMPION:
+                raise
+            # a failing challenger falls back to the champion; the failure counts against it
+            error = f"{type(e).__name__}: {e}"
+            score = float(self._predict(spec.champion, x.reshape(1, -1))[0])
+        latency = (time.perf_counter() - t0) * 1000
+        self._log(
+            PredictionRecord(
+                request_id=rid,
+                ts=ts,
+                entity_key=entity_key,
+                model=self.name,
+                version=version if error is None else spec.champion,
+                role="champion" if arm == CHAMPION else "arm",
+                arm=arm if error is None else CHAMPION,
+                score=score,
+                latency_ms=latency,
+                error=error,
+                features_hash=feature_hash(x),
+                features=x.tolist() if self._features == "vector" else None,
+            )
+        )
+        if arm != CHAMPION:
+            why = self._guard.observe(arm, latency, error is not None)
+            if why is not None:
+                self.stop_arm(arm, why, who="guardrail")
+        if spec.shadows:
+            self.shadows.submit(ShadowJob(rid, ts, entity_key, x, spec.shadows))
+        return Served(rid, arm if error is None else CHAMPION, version, score, latency)
+
+    def stop_arm(self, arm: str, why: str, who: str) -> DeploymentSpec:
+        """Stop ``arm`` (its entities go back to the champion) as a new audited spec revision."""
+        spec = self.refresh()
+        if spec.arm(arm).stopped is not None:
+            return spec
+        arms = tuple(replace(a, stopped=why) if a.name == arm else a for a in spec.arms)
+        self._spec = self.store.save(replace(spec, arms=arms), why=f"stopped {arm}: {why}", who=who)
+        return self._spec
+
+    def close(self) -> None:
+        self.shadows.close()
