@@ -1,0 +1,91 @@
+"""Prediction and outcome records to Kafka (kafka-python), never on the request's time.
+
+``KafkaRecordLog.log`` is a non-blocking put into a bounded queue; a background thread hands
+batches to the kafka-python producer, which batches again on the wire (``linger_ms``). When
+the queue is full, records are dropped and counted (``dropped``): losing a log line is better
+than slowing a prediction, and the count makes the loss visible.
+"""
+
+from __future__ import annotations
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from serving.experiments.background import BoundedWorker
+from serving.experiments.records import OutcomeRecord, PredictionRecord
+
+PREDICTIONS_TOPIC = "tessera-predictions"
+OUTCOMES_TOPIC = "outcomes"
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4) -> None:
+    """Create the topics if missing (idempotent)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-experiments")
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-experiments")
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+
+
+class KafkaRecordLog:
+    """Produces records keyed by request id (so one request's records share a partition)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str = PREDICTIONS_TOPIC,
+        maxsize: int = 100_000,
+        linger_ms: int = 50,
+    ) -> None:
+        self.topic = topic
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            linger_ms=linger_ms,
+            batch_size=256 * 1024,
+            acks=1,
+            enable_idempotence=False,
+            client_id="tessera-prediction-log",
+        )
+        self._worker: BoundedWorker[PredictionRecord | OutcomeRecord] = BoundedWorker(
+            self._send, maxsize=maxsize, batch=1000, name=f"log-{topic}"
+        )
+
+    def log(self, record: PredictionRecord | OutcomeRecord) -> bool:
+        return self._worker.submit(record)
+
+    __call__ = log
+
+    def _send(self, records: list[PredictionRecord | OutcomeRecord]) -> None:
+        send = self._producer.send
+        for r in records:
+            key = (r.request_id or r.entity_key or "").encode()
+            send(self.topic, key=key, value=r.to_bytes())
+
+    @property
+    def dropped(self) -> int:
+        return self._worker.dropped
+
+    @property
+    def sent(self) -> int:
+        return self._worker.handled
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send everything queued, flush the producer and close it."""
+        self._worker.close(timeout)
+        self._producer.flush(timeout)
+        self._producer.close(timeout)

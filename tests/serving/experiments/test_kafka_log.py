@@ -1,0 +1,94 @@
+"""Prediction log through the real broker into Parquet, exactly once in effect."""
+
+import pytest
+
+from serving.experiments.kafka_log import KafkaRecordLog, delete_topics, ensure_topics
+from serving.experiments.records import PREDICTION_SCHEMA, PredictionRecord
+from serving.experiments.sink import MANIFEST, ParquetSink, load_manifest, read_dataset
+
+pytestmark = pytest.mark.integration
+
+
+def records(n, start=0):
+    return [
+        PredictionRecord(
+            request_id=f"r{i}",
+            ts=1_000_000 * i,
+            entity_key=f"user_id=u{i % 37}",
+            model="fraud",
+            version="1",
+            role="champion",
+            arm="champion",
+            score=i / (n + start),
+            latency_ms=0.1,
+            features_hash="h",
+        )
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture
+def topic(kafka_bootstrap, unique_name):
+    ensure_topics(kafka_bootstrap, [unique_name], partitions=3)
+    yield unique_name
+    delete_topics(kafka_bootstrap, [unique_name])
+
+
+def produce(bootstrap, topic, recs):
+    log = KafkaRecordLog(bootstrap, topic, linger_ms=5)
+    for r in recs:
+        assert log.log(r)
+    log.close()
+    assert log.sent == len(recs) and log.dropped == 0
+
+
+class CrashAfterFiles(ParquetSink):
+    """Dies after writing the Parquet files and before the manifest commit."""
+
+    def _commit(self, manifest):
+        raise KeyboardInterrupt("crash")
+
+
+def test_log_to_parquet_survives_a_crash_without_duplicates(kafka_bootstrap, topic, tmp_path):
+    produce(kafka_bootstrap, topic, records(700))
+    out = tmp_path / "predictions"
+    first = ParquetSink(kafka_bootstrap, topic, out, PREDICTION_SCHEMA, flush_records=300)
+    assert first.run(idle_s=1.0) == 700
+    first.close()
+    assert len(read_dataset(out, PREDICTION_SCHEMA)) == 700
+
+    produce(kafka_bootstrap, topic, records(1300, start=700))
+
+    crashing = CrashAfterFiles(kafka_bootstrap, topic, out, PREDICTION_SCHEMA, flush_records=10**9)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.run(idle_s=1.0)
+    orphans = {p.name for p in out.glob("*.parquet")} - set(load_manifest(out)["files"])
+    assert orphans  # the crash left files the manifest never committed
+    crashing._consumer.close()
+
+    produce(kafka_bootstrap, topic, records(500, start=2000))
+    again = ParquetSink(kafka_bootstrap, topic, out, PREDICTION_SCHEMA, flush_records=300)
+    again.run(idle_s=1.5)
+    again.close()
+    df = read_dataset(out, PREDICTION_SCHEMA)
+    assert len(df) == 2500
+    assert df["request_id"].n_unique() == 2500
+    assert sorted(df["ts"].to_list()) == [1_000_000 * i for i in range(2500)]
+    assert not orphans & {p.name for p in out.glob("*.parquet")}
+    assert (out / MANIFEST).exists()
+    assert sum(load_manifest(out)["next_offsets"].values()) == 2500
+
+
+def test_malformed_records_are_skipped_and_counted(kafka_bootstrap, topic, tmp_path):
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    p.send(topic, b"not json")
+    p.send(topic, records(1)[0].to_bytes())
+    p.flush()
+    p.close()
+    sink = ParquetSink(kafka_bootstrap, topic, tmp_path / "o", PREDICTION_SCHEMA)
+    assert sink.run(idle_s=1.0) == 2
+    sink.close()
+    assert sink.bad_records == 1
+    assert len(read_dataset(tmp_path / "o", PREDICTION_SCHEMA)) == 1
