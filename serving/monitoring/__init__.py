@@ -1,0 +1,1 @@
+"""Model monitoring: reference distributions, drift and data quality, alerts, the monitor report."""
