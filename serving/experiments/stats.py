@@ -3,8 +3,8 @@
 Everything takes numpy arrays: ``y`` holds 0/1 labels, ``p``/``s`` scores (probabilities for
 logloss, Brier and calibration). Paired comparisons (a shadow scored the same requests as the
 champion) use DeLong's test on the same labels; unpaired ones (A/B arms served different
-entities) add the two independent DeLong variances. Bootstrap CIs use Poisson(1) weights, so a
-replicate costs one pass over pre-sorted scores instead of a resort.
+entities) add the two independent DeLong variances. Bootstrap CIs draw multinomial counts, so a
+replicate costs a few passes over pre-sorted scores instead of a resort.
 """
 
 from __future__ import annotations
@@ -224,28 +224,35 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> ProportionTest:
 
 
 class _SortedAuc:
-    """Weighted AUC over fixed scores: sort once, then each weight vector costs O(n)."""
+    """Weighted AUC over fixed scores: sort once, then each weight vector costs O(n).
+
+    Weights are given in this model's score order (``w[i]`` weights the i-th smallest score).
+    """
 
     def __init__(self, y: np.ndarray, s: np.ndarray) -> None:
         order = np.argsort(s, kind="stable")
         s_sorted = np.asarray(s)[order]
         self.order = order
         self.pos = np.asarray(y, dtype=float)[order]
+        self.neg = 1.0 - self.pos
         starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-        self.starts = starts
+        self.starts = starts if starts.size < s_sorted.size else None
 
-    def __call__(self, w: np.ndarray) -> np.ndarray:
-        """AUC for each row of weights ``w`` (shape (r, n), in the original order)."""
-        w = w[:, self.order]
+    def __call__(self, w: np.ndarray) -> float:
         wp = w * self.pos
-        wn = w - wp
-        gp = np.add.reduceat(wp, self.starts, axis=1)
-        gn = np.add.reduceat(wn, self.starts, axis=1)
-        below = np.cumsum(gn, axis=1) - gn
-        num = (gp * (below + 0.5 * gn)).sum(axis=1)
-        den = gp.sum(axis=1) * gn.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return num / den
+        wn = w * self.neg
+        if self.starts is None:  # no ties: a positive beats every negative before it
+            below = np.cumsum(wn)
+            num = float(np.dot(wp, below))
+            tot_n = below[-1]
+        else:
+            gp = np.add.reduceat(wp, self.starts)
+            gn = np.add.reduceat(wn, self.starts)
+            below = np.cumsum(gn)
+            num = float(np.dot(gp, below - 0.5 * gn))
+            tot_n = below[-1]
+        den = wp.sum() * tot_n
+        return num / den if den > 0 else math.nan
 
 
 def _ci(samples: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -256,6 +263,11 @@ def _ci(samples: np.ndarray, alpha: float) -> tuple[float, float]:
     return (float(lo), float(hi))
 
 
+def _losses(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pc = np.clip(p, 1e-15, 1 - 1e-15)
+    return -(y * np.log(pc) + (1 - y) * np.log1p(-pc)), (p - y) ** 2
+
+
 def bootstrap_cis(
     y: np.ndarray,
     p: np.ndarray,
@@ -263,12 +275,13 @@ def bootstrap_cis(
     reps: int = 200,
     alpha: float = 0.05,
     seed: int = 0,
-    chunk: int = 16,
 ) -> dict[str, tuple[float, float]]:
     """Percentile CIs for AUC, logloss, Brier (and their differences vs ``p_ref`` if paired).
 
-    Poisson(1) weights approximate the multinomial resample and keep each replicate a single
-    vectorised pass; with ``p_ref`` the same weights resample both models (a paired bootstrap).
+    Each replicate is a multinomial resample drawn as counts (``bincount`` of n uniform
+    indices), directly in ``p``'s score order: an index drawn uniformly stays uniform under a
+    fixed permutation, so no per-replicate sort or gather is needed for ``p``. With ``p_ref``
+    the same counts are permuted into the reference's order (a paired bootstrap).
     """
     y = np.asarray(y, dtype=float)
     p = np.asarray(p, dtype=float)
@@ -276,31 +289,26 @@ def bootstrap_cis(
     if n == 0:
         return {}
     rng = np.random.default_rng(seed)
-    pc = np.clip(p, 1e-15, 1 - 1e-15)
-    ll = -(y * np.log(pc) + (1 - y) * np.log1p(-pc))
-    br = (p - y) ** 2
     a_auc = _SortedAuc(y, p)
+    ll, br = (v[a_auc.order] for v in _losses(y, p))
     if p_ref is not None:
         r = np.asarray(p_ref, dtype=float)
-        rc = np.clip(r, 1e-15, 1 - 1e-15)
-        ll_r = -(y * np.log(rc) + (1 - y) * np.log1p(-rc))
-        br_r = (r - y) ** 2
         r_auc = _SortedAuc(y, r)
-    out: dict[str, list[np.ndarray]] = {}
-    done = 0
-    while done < reps:
-        k = min(chunk, reps - done)
-        w = rng.poisson(1.0, size=(k, n)).astype(float)
-        tot = w.sum(axis=1)
-        vals = {"auc": a_auc(w), "logloss": w @ ll / tot, "brier": w @ br / tot}
+        inv = np.empty(n, dtype=np.int64)
+        inv[a_auc.order] = np.arange(n)
+        to_ref = inv[r_auc.order]  # ref-sorted position j holds a-sorted row to_ref[j]
+        ll_r, br_r = (v[a_auc.order] for v in _losses(y, r))
+    out: dict[str, list[float]] = {}
+    for _ in range(reps):
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+        vals = {"auc": a_auc(w), "logloss": float(w @ ll) / n, "brier": float(w @ br) / n}
         if p_ref is not None:
-            vals["auc_diff"] = vals["auc"] - r_auc(w)
-            vals["logloss_diff"] = vals["logloss"] - w @ ll_r / tot
-            vals["brier_diff"] = vals["brier"] - w @ br_r / tot
+            vals["auc_diff"] = vals["auc"] - r_auc(w[to_ref])
+            vals["logloss_diff"] = vals["logloss"] - float(w @ ll_r) / n
+            vals["brier_diff"] = vals["brier"] - float(w @ br_r) / n
         for key, v in vals.items():
             out.setdefault(key, []).append(v)
-        done += k
-    return {key: _ci(np.concatenate(v), alpha) for key, v in out.items()}
+    return {key: _ci(np.asarray(v), alpha) for key, v in out.items()}
 
 
 # -- verdict ---------------------------------------------------------------------------------

@@ -41,11 +41,12 @@ def test_point_metrics_on_known_values():
 def test_weighted_auc_with_unit_weights_is_the_auc():
     y, (s,) = labelled_scores(2000, [1.0], seed=3)
     s = np.round(s, 2)
-    sa = stats._SortedAuc(y, s)
-    assert sa(np.ones((1, y.size)))[0] == pytest.approx(stats.auc(y, s))
-    w = np.random.default_rng(0).poisson(1.0, (1, y.size)).astype(float)
-    rep = np.repeat(np.arange(y.size), w[0].astype(int))
-    assert sa(w)[0] == pytest.approx(brute_auc(y[rep], s[rep]))
+    for scores in (s, s + np.arange(s.size) * 1e-9):  # with ties, and without
+        sa = stats._SortedAuc(y, scores)
+        assert sa(np.ones(y.size)) == pytest.approx(stats.auc(y, scores))
+        w = np.bincount(np.random.default_rng(0).integers(0, y.size, y.size), minlength=y.size)
+        rep = np.repeat(sa.order, w)  # weights are in score order
+        assert sa(w.astype(float)) == pytest.approx(brute_auc(y[rep], scores[rep]))
 
 
 def test_delong_se_agrees_with_the_bootstrap():

@@ -1,0 +1,70 @@
+"""Outcome joining and the report on logs where the truth is known."""
+
+import polars as pl
+import pytest
+
+from serving.experiments.join import join_outcomes
+from serving.experiments.report import build_report, format_report
+from serving.experiments.simulate import simulate_log
+from serving.experiments.spec import Arm, DeploymentSpec
+
+S = 1_000_000
+
+
+def test_outcomes_join_by_request_or_entity_and_time_within_max_delay():
+    preds = pl.DataFrame(
+        {
+            "request_id": ["a", "b", "c", "c", "d"],
+            "ts": [0, 10 * S, 20 * S, 20 * S, 30 * S],
+            "entity_key": ["u1", "u1", "u2", "u2", "u3"],
+            "role": ["champion", "champion", "champion", "shadow", "arm"],
+        }
+    )
+    outcomes = pl.DataFrame(
+        {
+            "request_id": ["a", None, None, "d"],
+            "entity_key": [None, "u1", "u2", None],
+            "ts": [5 * S, 12 * S, 21 * S, 200 * S],
+            "label": [1.0, 0.0, 1.0, 1.0],
+        }
+    )
+    out = join_outcomes(preds, outcomes, max_delay_s=60).sort("request_id", "role")
+    # b gets u1's outcome at 12s (latest served prediction before it); c's shadow shares it;
+    # d's label came 170 s late and does not count
+    assert out["label"].to_list() == [1.0, 0.0, 1.0, 1.0, None]
+    late_ok = join_outcomes(preds, outcomes, max_delay_s=1000).sort("request_id")
+    assert late_ok.filter(pl.col("request_id") == "d")["label"].to_list() == [1.0]
+
+
+def test_report_finds_the_better_shadow_and_arm():
+    spec = DeploymentSpec(
+        "fraud", "1", arms=(Arm("challenger", "2", 0.3),), shadows=("3", "4"), salt="x", revision=3
+    )
+    # v2 (arm) and v3 (shadow) are truly better; v4 is as good as the champion
+    preds, outcomes = simulate_log(
+        spec, 60_000, {"1": 1.5, "2": 0.5, "3": 0.5, "4": 1.5}, labelled=0.3, seed=1
+    )
+    r = build_report(preds, outcomes, spec, reps=50)
+    c = r["champion"]
+    assert c["predictions"] == pytest.approx(0.7 * 60_000, rel=0.05)
+    assert c["labelled"] == pytest.approx(0.3 * c["predictions"], rel=0.05)
+    assert [a["vs_champion"]["verdict"]["word"] for a in r["arms"]] == ["better"]
+    words = {s["version"]: s["vs_champion"]["verdict"]["word"] for s in r["shadows"]}
+    assert words["3"] == "better"
+    assert words["4"] == "no difference yet"
+    s4 = next(s for s in r["shadows"] if s["version"] == "4")["vs_champion"]
+    assert s4["verdict"]["labels_needed"] > 0
+    assert s4["paired_requests"] == c["predictions"]
+    lo, hi = c["ci"]["auc"]
+    assert lo < c["auc"] < hi
+    text = format_report(r)
+    assert "shadow v3: the challenger is better" in text
+    assert "arm challenger v2 (live): the arm is better" in text
+
+
+def test_report_with_no_labels_says_so():
+    spec = DeploymentSpec("fraud", "1", shadows=("2",))
+    preds, outcomes = simulate_log(spec, 2000, {"1": 1.0, "2": 1.0}, labelled=0.0, seed=2)
+    r = build_report(preds, outcomes, spec, reps=10)
+    assert r["champion"]["labelled"] == 0 and r["champion"]["auc"] is None
+    assert "not enough labelled data" in r["shadows"][0]["vs_champion"]["verdict"]["sentence"]
