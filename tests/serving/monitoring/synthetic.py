@@ -30,3 +30,24 @@ def draw(rng: np.random.Generator, n: int, shift: float = 0.0) -> dict[str, np.n
 
 def reference_columns(seed: int = 12345, n: int = 20_000) -> dict[str, np.ndarray]:
     return draw(np.random.default_rng(seed), n)
+
+
+def prediction_log(
+    seed: int, n: int, shift: float = 0.0, model: str = "fraud", version: str = "3", t0: int = 0
+):
+    """A polars frame shaped like the experiments prediction log (feature vector as a list)."""
+    import polars as pl
+
+    cols = draw(np.random.default_rng(seed), n, shift)
+    vectors = np.column_stack([cols[f] for f in FEATURES])
+    return pl.DataFrame(
+        {
+            "request_id": [f"r{seed}-{i}" for i in range(n)],
+            "ts": t0 + np.arange(n, dtype=np.int64) * 1000,
+            "model": [model] * n,
+            "version": [version] * n,
+            "role": ["champion"] * n,
+            "score": cols["score"],
+            "features": [[None if np.isnan(v) else float(v) for v in row] for row in vectors],
+        }
+    )

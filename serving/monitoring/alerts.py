@@ -1,0 +1,98 @@
+"""Alerts: a JSON log line, Prometheus metrics and, optionally, a webhook POST.
+
+An alert fires when a ``(model, column, kind)`` check turns on and again (as ``resolved``) when
+it turns off, not on every report: a monitor polled every few seconds would otherwise flood the
+log and the webhook. The gauges (PSI, KS p-value, null rate per column) are updated on every
+report so a Prometheus rule can alert on its own terms. A failing webhook is logged and counted,
+never raised: alerting must not break monitoring.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+import orjson
+from prometheus_client import Counter, Gauge
+
+from serving.monitoring.report import MonitorReport
+
+log = logging.getLogger("tessera.monitor")
+
+ALERTS = Counter("tessera_monitor_alerts", "Monitor alerts raised", ["model", "column", "kind"])
+ACTIVE = Gauge(
+    "tessera_monitor_alert_active", "1 while a monitor alert is on", ["model", "column", "kind"]
+)
+PSI = Gauge("tessera_monitor_psi", "PSI of the last window vs reference", ["model", "column"])
+KS_P = Gauge("tessera_monitor_ks_pvalue", "KS p-value of the last window", ["model", "column"])
+NULLS = Gauge("tessera_monitor_null_rate", "Null rate of the last window", ["model", "column"])
+WEBHOOK_FAILURES = Counter("tessera_monitor_webhook_failures", "Webhook POSTs that failed")
+
+
+class Alerter:
+    """Turns successive reports into alert events; one per model monitor process."""
+
+    def __init__(self, webhook_url: str | None = None, timeout_s: float = 2.0) -> None:
+        self.webhook_url = webhook_url
+        self.timeout_s = timeout_s
+        self._active: set[tuple[str, str, str]] = set()
+
+    def observe(self, report: MonitorReport) -> list[dict]:
+        """Update metrics from ``report``; log, count and POST what changed. Returns the events."""
+        m = report.model
+        for c in report.columns:
+            for gauge, value in ((PSI, c.psi), (KS_P, c.ks_p), (NULLS, c.null_rate)):
+                gauge.labels(m, c.name).set(float("nan") if value is None else value)
+        now = {(m, col, kind) for col, kind in report.alerts}
+        by_name = {c.name: c for c in report.columns}
+        events = []
+        for key in sorted(now - self._active):
+            ALERTS.labels(*key).inc()
+            ACTIVE.labels(*key).set(1)
+            events.append(self._event("raised", key, report, by_name[key[1]]))
+        for key in sorted(self._active - now):
+            ACTIVE.labels(*key).set(0)
+            events.append(self._event("resolved", key, report, by_name.get(key[1])))
+        self._active = now
+        for e in events:
+            log.warning(orjson.dumps(e).decode())
+        if events and self.webhook_url:
+            self._post(events)
+        return events
+
+    @staticmethod
+    def _event(state: str, key: tuple[str, str, str], report: MonitorReport, col) -> dict:
+        model, column, kind = key
+        stats = {}
+        if col is not None:
+            d = col.to_dict()
+            stats = {k: d[k] for k in ("psi", "ks", "ks_p", "null_rate", "out_of_range_rate")}
+        return {
+            "event": "tessera.monitor.alert",
+            "state": state,
+            "model": model,
+            "version": report.version,
+            "column": column,
+            "kind": kind,
+            "rows": report.rows,
+            "window_end_us": report.window_end_us,
+            "at_us": time.time_ns() // 1000,
+            **stats,
+        }
+
+    def _post(self, events: list[dict]) -> None:
+        try:
+            r = httpx.post(self.webhook_url, json={"alerts": events}, timeout=self.timeout_s)
+            r.raise_for_status()
+        except httpx.HTTPError as e:
+            WEBHOOK_FAILURES.inc()
+            log.error(
+                orjson.dumps(
+                    {
+                        "event": "tessera.monitor.webhook_failed",
+                        "url": self.webhook_url,
+                        "error": repr(e),
+                    }
+                ).decode()
+            )

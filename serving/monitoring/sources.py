@@ -1,0 +1,109 @@
+"""Where a monitor gets its inputs: the logged predictions and the model's reference.
+
+``PredictionLog`` reads the experiments sink's Parquet files (only committed ones), keeps the
+rows one model version served, and expands their feature vectors into named columns.
+``ReferenceFiles`` reads references saved as JSON next to the models (until the model registry
+stores them in its metadata, any ``name -> (version, ModelReference, feature order)`` callable
+can stand in: the monitor only needs a ``ReferenceLookup``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from serving.monitoring.errors import MonitorError
+from serving.monitoring.reference import ModelReference
+from serving.monitoring.report import expand_features, latest_window
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What the monitor compares against: a version, its reference and its feature order."""
+
+    version: str | None
+    reference: ModelReference
+    feature_names: tuple[str, ...]
+
+
+ReferenceLookup = Callable[[str], ModelTarget]
+
+
+class ReferenceFiles:
+    """References stored as ``<models_dir>/<name>/reference.json`` (``save`` writes one)."""
+
+    def __init__(self, models_dir: Path | str) -> None:
+        self.models_dir = Path(models_dir)
+
+    def path(self, name: str) -> Path:
+        return self.models_dir / name / "reference.json"
+
+    def save(self, name: str, version: str | None, reference: ModelReference) -> Path:
+        p = self.path(name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        body = {"version": version, "reference": reference.to_dict()}
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        tmp.replace(p)
+        return p
+
+    def __call__(self, name: str) -> ModelTarget:
+        return load_reference(self.path(name), name)
+
+
+def load_reference(path: Path | str, name: str = "") -> ModelTarget:
+    """Read one reference JSON file written by ``ReferenceFiles.save``."""
+    p = Path(path)
+    if not p.exists():
+        raise MonitorError(
+            f"no reference for model {name!r} at {p}; train the model with Tessera (its "
+            "metadata carries one) or save one with ReferenceFiles.save()"
+        )
+    body = json.loads(p.read_text())
+    ref = ModelReference.from_dict(body["reference"])
+    return ModelTarget(body.get("version"), ref, tuple(ref.features))
+
+
+def predictions_dir(offline_dir: Path | str) -> Path:
+    """Where the experiments sink writes the prediction log."""
+    return Path(offline_dir) / "experiments" / "predictions"
+
+
+def model_window(
+    predictions: pl.DataFrame,
+    name: str,
+    target: ModelTarget,
+    rows: int | None = None,
+    seconds: float | None = None,
+) -> pl.DataFrame:
+    """The newest predictions ``name`` served with ``target.version``, one column per feature."""
+    df = predictions
+    if "model" in df.columns:
+        df = df.filter(pl.col("model") == name)
+    if "role" in df.columns:  # shadows score the same requests: count each request once
+        df = df.filter(pl.col("role") != "shadow")
+    if target.version is not None and "version" in df.columns:
+        df = df.filter(pl.col("version") == target.version)
+    df = latest_window(df, rows=rows, seconds=seconds)
+    if "features" in df.columns and df.height:
+        return expand_features(df, target.feature_names)
+    return df
+
+
+class PredictionLog:
+    """Read the committed prediction log under ``offline_dir`` for one model at a time."""
+
+    def __init__(self, offline_dir: Path | str) -> None:
+        self.folder = predictions_dir(offline_dir)
+
+    def read(self) -> pl.DataFrame:
+        from serving.experiments.records import PREDICTION_SCHEMA
+        from serving.experiments.sink import read_dataset
+
+        if not self.folder.exists():
+            return pl.from_arrow(PREDICTION_SCHEMA.empty_table())
+        return read_dataset(self.folder, PREDICTION_SCHEMA)

@@ -1,0 +1,47 @@
+import json
+
+import polars as pl
+import typer
+from typer.testing import CliRunner
+
+from serving.monitoring.reference import build_reference
+from serving.monitoring.sources import ReferenceFiles
+from tessera import cli_monitor
+from tests.serving.monitoring.synthetic import prediction_log, reference_columns
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    cli_monitor.register(app)
+    return app
+
+
+def test_monitor_report_prints_alerts_and_exits_1_on_drift(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    cols = reference_columns(n=5000)
+    score = cols.pop("score")
+    ReferenceFiles(tmp_path / "models").save("fraud", "3", build_reference(cols, score))
+    drifted = tmp_path / "drifted.parquet"
+    prediction_log(1, 1000, shift=2.0).write_parquet(drifted)
+    quiet = tmp_path / "quiet.parquet"
+    prediction_log(2, 1000).write_parquet(quiet)
+
+    runner = CliRunner()
+    r = runner.invoke(_app(), ["monitor", "report", "fraud", "--predictions", str(drifted)])
+    assert r.exit_code == 1, r.output
+    assert "ALERT" in r.output and "drift" in r.output
+
+    r = runner.invoke(
+        _app(), ["monitor", "report", "fraud", "--predictions", str(quiet), "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    body = json.loads(r.output)
+    assert body["status"] == "ok" and body["rows"] == 1000 and body["version"] == "3"
+
+
+def test_monitor_report_without_reference_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    p = tmp_path / "p.parquet"
+    pl.DataFrame({"ts": [1]}).write_parquet(p)
+    r = CliRunner().invoke(_app(), ["monitor", "report", "nope", "--predictions", str(p)])
+    assert r.exit_code != 0 and "no reference" in str(r.exception)
