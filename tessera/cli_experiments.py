@@ -1,0 +1,170 @@
+"""``tessera deploy | promote | rollback | experiment ...``: shadows and A/B experiments."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import typer
+
+from features.settings import Settings
+
+
+def _store():
+    from serving.experiments.spec import DeploymentStore
+
+    return DeploymentStore(Settings.from_env().models_dir)
+
+
+def _alias_setter():
+    """The registry's alias API, when the registry is installed (else aliases are not moved)."""
+    try:
+        from serving.registry import set_alias  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    models_dir = Settings.from_env().models_dir
+    return lambda name, alias, version: set_alias(models_dir, name, alias, version)
+
+
+def _show(spec) -> None:
+    typer.echo(json.dumps(spec.to_dict(), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("deploy")
+    def deploy(
+        name: str = typer.Argument(..., help="model name"),
+        champion: str | None = typer.Option(None, help="champion model version"),
+        arm: list[str] = typer.Option(
+            [], help="A/B arm NAME=VERSION:WEIGHT (repeatable; weight 0 removes the arm)"
+        ),
+        shadow: list[str] = typer.Option(
+            [], help="shadow version (repeatable; replaces the list)"
+        ),
+        no_shadows: bool = typer.Option(False, "--no-shadows", help="remove every shadow"),
+        salt: str | None = typer.Option(None, help="experiment salt (a new salt reshuffles arms)"),
+        threshold: float | None = typer.Option(None, help="decision threshold for the report"),
+        reason: str = typer.Option("", "--reason", "-m", help="why (kept in the audit log)"),
+    ) -> None:
+        """Create or change NAME's deployment: a new spec revision plus an audit record."""
+        from serving.experiments.errors import ExperimentError
+        from serving.experiments.spec import Arm, DeploymentSpec, parse_arm
+
+        store = _store()
+        if store.revision(name):
+            spec = store.current(name)
+        elif champion is None:
+            raise ExperimentError(f"{name} has no deployment yet; give --champion VERSION")
+        else:
+            spec = DeploymentSpec(name, champion, salt=salt or name)
+        arms: dict[str, Arm] = {a.name: a for a in spec.arms}
+        for text in arm:
+            a = parse_arm(text) if not text.rstrip().endswith(":0") else None
+            if a is None:
+                arms.pop(text.split("=", 1)[0].strip(), None)
+            else:
+                arms[a.name] = a
+        new = replace(
+            spec,
+            champion=champion or spec.champion,
+            arms=tuple(arms.values()),
+            shadows=() if no_shadows else (tuple(shadow) if shadow else spec.shadows),
+            salt=spec.salt if salt is None else salt,
+            threshold=spec.threshold if threshold is None else threshold,
+        )
+        if store.revision(name) and new == spec:
+            typer.echo(f"{name}: nothing changed (revision {spec.revision})")
+            return
+        _show(store.save(new, why=reason))
+
+    @app.command("promote")
+    def promote(
+        name: str = typer.Argument(..., help="model name"),
+        source: str = typer.Option(..., "--from", help="arm name or shadow version to promote"),
+        reason: str = typer.Option("", "--reason", "-m", help="why (kept in the audit log)"),
+    ) -> None:
+        """Make an arm or shadow the champion (hot-reloaded by running routers)."""
+        from serving.experiments.promote import promote as do_promote
+
+        _show(do_promote(_store(), name, source, why=reason, set_alias=_alias_setter()))
+
+    @app.command("rollback")
+    def rollback(
+        name: str = typer.Argument(..., help="model name"),
+        reason: str = typer.Option("", "--reason", "-m", help="why (kept in the audit log)"),
+    ) -> None:
+        """Restore the previous champion."""
+        from serving.experiments.promote import rollback as do_rollback
+
+        _show(do_rollback(_store(), name, why=reason, set_alias=_alias_setter()))
+
+    experiment = typer.Typer(help="Shadows and A/B experiments: logs, reports, history.")
+    app.add_typer(experiment, name="experiment")
+
+    @experiment.command("report")
+    def report(
+        name: str = typer.Argument(..., help="model name"),
+        max_delay: str = typer.Option(
+            "7d", help="labels later than this after a prediction are ignored"
+        ),
+        alpha: float = typer.Option(0.05, help="significance level of the verdicts"),
+        reps: int = typer.Option(200, help="bootstrap replicates for the confidence intervals"),
+        business: str = typer.Option(
+            "accuracy", help="arm business metric: accuracy|positive_rate"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    ) -> None:
+        """Per arm and shadow vs the champion: metrics, CIs, tests and a verdict."""
+        from features.semantics.windows import parse_duration
+        from serving.experiments.report import experiment_report, format_report
+
+        s = Settings.from_env()
+        r = experiment_report(
+            s.models_dir,
+            s.offline_dir,
+            name,
+            max_delay_s=parse_duration(max_delay) / 1e6,
+            alpha=alpha,
+            reps=reps,
+            business=business,
+        )
+        typer.echo(json.dumps(r, indent=2) if as_json else format_report(r))
+
+    @experiment.command("sink")
+    def sink(
+        predictions_topic: str = typer.Option("tessera-predictions", help="prediction log topic"),
+        outcomes_topic: str = typer.Option("outcomes", help="outcome (label) topic"),
+        idle: float = typer.Option(5.0, help="stop after this many seconds with nothing new"),
+    ) -> None:
+        """Copy the prediction log and outcomes from Kafka to Parquet (exactly once in effect)."""
+        from serving.experiments.kafka_log import ensure_topics
+        from serving.experiments.records import OUTCOME_SCHEMA, PREDICTION_SCHEMA
+        from serving.experiments.report import dataset_dirs
+        from serving.experiments.sink import ParquetSink
+
+        s = Settings.from_env()
+        bootstrap = s.require_kafka()
+        ensure_topics(bootstrap, [predictions_topic, outcomes_topic])
+        pred_dir, out_dir = dataset_dirs(s.offline_dir)
+        sinks = [
+            ParquetSink(bootstrap, predictions_topic, pred_dir, PREDICTION_SCHEMA),
+            ParquetSink(bootstrap, outcomes_topic, out_dir, OUTCOME_SCHEMA),
+        ]
+        for sk in sinks:
+            n = sk.run(idle_s=idle)
+            sk.close()
+            typer.echo(f"{sk.topic}: {n} records -> {sk.folder} ({sk.bad_records} malformed)")
+
+    @experiment.command("history")
+    def history(name: str = typer.Argument(..., help="model name")) -> None:
+        """The audit log of NAME's deployments: who changed what, when and why."""
+        for e in _store().audit_log(name):
+            after = e.get("after") or {}
+            arms = [(a["name"], a["version"], a["weight"]) for a in after.get("arms", [])]
+            what = (
+                f"alias {e['alias']} -> v{e['version']}"
+                if "alias" in e
+                else f"revision {after.get('revision')}: champion v{after.get('champion')}, "
+                f"arms {arms}, shadows {after.get('shadows')}"
+            )
+            typer.echo(f"{e.get('when', '')}  {e['who']}: {what}  ({e.get('why') or '-'})")

@@ -1,0 +1,92 @@
+"""Promote and rollback, and the `tessera` commands that drive deployments and reports."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from serving.experiments.errors import ExperimentError
+from serving.experiments.promote import promote, rollback
+from serving.experiments.report import dataset_dirs
+from serving.experiments.simulate import simulate_log
+from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore
+from tessera.cli import _register, app
+
+
+def test_promote_then_rollback_moves_alias_and_audits(tmp_path):
+    store = DeploymentStore(tmp_path)
+    store.save(DeploymentSpec("fraud", "1", arms=(Arm("challenger", "2", 0.2),), shadows=("3",)))
+    aliases = []
+    set_alias = lambda *a: aliases.append(a)  # noqa: E731
+    p = promote(store, "fraud", "challenger", who="ana", set_alias=set_alias)
+    assert (p.champion, p.arms, p.shadows) == ("2", (), ("3",))
+    assert aliases == [("fraud", "champion", "2")]
+    assert store.audit_log("fraud")[-2]["why"] == "promote challenger (v2) over v1"
+    s = promote(store, "fraud", "3", set_alias=set_alias)
+    assert (s.champion, s.shadows) == ("3", ())
+    r = rollback(store, "fraud", set_alias=set_alias)
+    assert r.champion == "2" and aliases[-1] == ("fraud", "champion", "2")
+    assert store.current("fraud").revision == 4
+    with pytest.raises(ExperimentError, match="no arm named 'nope'"):
+        promote(store, "fraud", "nope")
+
+
+def test_rollback_needs_a_previous_champion(tmp_path):
+    store = DeploymentStore(tmp_path)
+    store.save(DeploymentSpec("m", "1"))
+    with pytest.raises(ExperimentError, match="nothing to roll back to"):
+        rollback(store, "m")
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    monkeypatch.setenv("TESSERA_USER", "tester")
+    _register()
+    runner = CliRunner()
+
+    def run(*args):
+        res = runner.invoke(app, list(args), catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    return run
+
+
+def test_deploy_report_promote_rollback_commands(cli, tmp_path):
+    spec = json.loads(cli("deploy", "fraud", "--champion", "1", "-m", "first"))
+    assert spec["champion"] == "1" and spec["revision"] == 1
+    spec = json.loads(
+        cli("deploy", "fraud", "--arm", "challenger=2:0.3", "--shadow", "3", "--salt", "exp")
+    )
+    assert spec["arms"][0] == {"name": "challenger", "version": "2", "weight": 0.3, "stopped": None}
+    assert spec["shadows"] == ["3"] and spec["revision"] == 2
+    assert "nothing changed" in cli("deploy", "fraud", "--shadow", "3")
+
+    # logged data, as the sink would have written it
+    preds, outcomes = simulate_log(
+        DeploymentStore(tmp_path / "models").current("fraud"),
+        20_000,
+        {"1": 1.5, "2": 0.5, "3": 0.5},
+        labelled=0.5,
+    )
+    for frame, folder in zip((preds, outcomes), dataset_dirs(tmp_path / "offline"), strict=True):
+        folder.mkdir(parents=True)
+        frame.write_parquet(folder / "p0000-000000000000-000000000001.parquet")
+        (folder / "_manifest.json").write_text(
+            json.dumps({"files": ["p0000-000000000000-000000000001.parquet"], "next_offsets": {}})
+        )
+    text = cli("experiment", "report", "fraud", "--reps", "20")
+    assert "arm challenger v2 (live): the arm is better" in text
+    assert "shadow v3: the challenger is better" in text
+    r = json.loads(cli("experiment", "report", "fraud", "--reps", "0", "--json"))
+    assert r["arms"][0]["vs_champion"]["verdict"]["word"] == "better"
+
+    assert json.loads(cli("promote", "fraud", "--from", "challenger"))["champion"] == "2"
+    assert json.loads(cli("rollback", "fraud", "-m", "bad night"))["champion"] == "1"
+    hist = cli("experiment", "history", "fraud")
+    assert hist.count("tester") == 4 and "bad night" in hist
+    arms = json.loads(cli("deploy", "fraud", "--arm", "challenger=2:0.3", "--arm", "b=4:0.1"))
+    assert [a["name"] for a in arms["arms"]] == ["challenger", "b"]
+    arms = json.loads(cli("deploy", "fraud", "--arm", "b=4:0"))
+    assert [a["name"] for a in arms["arms"]] == ["challenger"]
