@@ -1,0 +1,78 @@
+"""What the dashboard shows, as providers: plain callables returning JSON-able rows.
+
+Every provider is optional and may fail; the page then says "no data yet" for that panel (or
+shows the error) instead of failing as a whole. Row shapes:
+
+- ``freshness() -> [{"view", "age_s", "lag"?}]``: age of the newest event applied per view.
+- ``throughput() -> [{"name", "per_s", "total"?}]``: events or requests per second.
+- ``monitors() -> [MonitorReport.to_dict()]``: drift per feature with live/reference histograms.
+- ``experiments() -> [experiment report dict]`` as built by ``serving.experiments.report``.
+- ``lineage() -> [{"model", "version", "parent"?, "created"?, "training_set"?, "metrics"?,
+  "aliases"?}]``.
+- ``audit() -> [{"when", "who", "why", "before"?, "after"?, "alias"?, ...}]``, newest last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+Provider = Callable[[], list[dict]]
+
+
+@dataclass
+class DashboardData:
+    freshness: Provider | None = None
+    throughput: Provider | None = None
+    monitors: Provider | None = None
+    experiments: Provider | None = None
+    lineage: Provider | None = None
+    audit: Provider | None = None
+
+    def snapshot(self) -> dict[str, dict]:
+        """Call every provider once: ``{panel: {"rows": [...]} | {"error": "..."}}``."""
+        out: dict[str, dict] = {}
+        for f in fields(self):
+            provider = getattr(self, f.name)
+            if provider is None:
+                out[f.name] = {"rows": []}
+                continue
+            try:
+                out[f.name] = {"rows": finite(list(provider() or []))}
+            except Exception as e:  # a broken source must not take the page down
+                log.warning("dashboard panel %s failed: %r", f.name, e)
+                out[f.name] = {"rows": [], "error": f"{type(e).__name__}: {e}"}
+        return out
+
+
+def finite(obj):
+    """NaN and inf are not JSON: charts and ``/ui/data.json`` get null (a gap) instead."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def audit_files(models_dir: Path | str, limit: int = 50) -> Provider:
+    """Every ``audit.jsonl`` under ``models_dir`` (deployments, aliases), merged by time."""
+
+    def read() -> list[dict]:
+        rows = []
+        for p in Path(models_dir).rglob("audit.jsonl"):
+            model = p.relative_to(models_dir).parts[0]
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    rows.append({"model": model, **json.loads(line)})
+        rows.sort(key=lambda r: str(r.get("when") or r.get("at") or r.get("ts") or ""))
+        return rows[-limit:]
+
+    return read

@@ -1,0 +1,42 @@
+"""The ``/ui`` router: the scorer app mounts the dashboard with one line.
+
+    app.include_router(dashboard_router(DashboardData(monitors=..., experiments=...)))
+
+``/ui`` is the page, ``/ui/data.json`` the same snapshot as JSON, ``/ui/static/...`` the
+vendored Chart.js (MIT, licence alongside) so the page needs no network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse
+
+from serving.dashboard.data import DashboardData
+from serving.dashboard.page import render
+
+STATIC = Path(__file__).parent / "static"
+
+
+def dashboard_router(
+    data: DashboardData, prefix: str = "/ui", refresh_s: int | None = 15
+) -> APIRouter:
+    router = APIRouter(prefix=prefix)
+
+    @router.get("", response_class=HTMLResponse)
+    def page() -> str:
+        return render(data.snapshot(), static_url=f"{prefix}/static", refresh_s=refresh_s)
+
+    @router.get("/data.json")
+    def snapshot() -> dict:
+        return data.snapshot()
+
+    @router.get("/static/{name}")
+    def static(name: str) -> FileResponse:
+        path = STATIC / name
+        if "/" in name or not path.is_file():
+            raise HTTPException(status_code=404, detail=f"no static file {name!r}")
+        return FileResponse(path, headers={"Cache-Control": "max-age=86400"})
+
+    return router
