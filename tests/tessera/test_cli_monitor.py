@@ -5,9 +5,9 @@ import typer
 from typer.testing import CliRunner
 
 from serving.monitoring.reference import build_reference
+from serving.monitoring.simulate import prediction_log, reference_columns
 from serving.monitoring.sources import ReferenceFiles
 from tessera import cli_monitor
-from tests.serving.monitoring.synthetic import prediction_log, reference_columns
 
 
 def _app() -> typer.Typer:
@@ -31,9 +31,7 @@ def test_monitor_report_prints_alerts_and_exits_1_on_drift(tmp_path, monkeypatch
     assert r.exit_code == 1, r.output
     assert "ALERT" in r.output and "drift" in r.output
 
-    r = runner.invoke(
-        _app(), ["monitor", "report", "fraud", "--predictions", str(quiet), "--json"]
-    )
+    r = runner.invoke(_app(), ["monitor", "report", "fraud", "--predictions", str(quiet), "--json"])
     assert r.exit_code == 0, r.output
     body = json.loads(r.output)
     assert body["status"] == "ok" and body["rows"] == 1000 and body["version"] == "3"

@@ -17,8 +17,8 @@ from serving.experiments.simulate import simulate_log
 from serving.experiments.spec import DeploymentSpec, DeploymentStore
 from serving.monitoring.reference import build_reference
 from serving.monitoring.report import monitor_report
+from serving.monitoring.simulate import FEATURES, prediction_log, reference_columns
 from serving.monitoring.sources import ModelTarget, model_window
-from tests.serving.monitoring.synthetic import FEATURES, prediction_log, reference_columns
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 

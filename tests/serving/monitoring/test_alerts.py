@@ -13,9 +13,8 @@ from serving.monitoring.alerts import Alerter
 from serving.monitoring.reference import build_reference
 from serving.monitoring.report import monitor_report
 from serving.monitoring.routes import monitor_router
+from serving.monitoring.simulate import FEATURES, prediction_log, reference_columns
 from serving.monitoring.sources import ModelTarget, model_window
-
-from .synthetic import FEATURES, prediction_log, reference_columns
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from serving.monitoring.drift import (
     reference_cdf,
 )
 from serving.monitoring.reference import build_column_reference, build_reference
-
-from .synthetic import draw, reference_columns
+from serving.monitoring.simulate import draw, reference_columns
 
 SEEDS = 100
 WINDOW = 1000

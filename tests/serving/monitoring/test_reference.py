@@ -10,8 +10,7 @@ from serving.monitoring.reference import (
     build_column_reference,
     build_reference,
 )
-
-from .synthetic import reference_columns
+from serving.monitoring.simulate import reference_columns
 
 
 def test_reference_round_trips_through_json():

@@ -10,9 +10,8 @@ from serving.monitoring.report import (
     latest_window,
     monitor_report,
 )
+from serving.monitoring.simulate import FEATURES, prediction_log, reference_columns
 from serving.monitoring.sources import ModelTarget, ReferenceFiles, model_window
-
-from .synthetic import FEATURES, prediction_log, reference_columns
 
 
 @pytest.fixture(scope="module")

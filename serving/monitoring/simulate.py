@@ -1,8 +1,14 @@
-"""Synthetic model inputs: a training sample for the reference and live windows, drifted or not."""
+"""Synthetic model inputs where the truth is known: a training sample and live windows.
+
+Used by the tests, the benchmark and the demo: four features of different shapes (normal,
+Poisson counts, a 0/1 flag, a lognormal with 2 % missing) and the score of a fixed logistic
+model, with drift injected as a shift of ``amount``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
 FEATURES = ("amount", "txn_count_24h", "has_card", "spend_7d")
 
@@ -36,8 +42,6 @@ def prediction_log(
     seed: int, n: int, shift: float = 0.0, model: str = "fraud", version: str = "3", t0: int = 0
 ):
     """A polars frame shaped like the experiments prediction log (feature vector as a list)."""
-    import polars as pl
-
     cols = draw(np.random.default_rng(seed), n, shift)
     vectors = np.column_stack([cols[f] for f in FEATURES])
     return pl.DataFrame(
