@@ -58,3 +58,40 @@ def register(app: typer.Typer) -> None:
         typer.echo(json.dumps(r, indent=2) if as_json else format_report(r))
         if r["alerts"]:
             raise typer.Exit(1)
+
+    @monitor.command("ui")
+    def ui(
+        host: str = typer.Option("127.0.0.1", help="bind address"),
+        port: int = typer.Option(8090, help="port"),
+        metrics: list[str] = typer.Option(
+            [], help="a /metrics URL (worker, scorer) to read freshness and throughput from"
+        ),
+        webhook: str | None = typer.Option(
+            None, envvar="TESSERA_ALERT_WEBHOOK", help="POST alerts here"
+        ),
+    ) -> None:
+        """Serve the dashboard (/ui) and GET /v1/monitor/{name} on their own.
+
+        The scorer serves the same routers; this is for a machine without one.
+        """
+        import uvicorn
+        from fastapi import FastAPI
+
+        from serving.dashboard.routes import dashboard_router
+        from serving.dashboard.sources import from_settings
+        from serving.monitoring.alerts import Alerter
+        from serving.monitoring.routes import monitor_router
+        from serving.monitoring.sources import PredictionLog, ReferenceFiles
+
+        settings = Settings.from_env()
+        app = FastAPI(title="Tessera monitor")
+        app.include_router(dashboard_router(from_settings(settings, metrics)))
+        app.include_router(
+            monitor_router(
+                ReferenceFiles(settings.models_dir),
+                PredictionLog(settings.offline_dir).read,
+                alerter=Alerter(webhook_url=webhook),
+            )
+        )
+        typer.echo(f"dashboard on http://{host}:{port}/ui")
+        uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 FEATURES = ("amount", "txn_count_24h", "has_card", "spend_7d")
 
@@ -40,18 +41,24 @@ def reference_columns(seed: int = 12345, n: int = 20_000) -> dict[str, np.ndarra
 
 def prediction_log(
     seed: int, n: int, shift: float = 0.0, model: str = "fraud", version: str = "3", t0: int = 0
-):
-    """A polars frame shaped like the experiments prediction log (feature vector as a list)."""
+) -> pl.DataFrame:
+    """``n`` champion predictions with the prediction log's schema (vector as a list column)."""
+    from serving.experiments.records import PREDICTION_SCHEMA
+
     cols = draw(np.random.default_rng(seed), n, shift)
     vectors = np.column_stack([cols[f] for f in FEATURES])
-    return pl.DataFrame(
-        {
-            "request_id": [f"r{seed}-{i}" for i in range(n)],
-            "ts": t0 + np.arange(n, dtype=np.int64) * 1000,
-            "model": [model] * n,
-            "version": [version] * n,
-            "role": ["champion"] * n,
-            "score": cols["score"],
-            "features": [[None if np.isnan(v) else float(v) for v in row] for row in vectors],
-        }
-    )
+    rows = {
+        "request_id": [f"r{seed}-{i}" for i in range(n)],
+        "ts": (t0 + np.arange(n, dtype=np.int64) * 1000).tolist(),
+        "entity_key": [f"user=u{i % 997}" for i in range(n)],
+        "model": [model] * n,
+        "version": [version] * n,
+        "role": ["champion"] * n,
+        "arm": ["champion"] * n,
+        "score": cols["score"].tolist(),
+        "latency_ms": [1.0] * n,
+        "error": [None] * n,
+        "features_hash": [""] * n,
+        "features": [[None if np.isnan(v) else float(v) for v in row] for row in vectors],
+    }
+    return pl.from_arrow(pa.Table.from_pydict(rows, schema=PREDICTION_SCHEMA))

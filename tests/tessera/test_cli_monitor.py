@@ -43,3 +43,41 @@ def test_monitor_report_without_reference_says_what_to_do(tmp_path, monkeypatch)
     pl.DataFrame({"ts": [1]}).write_parquet(p)
     r = CliRunner().invoke(_app(), ["monitor", "report", "nope", "--predictions", str(p)])
     assert r.exit_code != 0 and "no reference" in str(r.exception)
+
+
+def test_monitor_ui_serves_the_dashboard_and_the_monitor_route(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TESSERA_HOME": str(tmp_path)}
+    code = "from tessera.cli import main; main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "monitor", "ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/ui", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "tessera monitor ui did not start"
+                time.sleep(0.2)
+        assert r.status_code == 200 and "no data yet" in r.text
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/monitor/fraud", timeout=5)
+        assert r.status_code == 404 and "no reference" in r.json()["detail"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,0 +1,114 @@
+"""Providers wired to what a Tessera home folder holds, and to Prometheus endpoints.
+
+``from_settings`` gives a ``DashboardData`` that reads, on every page load: each model's drift
+(reference + prediction log), its experiment report, and every audit log under ``models_dir``.
+``scrape`` reads freshness and throughput from ``/metrics`` endpoints (worker, scorer): gauges
+whose name ends in ``freshness_seconds`` labelled by ``view``, and counters whose name ends in
+``events_total`` or ``requests_total``; a rate needs two scrapes, so the first load shows the
+totals with a rate of 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from features.settings import Settings
+from serving.dashboard.data import DashboardData, Provider, audit_files
+from serving.monitoring.routes import run_monitor
+from serving.monitoring.sources import PredictionLog, ReferenceFiles
+
+log = logging.getLogger(__name__)
+
+FRESHNESS_SUFFIX = "freshness_seconds"
+COUNTER_SUFFIXES = ("events", "requests")
+
+
+def _models_with(models_dir: Path, filename: str) -> list[str]:
+    if not models_dir.exists():
+        return []
+    return sorted(p.parent.name for p in models_dir.glob(f"*/{filename}"))
+
+
+def monitors(models_dir: Path, offline_dir: Path, rows: int = 5000) -> Provider:
+    """Drift report of every model that has a reference, over its newest ``rows`` predictions."""
+    lookup, preds = ReferenceFiles(models_dir), PredictionLog(offline_dir)
+
+    def read() -> list[dict]:
+        frame = preds.read()
+        return [
+            run_monitor(m, lookup, lambda: frame, rows=rows)
+            for m in _models_with(models_dir, "reference.json")
+        ]
+
+    return read
+
+
+def experiments(models_dir: Path, offline_dir: Path, reps: int = 100) -> Provider:
+    """Experiment report of every model that has a deployment spec."""
+
+    def read() -> list[dict]:
+        from serving.experiments.report import experiment_report
+
+        names = sorted({p.parent.parent.name for p in models_dir.glob("*/deployments/*.json")})
+        return [experiment_report(models_dir, offline_dir, n, reps=reps) for n in names]
+
+    return read
+
+
+def scrape(urls: Sequence[str], timeout_s: float = 1.0) -> tuple[Provider, Provider]:
+    """(freshness, throughput) providers reading Prometheus text from ``urls``."""
+    last: dict[str, tuple[float, float]] = {}  # counter key -> (time, value)
+
+    def families():
+        for url in urls:
+            try:
+                text = httpx.get(url, timeout=timeout_s).text
+            except httpx.HTTPError as e:
+                log.warning("cannot scrape %s: %r", url, e)
+                continue
+            yield from text_string_to_metric_families(text)
+
+    def freshness() -> list[dict]:
+        rows = []
+        for fam in families():
+            if fam.type == "gauge" and fam.name.endswith(FRESHNESS_SUFFIX):
+                for s in fam.samples:
+                    view = s.labels.get("view") or s.labels.get("feature_view") or fam.name
+                    rows.append({"view": view, "age_s": s.value, "lag": None})
+        return rows
+
+    def throughput() -> list[dict]:
+        rows, now = [], time.monotonic()
+        for fam in families():
+            if fam.type != "counter" or not fam.name.endswith(COUNTER_SUFFIXES):
+                continue
+            for s in fam.samples:
+                if not s.name.endswith("_total"):
+                    continue
+                extra = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+                key = f"{fam.name}{{{extra}}}" if extra else fam.name
+                t0, v0 = last.get(key, (now, s.value))
+                rate = (s.value - v0) / (now - t0) if now > t0 else 0.0
+                last[key] = (now, s.value)
+                rows.append({"name": key, "per_s": max(rate, 0.0), "total": s.value})
+        return rows
+
+    return freshness, throughput
+
+
+def from_settings(settings: Settings, metrics_urls: Sequence[str] = ()) -> DashboardData:
+    """Everything the home folder (and the given ``/metrics`` endpoints) can show."""
+    fresh, through = scrape(metrics_urls) if metrics_urls else (None, None)
+    return DashboardData(
+        freshness=fresh,
+        throughput=through,
+        monitors=monitors(settings.models_dir, settings.offline_dir),
+        experiments=experiments(settings.models_dir, settings.offline_dir),
+        audit=audit_files(settings.models_dir),
+    )
