@@ -9,7 +9,7 @@ from typing import Any
 
 from features.definitions import Entity, FeatureRepo, FeatureView
 from features.errors import OnlineStoreError, UnknownFeatureError
-from features.online.fold import fold_view
+from features.online.fastfold import RingFold
 from features.online.layout import FeatureSlot, ViewLayout, entity_key
 
 
@@ -46,6 +46,18 @@ class _EntityPlan:
     fields: list[str]
     # (output column, view name, slot) for every requested feature of this entity
     slots: list[tuple[int, str, FeatureSlot]]
+    # one compiled fold per hash field, in ``fields`` order, and the view each field belongs to
+    rings: list[RingFold] = field(default_factory=list)
+    ring_views: list[str] = field(default_factory=list)
+
+    def compile(self) -> None:
+        by_field: dict[str, list[tuple[int, FeatureSlot]]] = {}
+        view_of: dict[str, str] = {}
+        for col, vname, slot in self.slots:
+            by_field.setdefault(slot.hop.field, []).append((col, slot))
+            view_of[slot.hop.field] = vname
+        self.rings = [RingFold(by_field[f][0][1].hop, by_field[f]) for f in self.fields]
+        self.ring_views = [view_of[f] for f in self.fields]
 
 
 class ReadPlan:
@@ -71,6 +83,8 @@ class ReadPlan:
             plan.slots.append((col, view.name, slot))
             if view.name not in self.views:
                 self.views.append(view.name)
+        for ep in self.by_entity.values():
+            ep.compile()
 
     @property
     def entity_keys(self) -> list[str]:
@@ -138,20 +152,14 @@ class OnlineStore:
         for _ in entities:
             vals: list[Any] = [None] * n
             miss = [True] * n
-            ages: dict[str, float | None] = {v: None for v in plan.views}
+            ages: dict[str, float | None] = dict.fromkeys(plan.views)
             for ep in plan.by_entity.values():
                 reply = next(it)
-                blobs = dict(zip(ep.fields, reply, strict=True))
-                slots = [s for _, _, s in ep.slots]
-                v, m, _ = fold_view(slots, blobs, t)
-                for (col, vname, slot), value, mflag in zip(ep.slots, v, m, strict=True):
-                    vals[col] = value
-                    miss[col] = mflag
-                    blob = blobs.get(slot.hop.field)
-                    if blob:
-                        newest = slot.hop.decode_newest(blob)
+                for ring, vname, blob in zip(ep.rings, ep.ring_views, reply, strict=True):
+                    newest = ring.fold(blob, t, vals, miss)
+                    if newest is not None:
                         age = (t - newest) / 1e6
-                        old = ages.get(vname)
+                        old = ages[vname]
                         ages[vname] = age if old is None else min(old, age)
             out_vals.append(vals)
             out_missing.append(miss)
