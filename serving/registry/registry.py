@@ -1,0 +1,189 @@
+"""Model registry: immutable numbered versions, movable aliases, an append-only audit log.
+
+Layout under the storage root (one folder per model name)::
+
+    {name}/versions/{n}/model.txt      LightGBM text format (never pickles)
+    {name}/versions/{n}/metadata.json  features, training set, params, metrics, references
+    {name}/aliases.json                {"champion": "3", "challenger": "4"}
+    {name}/audit.jsonl                 one line per alias change: who, when, why, before, after
+
+A version is written once (model first, metadata last: a version without metadata is not
+listed) and never modified. Aliases are what the scorer follows, so moving ``champion`` is a
+deploy and the audit log is the deploy history.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from features.errors import RegistryError
+from serving.registry.storage import ModelStorage
+
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version: its LightGBM text and its metadata."""
+
+    name: str
+    version: str
+    model_text: str
+    metadata: dict[str, Any]
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.metadata["features"])
+
+    def booster(self):
+        import lightgbm as lgb
+
+        return lgb.Booster(model_str=self.model_text)
+
+
+def _who() -> str:
+    try:
+        return os.environ.get("TESSERA_USER") or getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _check_name(name: str) -> None:
+    if not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise RegistryError(f"model name {name!r} must be letters, digits, '_', '-' or '.'")
+
+
+class ModelRegistry:
+    """Register, look up and alias model versions in one storage root."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.storage = ModelStorage(root)
+
+    # -- versions ---------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        return [n for n in self.storage.list_dir("") if self.versions(n)]
+
+    def versions(self, name: str) -> list[str]:
+        """Complete versions of ``name``, oldest first."""
+        out = []
+        for v in self.storage.list_dir(f"{name}/versions"):
+            if v.isdigit() and self.storage.exists(f"{name}/versions/{v}/metadata.json"):
+                out.append(v)
+        return sorted(out, key=int)
+
+    def register(self, name: str, model_text: str, metadata: dict[str, Any]) -> ModelVersion:
+        """Store a new version (the next number) and return it. Existing versions never change."""
+        _check_name(name)
+        taken = [int(v) for v in self.storage.list_dir(f"{name}/versions") if v.isdigit()]
+        version = str(max(taken, default=0) + 1)
+        base = f"{name}/versions/{version}"
+        if self.storage.exists(f"{base}/metadata.json"):
+            raise RegistryError(f"{name} version {version} was registered concurrently; retry")
+        meta = {**metadata, "name": name, "version": version}
+        meta.setdefault("created", _now())
+        meta.setdefault("created_by", _who())
+        self.storage.write_bytes(f"{base}/model.txt", model_text.encode())
+        self.storage.write_bytes(
+            f"{base}/metadata.json", json.dumps(meta, indent=2, sort_keys=True).encode()
+        )
+        return ModelVersion(name, version, model_text, meta)
+
+    def metadata(self, name: str, ref: str = CHAMPION) -> dict[str, Any]:
+        version = self.resolve(name, ref)
+        return json.loads(self.storage.read_bytes(f"{name}/versions/{version}/metadata.json"))
+
+    def get(self, name: str, ref: str = CHAMPION) -> ModelVersion:
+        """A version by number or alias (default: the champion)."""
+        version = self.resolve(name, ref)
+        base = f"{name}/versions/{version}"
+        text = self.storage.read_bytes(f"{base}/model.txt").decode()
+        meta = json.loads(self.storage.read_bytes(f"{base}/metadata.json"))
+        return ModelVersion(name, version, text, meta)
+
+    def resolve(self, name: str, ref: str = CHAMPION) -> str:
+        """Version number of ``ref`` (a number, an alias, or 'latest')."""
+        versions = self.versions(name)
+        if not versions:
+            raise RegistryError(
+                f"no model named {name!r} in {self.storage.uri}; register one with "
+                f"`tessera train --model {name} ...` (known: {', '.join(self.models()) or 'none'})"
+            )
+        if ref == "latest":
+            return versions[-1]
+        if ref.isdigit():
+            if ref not in versions:
+                raise RegistryError(
+                    f"{name} has no version {ref}; versions: {', '.join(versions)}"
+                )
+            return ref
+        aliases = self.aliases(name)
+        if ref not in aliases:
+            hint = (
+                f"`tessera models alias {name} {ref} VERSION --why ...`"
+                if ref == CHAMPION
+                else "one of: " + (", ".join(aliases) or "none")
+            )
+            raise RegistryError(f"{name} has no alias {ref!r}; set it with {hint}")
+        return aliases[ref]
+
+    # -- aliases ----------------------------------------------------------------------------
+    def aliases(self, name: str) -> dict[str, str]:
+        if not self.storage.exists(f"{name}/aliases.json"):
+            return {}
+        return json.loads(self.storage.read_bytes(f"{name}/aliases.json"))
+
+    def set_alias(
+        self, name: str, alias: str, version: str | None, who: str | None = None, why: str = ""
+    ) -> dict[str, Any]:
+        """Point ``alias`` at ``version`` (None removes it) and append the change to the audit."""
+        if not alias or alias.isdigit() or alias == "latest":
+            raise RegistryError(f"alias {alias!r} must be a word (not a number or 'latest')")
+        if version is not None:
+            version = self.resolve(name, str(version))
+        aliases = self.aliases(name)
+        before = aliases.get(alias)
+        if version is None:
+            aliases.pop(alias, None)
+        else:
+            aliases[alias] = version
+        self.storage.write_bytes(
+            f"{name}/aliases.json", json.dumps(aliases, indent=2, sort_keys=True).encode()
+        )
+        entry = {
+            "when": _now(),
+            "who": who or _who(),
+            "why": why,
+            "model": name,
+            "alias": alias,
+            "before": before,
+            "after": version,
+        }
+        self.storage.append_line(f"{name}/audit.jsonl", json.dumps(entry, sort_keys=True))
+        return entry
+
+    def audit(self, name: str) -> list[dict[str, Any]]:
+        if not self.storage.exists(f"{name}/audit.jsonl"):
+            return []
+        text = self.storage.read_bytes(f"{name}/audit.jsonl").decode()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def aliases_stamp(self, name: str) -> int | None:
+        """Cheap change detector for hot reload (mtime of the alias file)."""
+        return self.storage.mtime_ns(f"{name}/aliases.json")
+
+
+def set_alias(
+    root: str | Path, name: str, alias: str, version: str, who: str | None = None, why: str = ""
+) -> dict[str, Any]:
+    """Move an alias in the registry at ``root`` (the hook `tessera promote` uses)."""
+    return ModelRegistry(root).set_alias(name, alias, version, who=who, why=why)
