@@ -1,0 +1,191 @@
+"""Event log: atomic, idempotent appends; crash replays exactly once; compaction keeps rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from features import Entity, EventSource
+from features.errors import SchemaError
+from features.offline.event_log import EventLog
+
+DAY = 86_400_000_000
+T0 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1_000_000)
+
+user = Entity("user", ["user_id"])
+SOURCE = EventSource(
+    "txns",
+    {"user_id": "string", "amount": "float", "ts": "timestamp"},
+    timestamp_field="ts",
+    entity=user,
+)
+
+
+def rows(offsets: list[int], spread_days: int = 3) -> pa.Table:
+    """Events at the given offsets, spread over a few days (so several date partitions)."""
+    return pa.table({
+        "user_id": [f"u{o % 5}" for o in offsets],
+        "amount": [float(o) * 1.5 for o in offsets],
+        "ts": pa.array([T0 + (o % spread_days) * DAY + o for o in offsets],
+                       pa.timestamp("us", tz="UTC")),
+        "_offset": pa.array(offsets, pa.int64()),
+        "_ingest_ts": pa.array([T0] * len(offsets), pa.timestamp("us", tz="UTC")),
+    })
+
+
+def offsets_in(log: EventLog, topic: str = "txns") -> list[int]:
+    df = log.scan(SOURCE).filter(pl.col("_topic") == topic).collect()
+    return sorted(df["_offset"].to_list())
+
+
+def test_append_writes_hive_partitions_and_watermark(tmp_path):
+    log = EventLog(tmp_path)
+    assert log.committed_offset(SOURCE, "txns", 0) is None
+    assert log.append(SOURCE, rows(list(range(10))), topic="txns", partition=0) == 10
+    assert log.committed_offset(SOURCE, "txns", 0) == 9
+    dates = sorted(p.name for p in (tmp_path / "events" / "txns").glob("date=*"))
+    assert dates == ["date=2026-03-01", "date=2026-03-02", "date=2026-03-03"]
+    names = sorted(p.name for p in (tmp_path / "events" / "txns").glob("date=*/*.parquet"))
+    assert "txns-0-0-9.parquet" in names
+    df = log.scan(SOURCE).collect()
+    assert df.height == 10
+    assert set(df["_partition"].to_list()) == {0}
+    assert df.schema["ts"] == pl.Datetime("us", "UTC")
+
+
+def test_same_offsets_twice_leave_one_copy(tmp_path):
+    log = EventLog(tmp_path)
+    log.append(SOURCE, rows(list(range(10))), topic="txns", partition=0)
+    assert log.append(SOURCE, rows(list(range(10))), topic="txns", partition=0) == 0
+    assert log.append(SOURCE, rows(list(range(5, 15))), topic="txns", partition=0) == 5
+    assert offsets_in(log) == list(range(15))
+
+
+def test_partitions_have_independent_watermarks(tmp_path):
+    log = EventLog(tmp_path)
+    log.append(SOURCE, rows(list(range(10))), topic="txns", partition=0)
+    assert log.append(SOURCE, rows(list(range(3))), topic="txns", partition=1) == 3
+    assert log.scan(SOURCE).collect().height == 13
+
+
+def test_crash_before_manifest_replays_exactly_once(tmp_path, monkeypatch):
+    log = EventLog(tmp_path)
+    log.append(SOURCE, rows(list(range(10))), topic="txns", partition=0)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("simulated crash after the data files, before the manifest")
+
+    monkeypatch.setattr(log, "_commit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        log.append(SOURCE, rows(list(range(10, 20))), topic="txns", partition=0)
+    monkeypatch.undo()
+    # the data files are on disk, but readers ignore them
+    on_disk = list((tmp_path / "events" / "txns").glob("date=*/txns-0-10-19.parquet"))
+    assert on_disk
+    assert offsets_in(log) == list(range(10))
+    assert log.committed_offset(SOURCE, "txns", 0) == 9
+    # the replay overlaps and goes further; every offset lands exactly once
+    log.append(SOURCE, rows(list(range(8, 25))), topic="txns", partition=0)
+    assert offsets_in(log) == list(range(25))
+    assert not list((tmp_path / "events" / "txns").glob("date=*/txns-0-10-19.parquet"))
+
+
+def test_no_partial_file_is_visible(tmp_path, monkeypatch):
+    """A write that dies mid-file leaves only a temp file, which no reader lists."""
+    import features.offline.event_log as mod
+
+    log = EventLog(tmp_path)
+    log.append(SOURCE, rows(list(range(4))), topic="txns", partition=0)
+    real = mod.pq.write_table
+
+    def half_write(table, where, **kw):
+        real(table.slice(0, 1), where, **kw)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mod.pq, "write_table", half_write)
+    with pytest.raises(OSError):
+        log.append(SOURCE, rows(list(range(4, 8))), topic="txns", partition=0)
+    monkeypatch.undo()
+    visible = list((tmp_path / "events" / "txns").glob("date=*/*.parquet"))
+    assert all(not p.name.startswith(".") for p in visible)
+    assert offsets_in(log) == [0, 1, 2, 3]
+    assert log.append(SOURCE, rows(list(range(4, 8))), topic="txns", partition=0) == 4
+    assert offsets_in(log) == list(range(8))
+    assert not list((tmp_path / "events" / "txns").glob("date=*/.*"))
+
+
+def test_scan_prunes_dates(tmp_path):
+    log = EventLog(tmp_path)
+    log.append(SOURCE, rows(list(range(30))), topic="txns", partition=0)
+    files = log.files(SOURCE, T0 + DAY, T0 + 2 * DAY)
+    assert files and all(rel.startswith("date=2026-03-02/") for rel, _ in files)
+    df = log.scan(SOURCE, T0 + DAY, T0 + 2 * DAY).collect()
+    ts = df["ts"].dt.epoch("us")
+    assert df.height == 10 and ts.min() >= T0 + DAY and ts.max() < T0 + 2 * DAY
+
+
+def test_empty_log_scans_to_the_schema(tmp_path):
+    df = EventLog(tmp_path).scan(SOURCE).collect()
+    assert df.height == 0
+    assert df.columns == ["user_id", "amount", "ts", "_topic", "_partition", "_offset",
+                          "_ingest_ts"]
+
+
+def test_missing_column_is_a_schema_error(tmp_path):
+    bad = rows([1, 2]).drop_columns(["amount"])
+    with pytest.raises(SchemaError, match="amount"):
+        EventLog(tmp_path).append(SOURCE, bad, topic="txns", partition=0)
+
+
+def test_compaction_preserves_rows_and_idempotency(tmp_path):
+    log = EventLog(tmp_path)
+    for i in range(5):
+        log.append(SOURCE, rows(list(range(i * 10, i * 10 + 10))), topic="txns", partition=0)
+    before = log.scan(SOURCE).collect().sort("_offset")
+    assert len(log.files(SOURCE)) == 15
+    removed = log.compact(SOURCE)
+    assert removed == 15
+    assert len(log.files(SOURCE)) == 3
+    assert len(list((tmp_path / "events" / "txns").glob("date=*/*.parquet"))) == 3
+    after = log.scan(SOURCE).collect().sort("_offset")
+    assert after.equals(before)
+    assert log.append(SOURCE, rows(list(range(45, 55))), topic="txns", partition=0) == 5
+    assert offsets_in(log) == list(range(55))
+    assert log.compact(SOURCE) == 6  # 3 compacted + 3 new small files -> 3 merged
+    assert len(log.files(SOURCE)) == 3
+    assert offsets_in(log) == list(range(55))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_import_file_is_idempotent(tmp_path, fmt):
+    df = pl.DataFrame({
+        "user_id": ["a", "b", "a"],
+        "amount": [1.0, 2.5, 3.0],
+        "ts": [datetime(2026, 3, 1, 10), datetime(2026, 3, 2, 11), datetime(2026, 3, 2, 12)],
+    })
+    path = tmp_path / f"events.{fmt}"
+    if fmt == "parquet":
+        df.write_parquet(path)
+    elif fmt == "csv":
+        df.write_csv(path)
+    else:
+        df.write_ndjson(path)
+    log = EventLog(tmp_path / "offline")
+    assert log.import_file(SOURCE, path) == 3
+    assert log.import_file(SOURCE, path) == 0
+    got = log.scan(SOURCE).collect().sort("_offset")
+    assert got["amount"].to_list() == [1.0, 2.5, 3.0]
+    assert got["_offset"].to_list() == [0, 1, 2]
+    assert got["_topic"][0].startswith("import.")
+    assert got["ts"][0] == datetime(2026, 3, 1, 10, tzinfo=UTC)
+
+
+def test_import_rejects_wrong_types(tmp_path):
+    path = tmp_path / "bad.parquet"
+    bad = pl.DataFrame({"user_id": ["a"], "amount": ["lots"], "ts": [datetime(2026, 3, 1)]})
+    bad.write_parquet(path)
+    with pytest.raises(SchemaError, match="amount"):
+        EventLog(tmp_path / "offline").import_file(SOURCE, path)
