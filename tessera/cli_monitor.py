@@ -95,3 +95,79 @@ def register(app: typer.Typer) -> None:
         )
         typer.echo(f"dashboard on http://{host}:{port}/ui")
         uvicorn.run(app, host=host, port=port, log_level="warning")
+
+    @app.command("retrain")
+    def retrain(
+        name: str = typer.Argument(..., help="model name"),
+        training_set: Path = typer.Option(..., help="point-in-time training set (Parquet)"),
+        label: str = typer.Option(..., help="label column"),
+        timestamp: str = typer.Option("ts", help="timestamp column (time-based holdout)"),
+        seed: int = typer.Option(0, help="training seed"),
+        alpha: float = typer.Option(0.05, help="promote when better at 1 - alpha confidence"),
+        policy: Path | None = typer.Option(
+            None, help="retrain only when this policy (on_drift, every_hours, after_labels) is due"
+        ),
+    ) -> None:
+        """Retrain NAME with the champion's params, run it as a shadow, promote it when better.
+
+        Idempotent and resumable: run it again (e.g. from cron) to resume the same run and
+        re-check the experiment until it promotes or retires the new version.
+        """
+        from serving.experiments.spec import DeploymentStore
+        from serving.monitoring.policy import Policy, due
+        from serving.monitoring.retrain import Retrainer, RetrainPlan
+        from serving.registry import ModelRegistry
+
+        settings = Settings.from_env()
+        registry = ModelRegistry(settings.models_dir)
+        r = Retrainer(
+            registry,
+            DeploymentStore(settings.models_dir),
+            settings.offline_dir,
+            settings.models_dir,
+        )
+        runs = r.runs(name)
+        open_runs = [s for s in runs if s["step"] in ("registered", "shadow")]
+        if open_runs:  # an unfinished run is resumed whatever the policy says
+            state = r.decide(name, open_runs[-1]["run"], alpha=alpha)
+        else:
+            plan = RetrainPlan(name, training_set, label, timestamp, seed, alpha)
+            if policy is not None:
+                reason = _policy_reason(Policy.load(policy), name, settings, runs, registry, due)
+                if reason is None:
+                    typer.echo(f"{name}: no retrain due under {policy}")
+                    return
+                typer.echo(f"{name}: retrain due: {reason}")
+            state = r.start(plan)
+        typer.echo(json.dumps(state, indent=2, sort_keys=True))
+
+
+def _policy_reason(policy, name, settings, runs, registry, due) -> str | None:
+    """Measure what the policy needs: last run time, drift alert now, labels since then."""
+    import calendar
+    import time
+
+    from serving.monitoring.routes import run_monitor
+    from serving.monitoring.sources import PredictionLog, registry_lookup
+
+    last = None
+    if runs:
+        last = calendar.timegm(time.strptime(runs[-1]["started"], "%Y-%m-%dT%H:%M:%SZ"))
+    drift = False
+    if policy.on_drift:
+        report = run_monitor(
+            name, registry_lookup(registry), PredictionLog(settings.offline_dir).read
+        )
+        drift = any(a["kind"] == "drift" for a in report["alerts"])
+    labels = 0
+    if policy.after_labels is not None:
+        from serving.experiments.records import OUTCOME_SCHEMA
+        from serving.experiments.report import dataset_dirs
+        from serving.experiments.sink import read_dataset
+
+        out = read_dataset(dataset_dirs(settings.offline_dir)[1], OUTCOME_SCHEMA)
+        since = int((last or 0) * 1_000_000)
+        labels = out.filter(
+            (pl.col("ts") > since) & (pl.col("model").is_null() | (pl.col("model") == name))
+        ).height
+    return due(policy, time.time(), last, drift, labels)

@@ -333,8 +333,10 @@ def _lineage(panel: dict) -> str:
 
 def _what(r: dict) -> str:
     """One line for an audit entry: an alias move, or what a spec revision changed."""
-    if "alias" in r:
-        return f"alias {r['alias']} → v{r.get('version')}"
+    if "alias" in r:  # experiments' promote writes "version", the registry "before"/"after"
+        to = r.get("version") or r.get("after")
+        was = f" (was v{r['before']})" if isinstance(r.get("before"), str) else ""
+        return f"alias {r['alias']} → v{to}{was}" if to else f"alias {r['alias']} removed{was}"
     after, before = r.get("after"), r.get("before")
     if isinstance(after, dict):
         parts = [f"revision {after.get('revision')}: champion v{after.get('champion')}"]

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -61,6 +62,45 @@ def experiments(models_dir: Path, offline_dir: Path, reps: int = 100) -> Provide
     return read
 
 
+def lineage(registry: Any, limit: int = 20) -> Provider:
+    """Versions from the model registry (duck-typed ``ModelRegistry``), newest first per model.
+
+    Parent and training-set fingerprint are read from the metadata keys retraining writes
+    (``parent`` or ``parent_version``; ``training_set_fingerprint``, ``fingerprint`` or
+    ``training_set.fingerprint``), shown as "–" when absent.
+    """
+
+    def read() -> list[dict]:
+        rows = []
+        for name in registry.models():
+            by_version: dict[str, list[str]] = {}
+            for alias, v in registry.aliases(name).items():
+                by_version.setdefault(str(v), []).append(alias)
+            for v in reversed(registry.versions(name)[-limit:]):
+                meta = registry.metadata(name, v)
+                ts = meta.get("training_set")
+                rows.append(
+                    {
+                        "model": name,
+                        "version": v,
+                        "parent": meta.get("parent") or meta.get("parent_version"),
+                        "created": meta.get("created"),
+                        "training_set": meta.get("training_set_fingerprint")
+                        or meta.get("fingerprint")
+                        or (ts.get("fingerprint") if isinstance(ts, dict) else ts),
+                        "metrics": {
+                            k: m
+                            for k, m in (meta.get("metrics") or {}).items()
+                            if k in ("auc", "logloss")
+                        },
+                        "aliases": sorted(by_version.get(v, [])),
+                    }
+                )
+        return rows
+
+    return read
+
+
 def scrape(urls: Sequence[str], timeout_s: float = 1.0) -> tuple[Provider, Provider]:
     """(freshness, throughput) providers reading Prometheus text from ``urls``."""
     last: dict[str, tuple[float, float]] = {}  # counter key -> (time, value)
@@ -102,10 +142,13 @@ def scrape(urls: Sequence[str], timeout_s: float = 1.0) -> tuple[Provider, Provi
     return freshness, throughput
 
 
-def from_settings(settings: Settings, metrics_urls: Sequence[str] = ()) -> DashboardData:
-    """Everything the home folder (and the given ``/metrics`` endpoints) can show."""
+def from_settings(
+    settings: Settings, metrics_urls: Sequence[str] = (), registry: Any = None
+) -> DashboardData:
+    """Everything the home folder, the registry and the ``/metrics`` endpoints can show."""
     fresh, through = scrape(metrics_urls) if metrics_urls else (None, None)
     return DashboardData(
+        lineage=None if registry is None else lineage(registry),
         freshness=fresh,
         throughput=through,
         monitors=monitors(settings.models_dir, settings.offline_dir),

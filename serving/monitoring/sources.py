@@ -2,9 +2,9 @@
 
 ``PredictionLog`` reads the experiments sink's Parquet files (only committed ones), keeps the
 rows one model version served, and expands their feature vectors into named columns.
-``ReferenceFiles`` reads references saved as JSON next to the models (until the model registry
-stores them in its metadata, any ``name -> (version, ModelReference, feature order)`` callable
-can stand in: the monitor only needs a ``ReferenceLookup``).
+``registry_lookup`` reads them from the model registry's metadata (``metadata["reference"]``,
+written by ``tessera train``), ``ReferenceFiles`` from JSON files next to the models; any
+``name -> ModelTarget`` callable can stand in: the monitor only needs a ``ReferenceLookup``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -107,3 +108,27 @@ class PredictionLog:
         if not self.folder.exists():
             return pl.from_arrow(PREDICTION_SCHEMA.empty_table())
         return read_dataset(self.folder, PREDICTION_SCHEMA)
+
+
+class Registry(Protocol):
+    """What the monitor needs of ``serving.registry.ModelRegistry`` (duck-typed)."""
+
+    def get(self, name: str, ref: str = ...) -> Any: ...
+
+
+def registry_lookup(registry: Registry, ref: str = "champion") -> ReferenceLookup:
+    """Look references up in the model registry: the version ``ref`` points at (champion)."""
+
+    def lookup(name: str) -> ModelTarget:
+        mv = registry.get(name, ref)
+        meta = mv.metadata
+        if not meta.get("reference"):
+            raise MonitorError(
+                f"{name} v{mv.version} has no reference distributions in its metadata; "
+                "retrain it with `tessera train` (which stores them) to monitor drift"
+            )
+        ref_ = ModelReference.from_dict(meta["reference"])
+        names = tuple(meta.get("features") or ref_.features)
+        return ModelTarget(str(mv.version), ref_, names)
+
+    return lookup

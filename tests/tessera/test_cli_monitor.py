@@ -81,3 +81,36 @@ def test_monitor_ui_serves_the_dashboard_and_the_monitor_route(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_retrain_command_shadows_then_promotes_and_honours_the_policy(tmp_path, monkeypatch):
+    from serving.experiments.spec import DeploymentStore
+    from serving.registry import ModelRegistry
+    from serving.registry.training import train
+    from tests.serving.monitoring.test_retrain import training_set, write_log
+
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    models, offline = tmp_path / "models", tmp_path / "offline"
+    registry = ModelRegistry(models)
+    first = train(training_set(tmp_path / "old.parquet", 1), "label")
+    registry.register("fraud", first.model_text, first.metadata())
+    registry.set_alias("fraud", "champion", "1")
+    fresh = training_set(tmp_path / "fresh.parquet", 2)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("every_hours: 24\n")
+    args = ["retrain", "fraud", "--training-set", str(fresh), "--label", "label"]
+    runner = CliRunner()
+
+    r = runner.invoke(_app(), [*args, "--policy", str(policy)])
+    assert r.exit_code == 0, r.output
+    assert "retrain due: never retrained" in r.output and '"step": "shadow"' in r.output
+
+    write_log(offline, DeploymentStore(models).current("fraud"), {"1": 1.5, "2": 0.5})
+    r = runner.invoke(_app(), args)  # resumes the open run
+    assert r.exit_code == 0, r.output
+    assert '"step": "promoted"' in r.output
+    assert registry.resolve("fraud", "champion") == "2"
+
+    r = runner.invoke(_app(), [*args, "--policy", str(policy)])  # ran minutes ago: not due
+    assert r.exit_code == 0 and "no retrain due" in r.output
+    assert registry.versions("fraud") == ["1", "2"]

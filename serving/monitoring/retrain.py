@@ -1,0 +1,231 @@
+"""Retrain a model, run the new version as a shadow, promote it only when the numbers say so.
+
+One run is named by what it is made of: the champion it replaces, the training set's
+fingerprint (or its bytes' digest), the label and the seed. Running the same command again
+resumes that run instead of starting another, and every step first checks whether it already
+happened:
+
+1. **register**: train with the champion's features and params, register with lineage
+   (``parent``, ``training_set_fingerprint``, ``retrain_run``). A registered version is found again
+   by its ``retrain_run``, so a crash after registering never registers twice; the registry
+   writes metadata last, so a crash while registering leaves no listed version.
+2. **shadow**: add the version to the deployment spec's shadows (skipped if already there).
+3. **decide** (every later call, until decided): read the experiment report; "better" at the
+   configured confidence promotes it (spec revision + ``champion`` alias); "worse" retires the
+   shadow; otherwise the run waits, with the labels still needed. Promotion is repaired if a
+   crash left the spec and the alias disagreeing, so there is never more than one champion.
+
+Each decision lands in the deployment audit log with its reason. The state of a run is a small
+JSON file ``<models_dir>/<name>/retrain/<run>.json`` written atomically after each step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from serving.monitoring.errors import MonitorError
+
+WHO = "tessera-retrain"
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    name: str
+    training_set: Path
+    label: str
+    timestamp: str = "ts"
+    seed: int = 0
+    alpha: float = 0.05  # the experiment report's level: "better" means at 1 - alpha confidence
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_id(plan: RetrainPlan, champion: str, fingerprint: str) -> str:
+    key = f"{plan.name}|{champion}|{fingerprint}|{plan.label}|{plan.seed}"
+    return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+
+
+class Retrainer:
+    """Drives runs against one registry, deployment store and prediction log."""
+
+    def __init__(self, registry: Any, store: Any, offline_dir: Path | str, models_dir: Path | str):
+        self.registry = registry
+        self.store = store
+        self.offline_dir = Path(offline_dir)
+        self.models_dir = Path(models_dir)
+
+    # -- state ----------------------------------------------------------------------------------
+    def _state_path(self, name: str, run: str) -> Path:
+        return self.models_dir / name / "retrain" / f"{run}.json"
+
+    def _save(self, state: dict) -> dict:
+        p = self._state_path(state["name"], state["run"])
+        p.parent.mkdir(parents=True, exist_ok=True)
+        state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(p)
+        return state
+
+    def runs(self, name: str) -> list[dict]:
+        folder = self.models_dir / name / "retrain"
+        if not folder.exists():
+            return []
+        states = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+        return sorted(states, key=lambda s: s.get("started", ""))
+
+    # -- steps ----------------------------------------------------------------------------------
+    def start(self, plan: RetrainPlan) -> dict:
+        """Steps 1 and 2 (each skipped if done), then one ``decide``. Safe to call again."""
+        from serving.registry.training import fingerprint_of
+
+        champ = self.registry.get(plan.name, "champion")
+        fp = fingerprint_of(plan.training_set) or f"blake2b:{_digest(plan.training_set)}"
+        run = run_id(plan, champ.version, fp)
+        p = self._state_path(plan.name, run)
+        state = (
+            json.loads(p.read_text())
+            if p.exists()
+            else {
+                "name": plan.name,
+                "run": run,
+                "parent": champ.version,
+                "fingerprint": fp,
+                "plan": {k: str(v) for k, v in asdict(plan).items()},
+                "step": "started",
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+        if state.get("version") is None:
+            state["version"] = self._register(plan, champ, fp, run)
+            state["step"] = "registered"
+            self._save(state)
+        if state["step"] == "registered":
+            self._shadow(plan.name, state["version"], run)
+            state["step"] = "shadow"
+            self._save(state)
+        return self.decide(plan.name, run, alpha=plan.alpha)
+
+    def _register(self, plan: RetrainPlan, champ: Any, fp: str, run: str) -> str:
+        for v in reversed(self.registry.versions(plan.name)):  # registered before a crash?
+            if self.registry.metadata(plan.name, v).get("retrain_run") == run:
+                return v
+        from serving.registry.training import train
+
+        params = dict(champ.metadata.get("params") or {})
+        result = train(
+            plan.training_set,
+            plan.label,
+            features=champ.features,
+            timestamp=plan.timestamp,
+            params=params,
+            seed=plan.seed,
+        )
+        result.extra.update(
+            parent=champ.version,
+            training_set_fingerprint=fp,
+            retrain_run=run,
+            training_set=str(plan.training_set),
+        )
+        return self.registry.register(plan.name, result.model_text, result.metadata()).version
+
+    def _spec(self, name: str):
+        from serving.experiments.errors import ExperimentError
+        from serving.experiments.spec import DeploymentSpec
+
+        try:
+            return self.store.current(name)
+        except ExperimentError:
+            champion = self.registry.resolve(name, "champion")
+            return self.store.save(DeploymentSpec(name, champion), why="first spec", who=WHO)
+
+    def _shadow(self, name: str, version: str, run: str) -> None:
+        spec = self._spec(name)
+        if version in spec.shadows or version == spec.champion:
+            return
+        self.store.save(
+            replace(spec, shadows=(*spec.shadows, version)),
+            why=f"retrain {run}: run v{version} as a shadow of v{spec.champion}",
+            who=WHO,
+        )
+
+    def decide(self, name: str, run: str, alpha: float = 0.05, reps: int = 200) -> dict:
+        """Promote, retire or keep waiting, from the current experiment report."""
+        from serving.experiments.promote import promote
+        from serving.experiments.report import experiment_report
+
+        p = self._state_path(name, run)
+        if not p.exists():
+            raise MonitorError(
+                f"no retrain run {run!r} for {name}; start one with `tessera "
+                "retrain NAME --training-set PATH --label COL`"
+            )
+        state = json.loads(p.read_text())
+        version = state["version"]
+        spec = self._spec(name)
+        if spec.champion == version or state["step"] == "promoted":
+            self._align_alias(name, spec.champion, run)
+            state.update(step="promoted", reason=state.get("reason") or "already champion")
+            return self._save(state)
+        if state["step"] == "retired":
+            return state
+        report = experiment_report(self.models_dir, self.offline_dir, name, alpha=alpha, reps=reps)
+        mine = next((s for s in report["shadows"] if s["version"] == version), None)
+        if mine is None:
+            state.update(step="shadow", reason="no predictions from the shadow yet")
+            return self._save(state)
+        verdict = mine["vs_champion"]["verdict"]
+        state["verdict"] = verdict
+        if verdict["word"] == "better":
+            why = f"retrain {run}: v{version} beats v{spec.champion}: {verdict['sentence']}"
+            promote(
+                self.store,
+                name,
+                version,
+                why=why,
+                who=WHO,
+                set_alias=lambda n, a, v: self.registry.set_alias(n, a, v, who=WHO, why=why),
+            )
+            state.update(step="promoted", reason=verdict["sentence"])
+        elif verdict["word"] == "worse":
+            why = f"retrain {run}: v{version} left out: {verdict['sentence']}"
+            self.store.save(
+                replace(spec, shadows=tuple(s for s in spec.shadows if s != version)),
+                why=why,
+                who=WHO,
+            )
+            state.update(step="retired", reason=verdict["sentence"])
+        else:
+            if state.get("reason") != verdict["sentence"]:
+                self.store.audit(
+                    name,
+                    {
+                        "who": WHO,
+                        "why": f"retrain {run}: v{version} kept as a shadow: {verdict['sentence']}",
+                        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    },
+                )
+            state.update(step="shadow", reason=verdict["sentence"])
+        return self._save(state)
+
+    def _align_alias(self, name: str, champion: str, run: str) -> None:
+        """A crash between the spec revision and the alias move leaves them apart: rejoin."""
+        if self.registry.aliases(name).get("champion") != champion:
+            self.registry.set_alias(
+                name,
+                "champion",
+                champion,
+                who=WHO,
+                why=f"retrain {run}: align alias with the deployment spec",
+            )
