@@ -41,10 +41,10 @@ def register(app: typer.Typer) -> None:
         from serving.monitoring.alerts import Alerter
         from serving.monitoring.report import format_report
         from serving.monitoring.routes import run_monitor
-        from serving.monitoring.sources import PredictionLog, ReferenceFiles, load_reference
+        from serving.monitoring.sources import PredictionLog, default_lookup, load_reference
 
         settings = Settings.from_env()
-        lookup = ReferenceFiles(settings.models_dir)
+        lookup = default_lookup(settings.models_dir)
         if reference is not None:
             lookup = partial(load_reference, reference)
         if predictions is None:
@@ -81,14 +81,16 @@ def register(app: typer.Typer) -> None:
         from serving.dashboard.sources import from_settings
         from serving.monitoring.alerts import Alerter
         from serving.monitoring.routes import monitor_router
-        from serving.monitoring.sources import PredictionLog, ReferenceFiles
+        from serving.monitoring.sources import PredictionLog, default_lookup
+        from serving.registry import ModelRegistry
 
         settings = Settings.from_env()
         app = FastAPI(title="Tessera monitor")
-        app.include_router(dashboard_router(from_settings(settings, metrics)))
+        registry = ModelRegistry(settings.models_dir)
+        app.include_router(dashboard_router(from_settings(settings, metrics, registry)))
         app.include_router(
             monitor_router(
-                ReferenceFiles(settings.models_dir),
+                default_lookup(settings.models_dir),
                 PredictionLog(settings.offline_dir).read,
                 alerter=Alerter(webhook_url=webhook),
             )

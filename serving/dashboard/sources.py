@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from features.settings import Settings
 from serving.dashboard.data import DashboardData, Provider, audit_files
 from serving.monitoring.routes import run_monitor
-from serving.monitoring.sources import PredictionLog, ReferenceFiles
+from serving.monitoring.sources import PredictionLog, ReferenceFiles, default_lookup
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,19 @@ def _models_with(models_dir: Path, filename: str) -> list[str]:
     return sorted(p.parent.name for p in models_dir.glob(f"*/{filename}"))
 
 
-def monitors(models_dir: Path, offline_dir: Path, rows: int = 5000) -> Provider:
-    """Drift report of every model that has a reference, over its newest ``rows`` predictions."""
-    lookup, preds = ReferenceFiles(models_dir), PredictionLog(offline_dir)
+def monitors(
+    models_dir: Path, offline_dir: Path, registry: Any = None, rows: int = 5000
+) -> Provider:
+    """Drift of every model with a reference (registry metadata or file), newest ``rows``."""
+    lookup = ReferenceFiles(models_dir) if registry is None else default_lookup(models_dir)
+    preds = PredictionLog(offline_dir)
 
     def read() -> list[dict]:
+        names = set(_models_with(models_dir, "reference.json"))
+        if registry is not None:
+            names |= set(registry.models())
         frame = preds.read()
-        return [
-            run_monitor(m, lookup, lambda: frame, rows=rows)
-            for m in _models_with(models_dir, "reference.json")
-        ]
+        return [run_monitor(m, lookup, lambda: frame, rows=rows) for m in sorted(names)]
 
     return read
 
@@ -151,7 +154,7 @@ def from_settings(
         lineage=None if registry is None else lineage(registry),
         freshness=fresh,
         throughput=through,
-        monitors=monitors(settings.models_dir, settings.offline_dir),
+        monitors=monitors(settings.models_dir, settings.offline_dir, registry),
         experiments=experiments(settings.models_dir, settings.offline_dir),
         audit=audit_files(settings.models_dir),
     )

@@ -132,3 +132,26 @@ def registry_lookup(registry: Registry, ref: str = "champion") -> ReferenceLooku
         return ModelTarget(str(mv.version), ref_, names)
 
     return lookup
+
+
+def first_of(*lookups: ReferenceLookup) -> ReferenceLookup:
+    """Try each lookup in turn (e.g. the registry, then reference files); the last error wins."""
+    from features.errors import TesseraError
+
+    def lookup(name: str) -> ModelTarget:
+        err: TesseraError | None = None
+        for one in lookups:
+            try:
+                return one(name)
+            except TesseraError as e:
+                err = e
+        raise err or MonitorError("no reference lookup configured")
+
+    return lookup
+
+
+def default_lookup(models_dir: Path | str) -> ReferenceLookup:
+    """The champion's reference from the registry under ``models_dir``, else a reference file."""
+    from serving.registry import ModelRegistry
+
+    return first_of(registry_lookup(ModelRegistry(models_dir)), ReferenceFiles(models_dir))

@@ -164,3 +164,28 @@ def test_audit_panel_merges_registry_alias_moves_and_spec_revisions(home):
     page = render(DashboardData(audit=audit_files(models)).snapshot(), "/ui/static")
     assert "alias champion → v1" in page  # the registry's audit.jsonl
     assert "revision 2: champion v1; shadows v2" in page  # the deployment spec's
+
+
+def test_default_lookup_prefers_the_registry_then_reference_files(home, tmp_path):
+    from features.settings import Settings
+    from serving.dashboard.sources import from_settings
+    from serving.monitoring.errors import MonitorError
+    from serving.monitoring.sources import ReferenceFiles, default_lookup
+
+    models, _, _ = home
+    registry = ModelRegistry(models)
+    ReferenceFiles(models).save("other", "7", registry_lookup_target(registry).reference)
+    lookup = default_lookup(models)
+    assert lookup("fraud").version == "1"  # from the registry metadata
+    assert lookup("other").version == "7"  # from the reference file
+    with pytest.raises(MonitorError, match="no reference"):
+        lookup("nope")
+    rows = from_settings(Settings(home=tmp_path), registry=registry).snapshot()
+    assert [m["model"] for m in rows["monitors"]["rows"]] == ["fraud", "other"]
+    assert [r["version"] for r in rows["lineage"]["rows"]] == ["1"]
+
+
+def registry_lookup_target(registry):
+    from serving.monitoring.sources import registry_lookup
+
+    return registry_lookup(registry)("fraud")
