@@ -1,0 +1,73 @@
+"""A small Python client for the scorer's HTTP API (httpx, keep-alive connection pool)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+from features.errors import TesseraError
+
+
+class ScorerError(TesseraError):
+    """The scorer answered with an error; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class ScorerClient:
+    """``ScorerClient("http://localhost:8000").predict("fraud", [{"user_id": "u1"}])``."""
+
+    def __init__(self, base_url: str, timeout_s: float = 2.0) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s)
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.post(path, content=orjson.dumps(body),
+                           headers={"content-type": "application/json"})
+        return self._json(r)
+
+    @staticmethod
+    def _json(r: httpx.Response) -> dict[str, Any]:
+        data = orjson.loads(r.content) if r.content else {}
+        if r.status_code >= 400:
+            msg = data.get("error") or data.get("detail") or r.text
+            raise ScorerError(r.status_code, str(msg))
+        return data
+
+    def predict(
+        self,
+        model: str,
+        entities: list[dict[str, Any]],
+        request_features: list[dict[str, Any]] | None = None,
+        at: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"entities": entities}
+        if request_features is not None:
+            body["request_features"] = request_features
+        if at is not None:
+            body["at"] = at
+        return self._post(f"/v1/predict/{model}", body)
+
+    def features(
+        self, features: list[str], entities: list[dict[str, Any]], at: int | None = None
+    ) -> dict[str, Any]:
+        return self._post("/v1/features", {"features": features, "entities": entities, "at": at})
+
+    def healthy(self) -> bool:
+        return self.http.get("/healthz").status_code == 200
+
+    def ready(self) -> dict[str, Any]:
+        r = self.http.get("/readyz")
+        return {"status": r.status_code, **orjson.loads(r.content)}
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> ScorerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,151 @@
+"""The scorer's HTTP API: a thin FastAPI layer over ``Scorer`` and ``OnlineStore``.
+
+The predict route reads the body with orjson and writes orjson bytes: pydantic validation of a
+20-feature response cost more than the model itself (the request models below only document
+the API in the OpenAPI spec). Handlers are ``async`` and call Redis synchronously: a call is
+~0.1 ms, bounded by the configured Redis timeout, which is cheaper than a thread-pool hop;
+throughput comes from worker processes (``tessera serve --workers N``).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from pydantic import BaseModel, Field
+
+from features.errors import OnlineStoreError, RegistryError, TesseraError, UnknownFeatureError
+from serving.scorer.metrics import ERRORS
+from serving.scorer.scorer import BadRequest, Scorer
+
+
+class FeaturesRequest(BaseModel):
+    features: list[str] = Field(examples=[["user_spend:amount_sum_1h"]])
+    entities: list[dict[str, Any]] = Field(examples=[[{"user_id": "u1"}]])
+    at: int | None = Field(None, description="query time, µs since the epoch (default now)")
+
+
+class PredictRequest(BaseModel):
+    entities: list[dict[str, Any]] = Field(examples=[[{"user_id": "u1"}]])
+    request_features: list[dict[str, Any]] | None = Field(
+        None, description="one object per entity: features computed by the caller"
+    )
+    at: int | None = None
+
+
+class ORJSONResponse(JSONResponse):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _error(status: int, message: str, endpoint: str, cause: str) -> Response:
+    ERRORS.labels(endpoint, cause).inc()
+    return ORJSONResponse({"error": message}, status_code=status)
+
+
+def _parse(body: bytes, max_entities: int) -> dict[str, Any]:
+    try:
+        req = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"request body is not JSON: {e}") from None
+    if not isinstance(req, dict) or not isinstance(req.get("entities"), list):
+        raise BadRequest('body must be an object with "entities": [{"user_id": "u1"}, ...]')
+    ents = req["entities"]
+    if not ents:
+        raise BadRequest('"entities" is empty; give at least one entity object')
+    if len(ents) > max_entities:
+        raise BadRequest(f"{len(ents)} entities in one request; the limit is {max_entities}")
+    if not all(isinstance(e, dict) for e in ents):
+        raise BadRequest('each entity must be an object of key columns, e.g. {"user_id": "u1"}')
+    return req
+
+
+def create_app(scorer: Scorer, max_entities: int = 1000, title: str = "Tessera scorer") -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        scorer.models.close()
+
+    app = FastAPI(
+        title=title, version="1", default_response_class=ORJSONResponse, lifespan=lifespan
+    )
+    app.state.scorer = scorer
+
+    def guard(endpoint: str, fn) -> Response:
+        try:
+            return ORJSONResponse(fn())
+        except (BadRequest, UnknownFeatureError, ValueError) as e:
+            return _error(400, str(e), endpoint, "bad_request")
+        except RegistryError as e:
+            return _error(404, str(e), endpoint, "unknown_model")
+        except OnlineStoreError as e:
+            return _error(
+                503, f"online store unavailable, retry later: {e}", endpoint, "redis"
+            )
+        except TesseraError as e:
+            return _error(500, str(e), endpoint, "internal")
+
+    @app.post(
+        "/v1/predict/{model}",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": PredictRequest.model_json_schema()}}}},
+        summary="Score one or many entities with the model's served (champion) version",
+    )
+    async def predict(model: str, request: Request) -> Response:
+        body = await request.body()
+
+        def run():
+            req = _parse(body, max_entities)
+            return scorer.predict(model, req["entities"], req.get("request_features"),
+                                  req.get("at"))
+
+        return guard("predict", run)
+
+    @app.post("/v1/features", summary="Online feature values for a batch of entities")
+    async def features(req: FeaturesRequest) -> Response:
+        def run():
+            if len(req.entities) > max_entities:
+                raise BadRequest(
+                    f"{len(req.entities)} entities in one request; the limit is {max_entities}"
+                )
+            res = scorer.store.get_features(req.features, req.entities, req.at)
+            return {"features": res.features, "values": res.values, "missing": res.missing,
+                    "freshness_s": res.freshness_s}
+
+        return guard("features", run)
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Redis reachable and every served model loaded")
+    async def readyz() -> Response:
+        problems = []
+        try:
+            scorer.store.client.ping()
+        except Exception as e:  # any failure means not ready
+            problems.append(f"redis: {type(e).__name__}: {e}")
+        if not scorer.models.names:
+            problems.append("no model loaded")
+        body = {"ready": not problems, "models": {
+            n: scorer.models.get(n).version for n in scorer.models.names}, "problems": problems}
+        return ORJSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        registry = REGISTRY
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

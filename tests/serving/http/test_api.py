@@ -1,0 +1,89 @@
+"""The HTTP API over a real uvicorn server and a real Redis, through the Python client."""
+
+import httpx
+import pytest
+
+from features.online.read import OnlineStore
+from serving.client import ScorerClient, ScorerError
+from serving.http.app import create_app
+from serving.scorer.models import ModelSet
+from serving.scorer.scorer import Scorer
+from serving.scorer.synthetic import FEATURES, REPO
+from tests.serving.http.conftest import running
+from tests.serving.scorer.world import make_world
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def served(redis_client, tmp_path):
+    client, reg, now = make_world(redis_client, tmp_path)
+    models = ModelSet(reg)
+    models.serve("fraud")
+    scorer = Scorer(OnlineStore(client, REPO, max_entities=50), models)
+    with running(create_app(scorer, max_entities=50)) as url:
+        yield url, scorer, now
+
+
+def test_predict_and_features(served):
+    url, scorer, now = served
+    with ScorerClient(url) as c:
+        one = c.predict("fraud", [{"user_id": "u3"}], at=now)
+        want = scorer.predict("fraud", [{"user_id": "u3"}], at=now)
+        assert one["version"] == "1"
+        assert one["predictions"][0]["score"] == pytest.approx(
+            want["predictions"][0]["score"], abs=1e-12
+        )
+        many = c.predict("fraud", [{"user_id": f"u{i}"} for i in range(30)], at=now)
+        assert len(many["predictions"]) == 30
+        assert many["predictions"][3]["score"] == pytest.approx(
+            one["predictions"][0]["score"], abs=1e-12
+        )
+        feats = c.features(FEATURES[:3], [{"user_id": "u3"}, {"user_id": "nobody"}], at=now)
+        direct = OnlineStore(scorer.store.client, REPO).get_features(
+            FEATURES[:3], [{"user_id": "u3"}], at=now
+        )
+        assert feats["values"][0] == direct.values[0]
+        assert feats["missing"][1] == [True, True, True]
+        assert c.healthy() and c.ready()["status"] == 200
+
+
+@pytest.mark.parametrize(
+    "path,body,status,message",
+    [
+        ("/v1/features", {"features": ["txn_counts:nope"], "entities": [{"user_id": "u1"}]},
+         400, "has no feature 'nope'"),
+        ("/v1/features", {"features": ["nowhere:x"], "entities": [{"user_id": "u1"}]},
+         400, "no feature view 'nowhere'"),
+        ("/v1/features", {"features": [FEATURES[0]], "entities": [{"uid": "u1"}]},
+         400, "lacks key 'user_id'"),
+        ("/v1/features", {"features": [FEATURES[0]], "entities": [{"user_id": "u"}] * 51},
+         400, "51 entities in one request; the limit is 50"),
+        ("/v1/predict/fraud", {"entities": [{"uid": "u1"}]}, 400, "lacks key 'user_id'"),
+        ("/v1/predict/fraud", {"entities": [{"user_id": "u"}] * 51}, 400, "the limit is 50"),
+        ("/v1/predict/fraud", {"entities": []}, 400, "is empty"),
+        ("/v1/predict/fraud", {"rows": []}, 400, '"entities"'),
+        ("/v1/predict/nope", {"entities": [{"user_id": "u1"}]}, 404, "not served here"),
+    ],
+)
+def test_clear_4xx_errors(served, path, body, status, message):
+    url, _, _ = served
+    with ScorerClient(url) as c:
+        with pytest.raises(ScorerError, match=message) as e:
+            c._post(path, body)
+        assert e.value.status == status
+
+
+def test_metrics_and_openapi(served):
+    url, _, now = served
+    with ScorerClient(url) as c:
+        c.predict("fraud", [{"user_id": "stranger"}], at=now)
+    text = httpx.get(f"{url}/metrics").text
+    assert 'tessera_feature_missing_total{feature="txn_counts:txn_count_10m",model="fraud"}' in text
+    assert "tessera_predictions_total" in text
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert {"/v1/predict/{model}", "/v1/features", "/healthz", "/readyz", "/metrics"} <= set(
+        spec["paths"]
+    )
+    body = spec["paths"]["/v1/predict/{model}"]["post"]["requestBody"]
+    assert "entities" in body["content"]["application/json"]["schema"]["properties"]

@@ -1,0 +1,68 @@
+"""Redis stopped and restarted under the scorer: fast 503s with a clear message, the process
+stays up, and requests succeed again once Redis is back (same port, no restart of the app)."""
+
+import time
+
+import pytest
+
+from serving.client import ScorerClient, ScorerError
+from serving.http.main import ServeConfig, build_app
+from tessera.local import free_port, start_redis, stop
+from tests.serving.http.conftest import running
+from tests.serving.scorer.world import make_world
+
+pytestmark = pytest.mark.integration
+
+REPO_FILE = '''
+from serving.scorer.synthetic import VIEWS
+txn_counts, txn_spend, txn_spread = VIEWS
+'''
+
+
+def test_redis_down_gives_fast_503_and_recovers(tmp_path):
+    import redis
+
+    port = free_port()
+    handle, url = start_redis(tmp_path / "r1", port=port)
+    try:
+        client = redis.Redis.from_url(url)
+        _, reg, now = make_world(client, tmp_path)
+        repo_file = tmp_path / "repo.py"
+        repo_file.write_text(REPO_FILE)
+        cfg = ServeConfig(url, str(reg.storage.root), ["fraud"], str(repo_file),
+                          redis_timeout_ms=100)
+        with running(build_app(cfg)) as base, ScorerClient(base, timeout_s=5) as c:
+            assert c.predict("fraud", [{"user_id": "u1"}], at=now)["predictions"]
+            # slow: Redis holds every client for 1 s; the 100 ms timeout answers 503 first
+            client.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+            t0 = time.monotonic()
+            with pytest.raises(ScorerError, match="too slow|unreachable") as e:
+                c.predict("fraud", [{"user_id": "u1"}], at=now)
+            assert e.value.status == 503 and time.monotonic() - t0 < 0.6
+            time.sleep(1.0)
+            assert c.predict("fraud", [{"user_id": "u1"}], at=now)["predictions"]
+            stop(handle)
+            handle = None
+            for _ in range(5):
+                t0 = time.monotonic()
+                with pytest.raises(ScorerError, match="online store unavailable") as e:
+                    c.predict("fraud", [{"user_id": "u1"}], at=now)
+                assert e.value.status == 503 and time.monotonic() - t0 < 1.0
+            assert c.healthy()
+            ready = c.ready()
+            assert ready["status"] == 503 and "redis" in ready["problems"][0]
+            handle, _ = start_redis(tmp_path / "r2", port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    out = c.predict("fraud", [{"user_id": "u1"}], at=now)
+                    break
+                except ScorerError:
+                    assert time.monotonic() < deadline, "scorer did not recover"
+                    time.sleep(0.1)
+            # the new Redis is empty: a valid answer with every feature missing
+            assert out["predictions"][0]["freshness_s"]["txn_counts"] is None
+            assert c.ready()["status"] == 200
+    finally:
+        if handle is not None:
+            stop(handle)
