@@ -1,0 +1,177 @@
+"""``tessera train | models list|show|alias | serve``: the model registry and the scorer."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+from features.settings import Settings
+
+MODELS_URI = typer.Option(
+    None, "--models-uri", envvar="TESSERA_MODELS_URI",
+    help="model storage: a folder or a pyarrow filesystem URI (default $TESSERA_HOME/models)",
+)
+
+
+def _registry(uri: str | None):
+    from serving.registry import ModelRegistry
+
+    return ModelRegistry(uri or Settings.from_env().models_dir)
+
+
+def _view_versions(refs: list[str], repo_path: Path | None) -> dict[str, str]:
+    """Versions of the views the features come from, when a feature repo is available."""
+    from features.errors import TesseraError
+    from serving.scorer.repo import load_feature_repo
+
+    try:
+        repo = load_feature_repo(repo_path, Settings.from_env())
+    except TesseraError:
+        if repo_path:
+            raise
+        return {}
+    views = {r.split(":", 1)[0] for r in refs if ":" in r}
+    return {v: repo.views[v].version for v in sorted(views) if v in repo.views}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_cmd(
+        training_set: Path = typer.Option(..., "--training-set", exists=True, dir_okay=False),
+        label: str = typer.Option(..., help="label column (0/1)"),
+        model: str = typer.Option(..., "--model", help="model name in the registry"),
+        params: Path | None = typer.Option(None, exists=True, help="LightGBM params JSON file"),
+        seed: int = typer.Option(0, help="seed of every random choice (same seed, same model)"),
+        features: str | None = typer.Option(
+            None, help="comma-separated feature refs (default: every view__feature column)"
+        ),
+        timestamp: str = typer.Option("ts", help="time column used for the holdout split"),
+        holdout: float = typer.Option(0.2, help="share of newest rows held out for metrics"),
+        repo: Path | None = typer.Option(
+            None, help="feature repo file, to record view versions (default: applied registry)"
+        ),
+        alias: str | None = typer.Option(None, help="also point this alias at the new version"),
+        models_uri: str | None = MODELS_URI,
+    ) -> None:
+        """Train LightGBM on a training set and register it as a new immutable version."""
+        from serving.registry.training import fingerprint_of, train
+
+        p = json.loads(params.read_text()) if params else None
+        refs = [f.strip() for f in features.split(",")] if features else None
+        res = train(training_set, label, refs, timestamp, p, seed, holdout)
+        res.extra.update(
+            label=label,
+            seed=seed,
+            training_set={"path": str(training_set.resolve()),
+                          "fingerprint": fingerprint_of(training_set)},
+            feature_views=_view_versions(res.features, repo),
+        )
+        reg = _registry(models_uri)
+        mv = reg.register(model, res.model_text, res.metadata())
+        if alias:
+            reg.set_alias(model, alias, mv.version, why=f"trained on {training_set.name}")
+        m = res.metrics
+        typer.echo(
+            f"registered {model} v{mv.version}: AUC {m['auc']:.4f}, logloss {m['logloss']:.4f} "
+            f"on {m['holdout_rows']} holdout rows from {m['holdout_from']}"
+        )
+
+    models = typer.Typer(help="Registered models: versions, metadata and aliases.")
+    app.add_typer(models, name="models")
+
+    @models.command("list")
+    def list_cmd(models_uri: str | None = MODELS_URI) -> None:
+        """Every model with its versions and aliases."""
+        reg = _registry(models_uri)
+        for name in reg.models():
+            aliases = ", ".join(f"{a}={v}" for a, v in sorted(reg.aliases(name).items()))
+            typer.echo(f"{name}: versions {', '.join(reg.versions(name))}"
+                       + (f"; {aliases}" if aliases else ""))
+
+    @models.command("show")
+    def show_cmd(
+        name: str,
+        ref: str = typer.Argument("latest", help="version number, alias or 'latest'"),
+        full: bool = typer.Option(False, "--full", help="include reference distributions"),
+        audit: bool = typer.Option(False, "--audit", help="print the alias audit log instead"),
+        models_uri: str | None = MODELS_URI,
+    ) -> None:
+        """Metadata of one version (or the alias audit log)."""
+        reg = _registry(models_uri)
+        if audit:
+            for entry in reg.audit(name):
+                typer.echo(json.dumps(entry, sort_keys=True))
+            return
+        meta = reg.metadata(name, ref)
+        if not full:
+            meta = {k: v for k, v in meta.items() if k != "reference"}
+        meta["aliases"] = sorted(a for a, v in reg.aliases(name).items() if v == meta["version"])
+        typer.echo(json.dumps(meta, indent=2, sort_keys=True))
+
+    @models.command("alias")
+    def alias_cmd(
+        name: str,
+        alias: str,
+        version: str | None = typer.Argument(None, help="version or alias to point at"),
+        why: str = typer.Option(..., "--why", "-m", help="reason, kept in the audit log"),
+        remove: bool = typer.Option(False, "--remove", help="delete the alias"),
+        models_uri: str | None = MODELS_URI,
+    ) -> None:
+        """Point ALIAS (e.g. champion) at VERSION; the change is appended to the audit log."""
+        if version is None and not remove:
+            raise typer.BadParameter("give a VERSION, or --remove")
+        entry = _registry(models_uri).set_alias(name, alias, None if remove else version, why=why)
+        typer.echo(f"{name} {alias}: {entry['before']} -> {entry['after']}")
+
+    @app.command("serve")
+    def serve_cmd(
+        model: list[str] = typer.Option(
+            ..., "--model", help="model to serve, NAME (follows champion) or NAME@ALIAS"
+        ),
+        host: str = typer.Option("127.0.0.1"),
+        port: int = typer.Option(8000),
+        workers: int = typer.Option(1, help="server processes"),
+        repo: Path | None = typer.Option(
+            None, help="feature repo file (default: the applied registry)"
+        ),
+        redis_timeout_ms: float = typer.Option(50.0, help="Redis timeout: slower answers 503"),
+        max_entities: int = typer.Option(1000, help="largest batch one request may ask for"),
+        reload_s: float = typer.Option(1.0, help="how often aliases are re-read (hot reload)"),
+        models_uri: str | None = MODELS_URI,
+    ) -> None:
+        """Serve POST /v1/predict/{model} and /v1/features over HTTP (uvicorn)."""
+        import tempfile
+
+        import uvicorn
+
+        from serving.http.main import ServeConfig, build_scorer
+
+        s = Settings.from_env()
+        cfg = ServeConfig(
+            redis_url=s.require_redis(),
+            models_uri=models_uri or str(s.models_dir),
+            models=list(model),
+            feature_repo=str(repo.resolve()) if repo else None,
+            redis_timeout_ms=redis_timeout_ms,
+            max_entities=max_entities,
+            reload_s=reload_s,
+        )
+        build_scorer(cfg).models.close()  # fail here, with a clear error, not in each worker
+        os.environ.update(cfg.to_env())
+        if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tessera-prom-")
+        uvicorn.run(
+            "serving.http.main:app_from_env", factory=True, host=host, port=port,
+            workers=workers, log_level="warning", access_log=False,
+            loop="uvloop" if _has("uvloop") else "asyncio",
+            http="httptools" if _has("httptools") else "h11",
+        )
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None

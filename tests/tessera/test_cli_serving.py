@@ -1,0 +1,51 @@
+"""``tessera train`` and ``tessera models``: train, register, alias with audit, show."""
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from serving.registry import ModelRegistry
+from tessera import cli_serving
+from tests.serving.registry.helpers import write_training_set
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    cli_serving.register(app)
+    return app
+
+
+def test_train_list_show_alias(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    monkeypatch.setenv("TESSERA_USER", "carol")
+    data = tmp_path / "train.parquet"
+    write_training_set(data, n=2000)
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"num_iterations": 20, "num_leaves": 7}))
+    repo = tmp_path / "repo.py"
+    repo.write_text("from serving.scorer.synthetic import VIEWS\na, b, c = VIEWS\n")
+    run = CliRunner().invoke
+    args = ["train", "--training-set", str(data), "--label", "is_fraud", "--model", "fraud",
+            "--params", str(params), "--seed", "3", "--repo", str(repo)]
+    r = run(_app(), args)
+    assert r.exit_code == 0, r.output
+    assert "registered fraud v1: AUC 0." in r.output
+    assert run(_app(), [*args, "--alias", "challenger"]).exit_code == 0
+    r = run(_app(), ["models", "alias", "fraud", "champion", "1", "--why", "first deploy"])
+    assert r.exit_code == 0 and "champion: None -> 1" in r.output
+    r = run(_app(), ["models", "list"])
+    assert "fraud: versions 1, 2; challenger=2, champion=1" in r.output
+    r = run(_app(), ["models", "show", "fraud", "champion"])
+    meta = json.loads(r.output)
+    assert meta["version"] == "1" and meta["aliases"] == ["champion"]
+    assert meta["training_set"]["fingerprint"] == "fp123" and meta["seed"] == 3
+    assert set(meta["feature_views"]) == {"txn_counts", "txn_spend", "txn_spread"}
+    assert "reference" not in meta and meta["params"]["num_iterations"] == 20
+    r = run(_app(), ["models", "show", "fraud", "--audit"])
+    log = [json.loads(line) for line in r.output.splitlines()]
+    assert [(e["alias"], e["before"], e["after"], e["who"]) for e in log] == [
+        ("challenger", None, "2", "carol"), ("champion", None, "1", "carol")
+    ]
+    same = ModelRegistry(tmp_path / "models")
+    assert same.get("fraud", "1").model_text == same.get("fraud", "2").model_text
