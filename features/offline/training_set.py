@@ -1,0 +1,286 @@
+"""Point-in-time training sets: each spine row gets every feature's value at its timestamp.
+
+Windowed views are folded from the raw event log with ``semantics.ranges`` (the same window
+contract as the online path); batch views are as-of joined (latest row with
+``timestamp <= t`` and ``t - timestamp < ttl``, else null). Output columns are named
+``view__feature`` (a ``:`` breaks many downstream tools). Work goes view by view and reads only
+the needed columns and the time range ``[min t - longest window - hop, max t)``, so memory
+follows the spine and the events of that range, not the whole log.
+
+The result carries a fingerprint: sha256 over the spine's content, the requested features and
+their view versions, and every offline file read with its size. ``write_training_set`` stores
+it in the Parquet key-value metadata; the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.definitions import AnyView, BatchFeatureView, FeatureRepo, FeatureView
+from features.errors import OfflineStoreError
+from features.offline.event_log import EventLog
+from features.semantics.ranges import aggregate, window_bounds
+from features.settings import Settings
+
+FINGERPRINT_KEY = b"tessera.fingerprint"
+_T = "__tessera_t"
+_CODE = "__tessera_code"
+_ROW = "__tessera_row"
+_POLARS = {"string": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean,
+           "timestamp": pl.Datetime("us", "UTC")}
+
+
+def column_name(view: str, feature: str) -> str:
+    """Output column of feature ``view:feature`` in a training set."""
+    return f"{view}__{feature}"
+
+
+@dataclass
+class TrainingSet:
+    frame: pl.DataFrame
+    fingerprint: str
+    files: list[str] = field(default_factory=list)  # what was read, "path:bytes"
+
+
+def _utc_us(expr: pl.Expr, dtype: pl.DataType, what: str) -> pl.Expr:
+    """Datetime (tz-aware: converted; naive: taken as UTC) or Date -> int64 µs since epoch."""
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone:
+            expr = expr.dt.convert_time_zone("UTC")
+        return expr.dt.epoch("us")
+    if dtype == pl.Date:
+        return expr.cast(pl.Datetime("us")).dt.epoch("us")
+    raise OfflineStoreError(f"{what} has type {dtype}; it must be a datetime (tz-aware or naive "
+                            "UTC) or a date")
+
+
+def _as_frame(spine: object) -> pl.DataFrame:
+    if isinstance(spine, pl.DataFrame):
+        return spine
+    if isinstance(spine, pl.LazyFrame):
+        return spine.collect()
+    if isinstance(spine, str | Path):
+        p = Path(spine)
+        if not p.exists():
+            raise OfflineStoreError(f"spine file {p} does not exist")
+        return pl.read_csv(p, try_parse_dates=True) if p.suffix == ".csv" else pl.read_parquet(p)
+    if isinstance(spine, pa.Table):
+        return pl.from_arrow(spine)
+    try:
+        return pl.from_pandas(spine)
+    except Exception as e:  # noqa: BLE001 - anything else is not a table we understand
+        raise OfflineStoreError(f"spine must be a polars/pandas DataFrame, a pyarrow Table or a "
+                                f"Parquet/CSV path, got {type(spine).__name__}") from e
+
+
+def _check_keys(spine: pl.DataFrame, view: AnyView) -> None:
+    missing = [k for k in view.entity.keys if k not in spine.columns]
+    if missing:
+        raise OfflineStoreError(
+            f"spine lacks entity key column(s) {missing} needed by view {view.name!r} "
+            f"(entity {view.entity.name!r}); spine columns: {', '.join(spine.columns)}"
+        )
+
+
+def _typed_keys(spine: pl.DataFrame, keys: tuple[str, ...], types: dict) -> pl.DataFrame:
+    try:
+        return spine.select([pl.col(k).cast(types[k]) for k in keys])
+    except pl.exceptions.PolarsError as e:
+        raise OfflineStoreError(f"spine key columns {list(keys)} cannot be read as "
+                                f"{[str(types[k]) for k in keys]}: {e}") from e
+
+
+def _windowed(view: FeatureView, names: list[str], spine: pl.DataFrame, t: np.ndarray,
+              log: EventLog, files: list[str]) -> dict[str, pl.Series]:
+    src = view.source
+    keys = src.entity.keys
+    feats = [view.feature(n) for n in names]
+    start = int(t.min()) - max(f.window for f in feats) - max(f.hop for f in feats)
+    end = int(t.max())
+    files += [f"events/{src.name}/{rel}:{size}" for rel, size in log.files(src, start, end)]
+    skeys = _typed_keys(spine, keys, {k: _POLARS[src.schema[k]] for k in keys})
+    uniq = skeys.unique(maintain_order=True).with_row_index(_CODE).with_columns(
+        pl.col(_CODE).cast(pl.Int64))
+    q_code = (skeys.join(uniq, on=list(keys), how="left", maintain_order="left")[_CODE]
+              .fill_null(uniq.height).to_numpy())
+    fields = sorted({f.field for f in feats if f.fn != "count" and f.field})
+    ev = (
+        log.scan(src, start, end)
+        .select([*keys, src.timestamp_field, "_offset", *fields])
+        .join(uniq.lazy(), on=list(keys), how="inner")
+        .select(pl.col(_CODE), pl.col(src.timestamp_field).dt.epoch("us").alias(_T),
+                pl.col("_offset"), *[pl.col(f).cast(pl.Float64) for f in fields])
+        .sort([_CODE, _T, "_offset"], maintain_order=True)
+        .collect()
+    )
+    bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+    arrays: dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {
+        None: (ev[_CODE].to_numpy(), ev[_T].to_numpy(), None)}
+    for f in fields:  # events with a null field value do not count for that field
+        sub = ev.filter(pl.col(f).is_not_null()) if ev[f].null_count() else ev
+        arrays[f] = (sub[_CODE].to_numpy(), sub[_T].to_numpy(), sub[f].to_numpy())
+    out = {}
+    for feat in feats:
+        fkey = None if feat.fn == "count" else feat.field
+        code, ts, vals = arrays[fkey]
+        bkey = (fkey if fkey is None or ev[fkey].null_count() else None, feat.window, feat.hop)
+        if bkey not in bounds:
+            bounds[bkey] = window_bounds(code, ts, q_code, t, feat.window, feat.hop)
+        values, valid = aggregate(feat.fn, vals, *bounds[bkey])
+        col = column_name(view.name, feat.name)
+        s = pl.Series(col, values)
+        if not valid.all():
+            s = pl.DataFrame({"v": s, "m": valid}).select(
+                pl.when(pl.col("m")).then(pl.col("v")).alias(col)).to_series()
+        out[col] = s
+    return out
+
+
+def _batch(view: BatchFeatureView, names: list[str], spine: pl.DataFrame, t: np.ndarray,
+           batch_dir: Path, files: list[str]) -> dict[str, pl.Series]:
+    path = Path(view.path) if Path(view.path).is_absolute() else batch_dir / view.path
+    if not path.exists():
+        raise OfflineStoreError(f"batch view {view.name!r} reads {path}, which does not exist; "
+                                "write its Parquet there (relative paths are under "
+                                "$TESSERA_HOME/batch/)")
+    files.append(f"batch/{view.path}:{path.stat().st_size}")
+    keys = list(view.entity.keys)
+    lf = pl.scan_parquet(path)
+    schema = lf.collect_schema()
+    absent = [c for c in [*keys, view.timestamp_field, *names] if c not in schema]
+    if absent:
+        raise OfflineStoreError(f"batch view {view.name!r}: {path} lacks columns {absent}")
+    right = (
+        lf.select([*keys, view.timestamp_field, *names])
+        .with_columns(_utc_us(pl.col(view.timestamp_field), schema[view.timestamp_field],
+                              f"batch view {view.name!r} column {view.timestamp_field!r}")
+                      .alias(_T))
+        .drop(view.timestamp_field)
+        .unique(subset=[*keys, _T], keep="last", maintain_order=True)  # later row wins a tie
+        .rename({n: column_name(view.name, n) for n in names})
+        .sort(_T)
+        .collect()
+    )
+    left = _typed_keys(spine, view.entity.keys, {k: schema[k] for k in keys}).with_columns(
+        pl.Series(_T, t), pl.int_range(0, pl.len()).alias(_ROW)).sort(_T)
+    joined = left.join_asof(right.rename({_T: "__bts"}), left_on=_T, right_on="__bts", by=keys,
+                            strategy="backward", check_sortedness=False)
+    fresh = (pl.col(_T) - pl.col("__bts")) < view.ttl
+    cols = [column_name(view.name, n) for n in names]
+    joined = joined.sort(_ROW).select([pl.when(fresh).then(pl.col(c)).alias(c) for c in cols])
+    return {c: joined[c] for c in cols}
+
+
+def _spine_digest(spine: pl.DataFrame) -> str:
+    buf = io.BytesIO()
+    spine.write_ipc(buf, compression="uncompressed")
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def build_training_set(
+    spine: object,
+    features: list[str],
+    *,
+    repo: FeatureRepo | None = None,
+    settings: Settings | None = None,
+    event_log: EventLog | None = None,
+    timestamp_column: str = "ts",
+) -> TrainingSet:
+    """Training set and its fingerprint; see the module docstring for the semantics."""
+    settings = settings or Settings.from_env()
+    if repo is None:
+        from features.registry import load_repo
+
+        repo = load_repo(settings)
+    log = event_log or EventLog(settings.offline_dir)
+    df = _as_frame(spine)
+    if timestamp_column not in df.columns:
+        raise OfflineStoreError(f"spine has no timestamp column {timestamp_column!r} (columns: "
+                                f"{', '.join(df.columns)}); pass timestamp_column=")
+    if df[timestamp_column].null_count():
+        raise OfflineStoreError(f"{df[timestamp_column].null_count()} spine rows have a null "
+                                f"{timestamp_column!r}; drop them or fill in a time")
+    resolved = repo.resolve(list(features))
+    t = df.select(_utc_us(pl.col(timestamp_column), df.schema[timestamp_column],
+                          f"spine column {timestamp_column!r}"))
+    t = t.to_series().to_numpy().astype(np.int64)
+    by_view: dict[str, list[str]] = {}
+    for view, name in resolved:
+        if name not in by_view.setdefault(view.name, []):
+            by_view[view.name].append(name)
+    clash = [column_name(v, n) for v, ns in by_view.items() for n in ns
+             if column_name(v, n) in df.columns]
+    if clash:
+        raise OfflineStoreError(f"spine already has columns {clash}; rename them")
+    files: list[str] = []
+    columns: dict[str, pl.Series] = {}
+    for vname, names in by_view.items():
+        view = repo.views[vname]
+        _check_keys(df, view)
+        if len(df) == 0:
+            continue
+        if isinstance(view, FeatureView):
+            columns.update(_windowed(view, names, df, t, log, files))
+        else:
+            columns.update(_batch(view, names, df, t, settings.home / "batch", files))
+    out = df.with_columns(list(columns.values())) if columns else df
+    if len(df) == 0:
+        out = df.with_columns([pl.lit(None).alias(column_name(v, n))
+                               for v, ns in by_view.items() for n in ns])
+    h = hashlib.sha256()
+    h.update(_spine_digest(df).encode())
+    h.update(json.dumps({"features": list(features), "timestamp_column": timestamp_column,
+                         "versions": {v: repo.views[v].version for v in sorted(by_view)}},
+                        sort_keys=True).encode())
+    for f in files:
+        h.update(f.encode() + b"\n")
+    return TrainingSet(out, h.hexdigest(), files)
+
+
+def training_set(
+    spine: object,
+    features: list[str],
+    *,
+    repo: FeatureRepo | None = None,
+    settings: Settings | None = None,
+    event_log: EventLog | None = None,
+    timestamp_column: str = "ts",
+) -> pl.DataFrame:
+    """For each spine row, every requested ``view:feature`` at the row's timestamp.
+
+    Spine columns and row order are kept; feature columns ``view__feature`` are appended.
+    """
+    return build_training_set(spine, features, repo=repo, settings=settings,
+                              event_log=event_log, timestamp_column=timestamp_column).frame
+
+
+def write_training_set(df: pl.DataFrame, path: str | Path, fingerprint: str) -> Path:
+    """Write atomically to Parquet with the fingerprint in the key-value metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = df.to_arrow()
+    meta = dict(table.schema.metadata or {})
+    meta[FINGERPRINT_KEY] = fingerprint.encode()
+    table = table.replace_schema_metadata(meta)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def read_fingerprint(path: str | Path) -> str | None:
+    """The fingerprint stored in a training set file, if any."""
+    meta = pq.read_schema(path).metadata or {}
+    fp = meta.get(FINGERPRINT_KEY)
+    return fp.decode() if fp else None
