@@ -34,4 +34,14 @@ __all__ = [
     "TesseraError",
     "UnknownFeatureError",
     "parse_ref",
+    "training_set",
 ]
+
+
+def __getattr__(name: str):
+    # lazy: `import features` stays light for the stream worker and the scorer
+    if name == "training_set":
+        from features.offline.training_set import training_set
+
+        return training_set
+    raise AttributeError(f"module 'features' has no attribute {name!r}")

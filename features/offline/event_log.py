@@ -81,6 +81,7 @@ class EventLog:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._clean: set[str] = set()  # sources whose crash leftovers this instance removed
 
     # -- paths and manifest -------------------------------------------------------------------
 
@@ -171,7 +172,9 @@ class EventLog:
         key = f"{topic}/{partition}"
         with self._locked(source) as manifest:
             mark = manifest["watermarks"].get(key)
-            self._remove_orphans(source, set(manifest["files"]))
+            if source.name not in self._clean:  # once per process: orphans come from crashes
+                self._remove_orphans(source, set(manifest["files"]))
+                self._clean.add(source.name)
             if mark is not None:
                 table = table.filter(pc.greater(table.column("_offset"), mark))
             if table.num_rows == 0:
@@ -188,10 +191,13 @@ class EventLog:
                 raise SchemaError(
                     f"duplicate offsets in one append to {source.name!r} {key}; each event "
                     "needs its own log offset", field="_offset")
-            new_files = self._write_by_date(source, table, prefix)
-            manifest["files"].update(new_files)
-            manifest["watermarks"][key] = int(offsets.max())
-            self._commit(source, manifest)
+            try:
+                manifest["files"].update(self._write_by_date(source, table, prefix))
+                manifest["watermarks"][key] = int(offsets.max())
+                self._commit(source, manifest)
+            except BaseException:
+                self._clean.discard(source.name)  # our own leftovers: remove them next time
+                raise
         return table.num_rows
 
     def _write_by_date(self, source: EventSource, table: pa.Table, prefix: str) -> dict:
