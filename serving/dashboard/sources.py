@@ -22,12 +22,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from features.settings import Settings
 from serving.dashboard.data import DashboardData, Provider, audit_files
 from serving.monitoring.routes import run_monitor
-from serving.monitoring.sources import PredictionLog, ReferenceFiles, default_lookup
+from serving.monitoring.sources import (
+    PredictionLog,
+    ReferenceFiles,
+    default_lookup,
+    first_of,
+    registry_lookup,
+)
 
 log = logging.getLogger(__name__)
 
 FRESHNESS_SUFFIX = "freshness_seconds"
-COUNTER_SUFFIXES = ("events", "requests")
+COUNTER_SUFFIXES = ("events", "requests", "predictions")
 
 
 def _models_with(models_dir: Path, filename: str) -> list[str]:
@@ -104,11 +110,18 @@ def lineage(registry: Any, limit: int = 20) -> Provider:
     return read
 
 
-def scrape(urls: Sequence[str], timeout_s: float = 1.0) -> tuple[Provider, Provider]:
-    """(freshness, throughput) providers reading Prometheus text from ``urls``."""
+def scrape(
+    urls: Sequence[str], timeout_s: float = 1.0, local: bool = False
+) -> tuple[Provider, Provider]:
+    """(freshness, throughput) providers reading Prometheus text from ``urls``, and with
+    ``local`` from this process's default registry too (the scorer's own metrics)."""
     last: dict[str, tuple[float, float]] = {}  # counter key -> (time, value)
 
     def families():
+        if local:
+            from prometheus_client import REGISTRY, generate_latest
+
+            yield from text_string_to_metric_families(generate_latest(REGISTRY).decode())
         for url in urls:
             try:
                 text = httpx.get(url, timeout=timeout_s).text
@@ -146,10 +159,16 @@ def scrape(urls: Sequence[str], timeout_s: float = 1.0) -> tuple[Provider, Provi
 
 
 def from_settings(
-    settings: Settings, metrics_urls: Sequence[str] = (), registry: Any = None
+    settings: Settings,
+    metrics_urls: Sequence[str] = (),
+    registry: Any = None,
+    local_metrics: bool = False,
 ) -> DashboardData:
-    """Everything the home folder, the registry and the ``/metrics`` endpoints can show."""
-    fresh, through = scrape(metrics_urls) if metrics_urls else (None, None)
+    """Everything the home folder, the registry and the ``/metrics`` endpoints can show
+    (``local_metrics``: also this process's own Prometheus registry, e.g. inside the scorer)."""
+    fresh, through = (None, None)
+    if metrics_urls or local_metrics:
+        fresh, through = scrape(metrics_urls, local=local_metrics)
     return DashboardData(
         lineage=None if registry is None else lineage(registry),
         freshness=fresh,
@@ -158,3 +177,22 @@ def from_settings(
         experiments=experiments(settings.models_dir, settings.offline_dir),
         audit=audit_files(settings.models_dir),
     )
+
+
+def mount(
+    app: Any, settings: Settings, registry: Any = None, metrics_urls: Sequence[str] = ()
+) -> Any:
+    """Add ``/ui`` and ``GET /v1/monitor/{name}`` to a FastAPI app (the scorer's: one line)."""
+    from serving.dashboard.routes import dashboard_router
+    from serving.monitoring.routes import monitor_router
+
+    app.include_router(
+        dashboard_router(from_settings(settings, metrics_urls, registry, local_metrics=True))
+    )
+    lookup = (
+        default_lookup(settings.models_dir)
+        if registry is None
+        else first_of(registry_lookup(registry), ReferenceFiles(settings.models_dir))
+    )
+    app.include_router(monitor_router(lookup, PredictionLog(settings.offline_dir).read))
+    return app

@@ -189,3 +189,24 @@ def registry_lookup_target(registry):
     from serving.monitoring.sources import registry_lookup
 
     return registry_lookup(registry)("fraud")
+
+
+def test_mount_adds_ui_and_monitor_routes_with_the_scorers_own_metrics(home, tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from features.settings import Settings
+    from serving.dashboard.sources import mount
+    from serving.scorer.metrics import PREDICTIONS
+
+    models, _, _ = home
+    PREDICTIONS.labels("fraud", "1").inc(5)
+    # the registry lives elsewhere than the home folder (e.g. TESSERA_MODELS_URI)
+    app = mount(FastAPI(), Settings(home=tmp_path / "home"), registry=ModelRegistry(models))
+    client = TestClient(app)
+    snap = client.get("/ui/data.json").json()
+    names = [r["name"] for r in snap["throughput"]["rows"]]
+    assert "tessera_predictions{model=fraud,version=1}" in names
+    assert client.get("/ui").status_code == 200
+    r = client.get("/v1/monitor/fraud").json()
+    assert r["version"] == "1" and r["rows"] == 0 and r["status"] == "ok"
