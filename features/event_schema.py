@@ -61,7 +61,7 @@ def _bool(v: object, name: str) -> bool:
     raise SchemaError(f"field {name!r} must be true or false, got {v!r}", name)
 
 
-def _timestamp(v: object, name: str) -> int:
+def parse_timestamp(v: object, name: str) -> int:
     t = type(v)
     if t is str:
         try:
@@ -86,7 +86,7 @@ def _timestamp(v: object, name: str) -> int:
 
 
 _CHECKS: dict[str, Callable[[object, str], object]] = {
-    "string": _string, "int": _int, "float": _float, "bool": _bool, "timestamp": _timestamp,
+    "string": _string, "int": _int, "float": _float, "bool": _bool, "timestamp": parse_timestamp,
 }
 
 _PLANS: dict[int, tuple[EventSource, list[tuple[str, Callable]], tuple[str, ...]]] = {}

@@ -1,0 +1,63 @@
+"""Topic administration: a source's topic with its partition count, and its dead-letter topic.
+
+``retention.ms`` is set explicitly at creation because some brokers (Tansu) describe only
+explicit configs, and clients that read it would otherwise fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from features.definitions import EventSource
+
+DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+def _admin(bootstrap: str) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-admin",
+                            request_timeout_ms=10_000)
+
+
+def ensure_topics(
+    sources: Iterable[EventSource], bootstrap: str, retention_ms: int = DEFAULT_RETENTION_MS
+) -> list[str]:
+    """Create each source's topic (source.partitions) and ``<topic>.dlq`` (1 partition) if
+    missing; returns the names created. Existing topics are left as they are."""
+    wanted: dict[str, int] = {}
+    for s in sources:
+        wanted[s.topic] = s.partitions
+        wanted[s.dlq_topic] = 1
+    admin = _admin(bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(name, parts, 1, topic_configs={"retention.ms": str(retention_ms)})
+            for name, parts in wanted.items()
+            if name not in existing
+        ]
+        created = []
+        for topic in new:  # one at a time: a concurrent creator only costs us an "exists"
+            try:
+                admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()
+
+
+def delete_topics(names: Iterable[str], bootstrap: str) -> None:
+    """Delete topics (tests and benchmarks: the in-memory broker keeps everything in RAM)."""
+    admin = _admin(bootstrap)
+    try:
+        for name in names:
+            try:
+                admin.delete_topics([name])
+            except UnknownTopicOrPartitionError:
+                pass
+    finally:
+        admin.close()

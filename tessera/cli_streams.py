@@ -1,0 +1,223 @@
+"""Stream commands: ``up``/``down``, ``produce``, ``generate``, ``worker``, ``skew-check``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import runpy
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from features.definitions import (
+    BatchFeatureView,
+    Entity,
+    EventSource,
+    FeatureRepo,
+    FeatureView,
+)
+from features.errors import DefinitionError
+from features.settings import Settings
+
+REPO_HELP = "feature repo module (Python file defining the sources and views)"
+DEFAULT_REPO = "examples/feature_repo.py"
+
+
+def load_repo(path: str | Path) -> FeatureRepo:
+    """Every definition object a repo module builds, as a ``FeatureRepo``."""
+    path = Path(path)
+    if not path.exists():
+        raise DefinitionError(f"feature repo {path} not found; pass --repo or set TESSERA_REPO")
+    ns = runpy.run_path(str(path))
+    kinds = (Entity, EventSource, FeatureView, BatchFeatureView)
+    return FeatureRepo.of([v for v in ns.values() if isinstance(v, kinds)])
+
+
+def _source(repo: FeatureRepo, name: str) -> EventSource:
+    try:
+        return repo.sources[name]
+    except KeyError:
+        raise DefinitionError(
+            f"no source {name!r} in the repo; sources: {', '.join(sorted(repo.sources))}"
+        ) from None
+
+
+def _read_events(path: Path):
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        import orjson
+
+        def lines():
+            with open(path, "rb") as f:
+                for line in f:
+                    if line.strip():
+                        try:
+                            yield orjson.loads(line)
+                        except orjson.JSONDecodeError as e:
+                            yield {"__bad_json__": str(e)}
+
+        return lines()
+    import polars as pl
+
+    if suffix == ".parquet":
+        return pl.read_parquet(path).iter_rows(named=True)
+    if suffix == ".csv":
+        return pl.read_csv(path).iter_rows(named=True)
+    raise DefinitionError(f"unsupported file {path}; use .jsonl, .parquet or .csv")
+
+
+def register(app: typer.Typer) -> None:
+    repo_opt = typer.Option(DEFAULT_REPO, "--repo", envvar="TESSERA_REPO", help=REPO_HELP)
+
+    @app.command("up")
+    def up_cmd() -> None:
+        """Start a local Kafka-protocol broker and Redis (unless KAFKA_BOOTSTRAP / REDIS_URL
+        are set), with logs and data under $TESSERA_HOME."""
+        from tessera.local import up
+
+        state = up(Settings.from_env().home)
+        typer.echo(json.dumps({k: state[k] for k in ("bootstrap", "redis_url", "home")}))
+
+    @app.command("down")
+    def down_cmd() -> None:
+        """Stop what `tessera up` started."""
+        from tessera.local import down
+
+        stopped = down(Settings.from_env().home)
+        typer.echo(f"stopped {len(stopped)} process(es)")
+
+    @app.command("produce")
+    def produce_cmd(
+        source: str = typer.Option(..., "--source", help="source name"),
+        file: Path = typer.Option(..., "--file", help="events.jsonl | .parquet | .csv"),
+        repo: str = repo_opt,
+    ) -> None:
+        """Validate and publish the events of a file; print sent / rejected counts."""
+        from rich.progress import Progress
+
+        from streams.producer import publish
+        from streams.topics import ensure_topics
+
+        settings = Settings.from_env()
+        src = _source(load_repo(repo), source)
+        bootstrap = settings.require_kafka()
+        ensure_topics([src], bootstrap)
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"publishing to {src.topic}", total=None)
+            report = publish(src, _read_events(file), bootstrap,
+                             progress=lambda n: bar.advance(task, n))
+        for r in report.rejected[:20]:
+            typer.echo(f"rejected event #{r.index}: {r.reason}", err=True)
+        if len(report.rejected) > 20:
+            typer.echo(f"... and {len(report.rejected) - 20} more rejected", err=True)
+        typer.echo(f"sent {report.sent}, rejected {len(report.rejected)}, "
+                   f"failed {len(report.failed)}")
+        if report.failed:
+            raise typer.Exit(1)
+
+    @app.command("generate")
+    def generate_cmd(
+        source: str = typer.Option("transactions", "--source"),
+        rate: float = typer.Option(1000.0, "--rate", help="events per second (0 = flat out)"),
+        count: int | None = typer.Option(None, "--count", help="stop after N (default: never)"),
+        users: int = typer.Option(10_000, "--users"),
+        seed: int = typer.Option(7, "--seed"),
+        repo: str = repo_opt,
+    ) -> None:
+        """Publish synthetic card transactions (some late, some malformed) at a steady rate."""
+        from streams.generate import transactions
+        from streams.producer import Publisher
+        from streams.topics import ensure_topics
+
+        settings = Settings.from_env()
+        src = _source(load_repo(repo), source)
+        bootstrap = settings.require_kafka()
+        ensure_topics([src], bootstrap)
+        gen = transactions(count if count is not None else 10**12,
+                           start_us=time.time_ns() // 1000, rate=rate or 1e6, users=users,
+                           seed=seed)
+        tick = 0.1
+        per_tick = max(1, int(rate * tick)) if rate else 10_000
+        sent = malformed = 0
+        t0 = time.monotonic()
+        with Publisher(src, bootstrap) as pub:
+            try:
+                while count is None or sent + malformed < count:
+                    chunk = [e for _, e in zip(range(per_tick), gen, strict=False)]
+                    if not chunk:
+                        break
+                    for e in chunk:
+                        if isinstance(e, bytes):
+                            pub.send_raw(e)
+                            malformed += 1
+                    sent += pub.publish([e for e in chunk if isinstance(e, dict)]).sent
+                    if rate:
+                        due = t0 + (sent + malformed) / rate
+                        time.sleep(max(0.0, due - time.monotonic()))
+            except KeyboardInterrupt:
+                pass
+        typer.echo(f"sent {sent} valid and {malformed} malformed events to {src.topic}")
+
+    @app.command("worker")
+    def worker_cmd(
+        repo: str = repo_opt,
+        source: list[str] = typer.Option([], "--source", help="only these sources"),
+        group: str = typer.Option("tessera-worker", "--group", envvar="TESSERA_GROUP"),
+        lateness: str = typer.Option("1h", "--allowed-lateness"),
+        max_records: int = typer.Option(10_000, "--max-records"),
+        session_timeout_ms: int = typer.Option(10_000, "--session-timeout-ms"),
+        max_idle_s: float | None = typer.Option(None, "--max-idle-s",
+                                                help="exit after this long without events"),
+        log_level: str = typer.Option("warning", "--log-level"),
+    ) -> None:
+        """Consume source topics into Redis tile rings and the Parquet event log."""
+        from streams.topics import ensure_topics
+        from streams.worker.app import Worker, WorkerConfig
+
+        logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        settings = Settings.from_env()
+        fr = load_repo(repo)
+        cfg = WorkerConfig(
+            bootstrap=settings.require_kafka(), redis_url=settings.require_redis(),
+            offline_dir=settings.offline_dir, group=group, sources=tuple(source),
+            allowed_lateness=lateness, max_records=max_records,
+            session_timeout_ms=session_timeout_ms,
+        )
+        ensure_topics([fr.sources[s] for s in (source or fr.sources)], cfg.bootstrap)
+        worker = Worker(fr, cfg)
+        worker.run(max_idle_s=max_idle_s)
+        typer.echo(json.dumps(worker.stats()))
+
+    @app.command("skew-check")
+    def skew_cmd(
+        view: str = typer.Option(..., "--view"),
+        sample: int = typer.Option(100, "--sample", help="random entities to compare"),
+        at: str | None = typer.Option(None, "--at", help="ISO time or epoch ms (default now)"),
+        seed: int = typer.Option(0, "--seed"),
+        repo: str = repo_opt,
+    ) -> None:
+        """Compare online values of N random entities with their offline recomputation.
+
+        Exits 1 when any feature differs (counts/min/max/last exactly, others to 1e-9)."""
+        import redis
+
+        from features.event_schema import parse_timestamp
+        from features.offline.event_log import EventLog
+        from features.skew import skew_check
+
+        settings = Settings.from_env()
+        t = time.time_ns() // 1000 if at is None else parse_timestamp(
+            int(at) if at.isdigit() else at, "--at")
+        client = redis.Redis.from_url(settings.require_redis())
+        report = skew_check(load_repo(repo), view, client, EventLog(settings.offline_dir),
+                            at=t, sample=sample, seed=seed)
+        for m in report.mismatches[:20]:
+            typer.echo(f"MISMATCH {m.entity} {m.feature}: online={m.online} "
+                       f"offline={m.offline}")
+        typer.echo(f"{report.view}: {report.entities} entities x {report.features} features, "
+                   f"{len(report.mismatches)} mismatches")
+        if report.mismatches:
+            raise typer.Exit(1)
