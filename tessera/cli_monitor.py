@@ -101,8 +101,16 @@ def register(app: typer.Typer) -> None:
     @app.command("retrain")
     def retrain(
         name: str = typer.Argument(..., help="model name"),
-        training_set: Path = typer.Option(..., help="point-in-time training set (Parquet)"),
         label: str = typer.Option(..., help="label column"),
+        training_set: Path | None = typer.Option(
+            None, help="a ready point-in-time training set (Parquet)"
+        ),
+        spine: Path | None = typer.Option(
+            None,
+            help="or: entity keys + timestamp + label (Parquet); the training set is built "
+            "from the offline store over its newest --days",
+        ),
+        days: float = typer.Option(30.0, help="with --spine: the moving time range, in days"),
         timestamp: str = typer.Option("ts", help="timestamp column (time-based holdout)"),
         seed: int = typer.Option(0, help="training seed"),
         alpha: float = typer.Option(0.05, help="promote when better at 1 - alpha confidence"),
@@ -116,8 +124,9 @@ def register(app: typer.Typer) -> None:
         re-check the experiment until it promotes or retires the new version.
         """
         from serving.experiments.spec import DeploymentStore
+        from serving.monitoring.errors import MonitorError
         from serving.monitoring.policy import Policy, due
-        from serving.monitoring.retrain import Retrainer, RetrainPlan
+        from serving.monitoring.retrain import Retrainer, RetrainPlan, fresh_training_set
         from serving.registry import ModelRegistry
 
         settings = Settings.from_env()
@@ -133,14 +142,24 @@ def register(app: typer.Typer) -> None:
         if open_runs:  # an unfinished run is resumed whatever the policy says
             state = r.decide(name, open_runs[-1]["run"], alpha=alpha)
         else:
-            plan = RetrainPlan(name, training_set, label, timestamp, seed, alpha)
+            if (training_set is None) == (spine is None):
+                raise MonitorError("give exactly one of --training-set PATH or --spine PATH")
             if policy is not None:
                 reason = _policy_reason(Policy.load(policy), name, settings, runs, registry, due)
                 if reason is None:
                     typer.echo(f"{name}: no retrain due under {policy}")
                     return
                 typer.echo(f"{name}: retrain due: {reason}")
-            state = r.start(plan)
+            if spine is not None:
+                training_set = fresh_training_set(
+                    spine,
+                    registry.get(name).features,
+                    settings.models_dir / name / "retrain",
+                    days,
+                    timestamp,
+                    settings=settings,
+                )
+            state = r.start(RetrainPlan(name, training_set, label, timestamp, seed, alpha))
         typer.echo(json.dumps(state, indent=2, sort_keys=True))
 
 

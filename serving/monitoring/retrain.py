@@ -43,6 +43,41 @@ class RetrainPlan:
     alpha: float = 0.05  # the experiment report's level: "better" means at 1 - alpha confidence
 
 
+def fresh_training_set(
+    spine: Path | str,
+    features: list[str],
+    out_dir: Path | str,
+    days: float,
+    timestamp: str = "ts",
+    **build: Any,
+) -> Path:
+    """Point-in-time training set over the spine's newest ``days`` (a moving time range).
+
+    The spine holds entity keys, the timestamp and the label (e.g. joined outcomes). Rows older
+    than ``days`` before the newest one are dropped, every feature is built from the offline
+    store as of each row's time, and the file is named by its fingerprint, so the same spine
+    and store give the same file (and the same retrain run). ``build`` goes to
+    ``features.offline.training_set.build_training_set`` (``repo``, ``settings``, ...).
+    """
+    import polars as pl
+
+    from features.offline.training_set import build_training_set, write_training_set
+
+    df = pl.read_parquet(spine)
+    if timestamp not in df.columns:
+        raise MonitorError(f"spine {spine} has no {timestamp!r} column; pass --timestamp")
+    col = pl.col(timestamp)
+    if isinstance(df.schema[timestamp], pl.Datetime | pl.Date):
+        df = df.filter(col > col.max() - pl.duration(microseconds=int(days * 86_400e6)))
+    else:  # int microseconds since the epoch
+        df = df.filter(col > col.max() - int(days * 86_400e6))
+    built = build_training_set(df, features, timestamp_column=timestamp, **build)
+    path = Path(out_dir) / f"training-{built.fingerprint[:16]}.parquet"
+    if not path.exists():
+        write_training_set(built.frame, path, built.fingerprint)
+    return path
+
+
 def _digest(path: Path) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
