@@ -135,9 +135,12 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000),
         workers: int = typer.Option(1, help="server processes"),
         repo: Path | None = typer.Option(
-            None, help="feature repo file (default: the applied registry)"
+            None, envvar="TESSERA_FEATURE_REPO",
+            help="feature repo file (default: the applied registry)",
         ),
-        redis_timeout_ms: float = typer.Option(50.0, help="Redis timeout: slower answers 503"),
+        redis_timeout_ms: float = typer.Option(
+            100.0, envvar="TESSERA_REDIS_TIMEOUT_MS", help="Redis timeout: slower answers 503"
+        ),
         max_entities: int = typer.Option(1000, help="largest batch one request may ask for"),
         reload_s: float = typer.Option(1.0, help="how often aliases are re-read (hot reload)"),
         models_uri: str | None = MODELS_URI,

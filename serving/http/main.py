@@ -4,7 +4,7 @@ Configuration is by environment so uvicorn worker processes can rebuild it (``ap
 an app factory): ``TESSERA_HOME``, ``REDIS_URL``, ``TESSERA_MODELS_URI`` (default
 ``$TESSERA_HOME/models``), ``TESSERA_SERVE_MODELS`` (comma-separated ``name`` or
 ``name@alias``), ``TESSERA_FEATURE_REPO`` (a repo file; default the applied registry),
-``TESSERA_REDIS_TIMEOUT_MS`` (default 50), ``TESSERA_MAX_ENTITIES`` (default 1000),
+``TESSERA_REDIS_TIMEOUT_MS`` (default 100), ``TESSERA_MAX_ENTITIES`` (default 1000),
 ``TESSERA_RELOAD_S`` (default 1).
 """
 
@@ -13,11 +13,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from fastapi import FastAPI
-
 from features.online.read import OnlineStore
 from features.settings import Settings
-from serving.http.app import create_app
+from serving.http.app import FastPredict, create_app, fast_app
 from serving.registry import CHAMPION, ModelRegistry
 from serving.scorer.models import ModelSet
 from serving.scorer.repo import load_feature_repo
@@ -45,7 +43,7 @@ class ServeConfig:
     models_uri: str
     models: list[str]
     feature_repo: str | None = None
-    redis_timeout_ms: float = 50.0
+    redis_timeout_ms: float = 100.0
     max_entities: int = 1000
     reload_s: float = 1.0
 
@@ -58,7 +56,7 @@ class ServeConfig:
             models_uri=os.environ.get("TESSERA_MODELS_URI") or str(s.models_dir),
             models=models,
             feature_repo=os.environ.get("TESSERA_FEATURE_REPO") or None,
-            redis_timeout_ms=float(os.environ.get("TESSERA_REDIS_TIMEOUT_MS", 50)),
+            redis_timeout_ms=float(os.environ.get("TESSERA_REDIS_TIMEOUT_MS", 100)),
             max_entities=int(os.environ.get("TESSERA_MAX_ENTITIES", 1000)),
             reload_s=float(os.environ.get("TESSERA_RELOAD_S", 1.0)),
         )
@@ -88,9 +86,9 @@ def build_scorer(cfg: ServeConfig) -> Scorer:
     return Scorer(OnlineStore(client, repo, max_entities=cfg.max_entities), models)
 
 
-def build_app(cfg: ServeConfig) -> FastAPI:
-    return create_app(build_scorer(cfg), max_entities=cfg.max_entities)
+def build_app(cfg: ServeConfig) -> FastPredict:
+    return fast_app(create_app(build_scorer(cfg), max_entities=cfg.max_entities))
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> FastPredict:
     return build_app(ServeConfig.from_env())

@@ -5,7 +5,7 @@ import pytest
 
 from features.online.read import OnlineStore
 from serving.client import ScorerClient, ScorerError
-from serving.http.app import create_app
+from serving.http.app import create_app, fast_app
 from serving.scorer.models import ModelSet
 from serving.scorer.scorer import Scorer
 from serving.scorer.synthetic import FEATURES, REPO
@@ -21,8 +21,19 @@ def served(redis_client, tmp_path):
     models = ModelSet(reg)
     models.serve("fraud")
     scorer = Scorer(OnlineStore(client, REPO, max_entities=50), models)
-    with running(create_app(scorer, max_entities=50)) as url:
+    with running(fast_app(create_app(scorer, max_entities=50))) as url:
         yield url, scorer, now
+
+
+def test_bare_fastapi_route_answers_like_the_fast_path(served):
+    url, scorer, now = served
+    body = {"entities": [{"user_id": "u3"}, {"user_id": "u4"}], "at": now}
+    with running(create_app(scorer, max_entities=50)) as bare:
+        for path, status in (("/v1/predict/fraud", 200), ("/v1/predict/nope", 404)):
+            a = httpx.post(f"{url}{path}", json=body)
+            b = httpx.post(f"{bare}{path}", json=body)
+            assert a.status_code == b.status_code == status
+            assert a.json() == b.json()
 
 
 def test_predict_and_features(served):

@@ -1,0 +1,285 @@
+"""Serving benchmark: in-process and HTTP predict latency/throughput against a real Redis.
+
+    .venv/bin/python bench/serve.py [--quick]
+
+Set-up: a Redis started here (unless ``REDIS_URL`` is set), 100k users written as the stream
+worker writes them (3 views, 20 windowed features, rings through ``HopLayout.encode``), a
+300-tree LightGBM model trained on 20k of them and registered as ``fraud`` (champion).
+
+1. In-process: ``Scorer.predict`` for one random entity (one Redis round trip + fold + fast
+   single-row predict), p50/p99 over 20,000 calls; the fast predictor alone; Booster.predict
+   alone.
+2. Baseline in the same run: redis-py ``HGETALL`` of the entity's hash, the readable fold
+   (``fold_view``), ``Booster.predict`` -- and the p99 ratio.
+3. HTTP: ``tessera serve --workers 2`` in a subprocess; a raw asyncio HTTP/1.1 keep-alive load
+   generator (cheaper than any Python HTTP client, so it measures the server) at concurrency 1
+   and 16, one entity per request; then the same with 100 entities per request.
+
+``--quick`` runs everything at a tenth of the size and writes the same keys.
+Writes ``bench/results/serve.json`` and prints a table. The machine has 2 cores shared by the
+server workers, the load generator and Redis: HTTP figures include that contention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from features.online.fold import fold_view  # noqa: E402
+from features.online.layout import ViewLayout, entity_key  # noqa: E402
+from features.online.read import OnlineStore  # noqa: E402
+from serving.http.main import redis_client  # noqa: E402
+from serving.registry import ModelRegistry  # noqa: E402
+from serving.registry.training import train  # noqa: E402
+from serving.scorer.fast import FastPredictor  # noqa: E402
+from serving.scorer.models import ModelSet  # noqa: E402
+from serving.scorer.scorer import Scorer  # noqa: E402
+from serving.scorer.synthetic import (  # noqa: E402
+    FEATURES,
+    REPO,
+    USER,
+    VIEWS,
+    write_training_set,
+    write_users,
+)
+from tessera.local import free_port, start_redis, stop  # noqa: E402
+
+REPO_FILE = "from serving.scorer.synthetic import VIEWS\na, b, c = VIEWS\n"
+
+
+def pct(samples_ns: list[int], q: float) -> float:
+    return float(np.percentile(np.asarray(samples_ns), q))
+
+
+def timed(fn, n: int) -> list[int]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        fn(i)
+        out.append(time.perf_counter_ns() - t0)
+    return out
+
+
+# -- raw HTTP/1.1 keep-alive load generator ----------------------------------------------------
+def _request(path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def _connection(port: int, requests: list[bytes], n: int, lat: list[int], bad: list):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i in range(n):
+            t0 = time.perf_counter_ns()
+            writer.write(requests[i % len(requests)])
+            head = await reader.readuntil(b"\r\n\r\n")
+            low = head.lower()
+            k = low.index(b"content-length:") + 15
+            length = int(low[k:low.index(b"\r\n", k)])
+            await reader.readexactly(length)
+            lat.append(time.perf_counter_ns() - t0)
+            if not head.startswith(b"HTTP/1.1 200"):
+                bad.append(head[:40])
+    finally:
+        writer.close()
+
+
+def http_load(port: int, requests: list[bytes], total: int, concurrency: int) -> dict:
+    lat: list[int] = []
+    bad: list = []
+
+    async def main():
+        per = total // concurrency
+        await asyncio.gather(
+            *[_connection(port, requests[c::concurrency] or requests, per, lat, bad)
+              for c in range(concurrency)]
+        )
+
+    t0 = time.perf_counter()
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    wall = time.perf_counter() - t0
+    if bad:
+        raise SystemExit(f"{len(bad)} failed HTTP requests, e.g. {bad[0]!r}")
+    return {"p50_ms": pct(lat, 50) / 1e6, "p99_ms": pct(lat, 99) / 1e6,
+            "rps": len(lat) / wall, "requests": len(lat)}
+
+
+def start_server(port: int, env: dict, workers: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", "from tessera.cli import main; main()", "serve",
+           "--model", "fraud", "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("server not ready after 60 s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a tenth of the size")
+    args = ap.parse_args()
+    scale = 0.1 if args.quick else 1.0
+    n_users, n_train, calls = int(100_000 * scale), int(20_000 * scale), int(20_000 * scale)
+    work = Path(tempfile.mkdtemp(prefix="tessera-bench-serve-"))
+    handle = None
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        handle, url = start_redis(work / "redis")
+    server = None
+    try:
+        import lightgbm as lgb
+        import redis
+
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        now = time.time_ns() // 1000
+        t0 = time.perf_counter()
+        risky = write_users(client, n_users, now, seed=1)
+        write_s = time.perf_counter() - t0
+        train_path = work / "train.parquet"
+        write_training_set(client, train_path, n_train, risky, now)
+        res = train(train_path, "label", params={"num_iterations": 300, "num_leaves": 31}, seed=1)
+        reg = ModelRegistry(work / "models")
+        reg.register("fraud", res.model_text, res.metadata())
+        reg.set_alias("fraud", "champion", "1", who="bench", why="benchmark")
+        booster = lgb.Booster(model_str=res.model_text)
+        print(f"wrote {n_users} users in {write_s:.1f}s; model: {booster.num_trees()} trees, "
+              f"{booster.num_feature()} features, holdout AUC {res.metrics['auc']:.3f}")
+
+        rng = random.Random(0)
+        ents = [{"user_id": f"u{rng.randrange(n_users)}"} for _ in range(calls)]
+
+        # 1. in-process scorer
+        models = ModelSet(reg)
+        models.serve("fraud")
+        scorer = Scorer(OnlineStore(redis_client(url, 1.0), REPO), models)
+        timed(lambda i: scorer.predict("fraud", [ents[i % 500]]), 500)  # warm-up
+        inproc = timed(lambda i: scorer.predict("fraud", [ents[i]]), calls)
+        x = np.ascontiguousarray(np.random.default_rng(0).normal(size=20))
+        fast = FastPredictor(booster)
+        single = timed(lambda i: fast.predict_one(x), calls)
+        x2 = x.reshape(1, -1)
+        booster_single = timed(lambda i: booster.predict(x2), min(calls, 5000))
+
+        # 2. baseline: HGETALL + readable fold + Booster.predict
+        plain = redis.Redis.from_url(url)
+        slots = [ViewLayout(v).features[f.name] for v in VIEWS for f in v.features]
+
+        def baseline(i: int) -> float:
+            blobs = plain.hgetall(entity_key(USER, [ents[i]["user_id"]]))
+            blobs = {k.decode(): v for k, v in blobs.items()}
+            vals, _, _ = fold_view(slots, blobs, time.time_ns() // 1000)
+            row = [np.nan if v is None else v for v in vals]
+            return booster.predict(np.array([row]))[0]
+
+        timed(baseline, 200)
+        base = timed(baseline, calls)
+        # the two paths agree on the score
+        t_check = time.time_ns() // 1000
+        got = scorer.predict("fraud", [ents[0]], at=t_check)["predictions"][0]["score"]
+        blobs = {k.decode(): v for k, v in plain.hgetall(
+            entity_key(USER, [ents[0]["user_id"]])).items()}
+        vals, _, _ = fold_view(slots, blobs, t_check)
+        want = booster.predict(np.array([[np.nan if v is None else v for v in vals]]))[0]
+        assert abs(got - want) < 1e-9, (got, want)
+
+        # 3. HTTP, two worker processes
+        port = free_port()
+        (work / "repo.py").write_text(REPO_FILE)
+        env = {**os.environ, "REDIS_URL": url, "TESSERA_HOME": str(work),
+               "TESSERA_MODELS_URI": str(work / "models"),
+               "TESSERA_FEATURE_REPO": str(work / "repo.py"),
+               "PYTHONPATH": str(ROOT), "TESSERA_REDIS_TIMEOUT_MS": "1000"}
+        server = start_server(port, env, workers=2)
+        one = [_request("/v1/predict/fraud", json.dumps({"entities": [e]}).encode())
+               for e in ents[:2000]]
+        hundred = [
+            _request("/v1/predict/fraud",
+                     json.dumps({"entities": ents[k * 100:(k + 1) * 100]}).encode())
+            for k in range(max(1, min(200, calls // 100)))
+        ]
+        http_load(port, one, 1000, 16)  # warm both workers
+        c1 = http_load(port, one, max(1000, calls // 4), 1)
+        c16 = http_load(port, one, max(3200, calls), 16)
+        b1 = http_load(port, hundred, max(100, calls // 40), 1)
+        b16 = http_load(port, hundred, max(160, calls // 20), 16)
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(10)
+        if handle is not None:
+            stop(handle)
+
+    out = {
+        "quick": args.quick,
+        "entities": n_users,
+        "features": len(FEATURES),
+        "views": len(VIEWS),
+        "trees": booster.num_trees(),
+        "calls": calls,
+        "server_workers": 2,
+        "inproc_p50_us": pct(inproc, 50) / 1e3,
+        "inproc_p99_us": pct(inproc, 99) / 1e3,
+        "baseline_inproc_p50_us": pct(base, 50) / 1e3,
+        "baseline_inproc_p99_us": pct(base, 99) / 1e3,
+        "baseline_over_inproc_p99": pct(base, 99) / pct(inproc, 99),
+        "predict_single_row_us": pct(single, 50) / 1e3,
+        "predict_single_row_p99_us": pct(single, 99) / 1e3,
+        "booster_predict_single_row_us": pct(booster_single, 50) / 1e3,
+        "http_p50_ms": c1["p50_ms"],
+        "http_p99_ms": c1["p99_ms"],
+        "http_rps_c1": c1["rps"],
+        "http_c16_p50_ms": c16["p50_ms"],
+        "http_c16_p99_ms": c16["p99_ms"],
+        "http_rps_c16": c16["rps"],
+        "batch100_p50_ms": b1["p50_ms"],
+        "batch100_p99_ms": b1["p99_ms"],
+        "batch100_rps_c1": b1["rps"],
+        "batch100_c16_p99_ms": b16["p99_ms"],
+        "batch100_rps_c16": b16["rps"],
+        "goals": {"inproc_p99_us": 300, "http_p99_ms": 2, "http_rps_c16": 3000},
+        "note": "2 shared cores: server workers, load generator and Redis compete for them",
+    }
+    dest = ROOT / "bench" / "results" / "serve.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=2))
+    print(f"\n{'metric':34} {'value':>12}")
+    for k, v in out.items():
+        if isinstance(v, float):
+            print(f"{k:34} {v:12.2f}")
+    print(f"\nwrote {dest}")
+
+
+if __name__ == "__main__":
+    main()
