@@ -31,6 +31,7 @@ class PublishReport:
     sent: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     failed: list[Rejection] = field(default_factory=list)
+    last_offsets: dict[int, int] = field(default_factory=dict)  # partition -> last acked offset
 
     @property
     def total(self) -> int:
@@ -66,10 +67,11 @@ class Publisher:
         self.producer.flush()
         self.producer.close()
 
-    def send_raw(self, value: bytes, key: str | None = None) -> None:
-        """Send bytes unvalidated (for tests and the generator's deliberately malformed
-        events)."""
-        self.producer.send(self.source.topic, value=value, key=key.encode() if key else None)
+    def send_raw(self, value: bytes, key: str | None = None):
+        """Send bytes unvalidated (tests, and the generator's deliberately malformed events);
+        returns the send future."""
+        return self.producer.send(self.source.topic, value=value,
+                                  key=key.encode() if key else None)
 
     def publish(
         self,
@@ -98,8 +100,10 @@ class Publisher:
         self.producer.flush()
         for i, fut in futures:
             try:
-                fut.get(timeout=30)
+                md = fut.get(timeout=30)
                 report.sent += 1
+                if md.offset > report.last_offsets.get(md.partition, -1):
+                    report.last_offsets[md.partition] = md.offset
             except Exception as e:  # noqa: BLE001 - reported per event, never swallowed
                 report.failed.append(Rejection(i, None, f"broker did not ack: {e}"))
         return report
