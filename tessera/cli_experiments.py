@@ -16,14 +16,23 @@ def _store():
     return DeploymentStore(Settings.from_env().models_dir)
 
 
-def _alias_setter():
-    """The registry's alias API, when the registry is installed (else aliases are not moved)."""
-    try:
-        from serving.registry import set_alias  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    models_dir = Settings.from_env().models_dir
-    return lambda name, alias, version: set_alias(models_dir, name, alias, version)
+def _registry():
+    from serving.registry import ModelRegistry
+
+    return ModelRegistry(Settings.from_env().models_dir)
+
+
+def _alias_setter(why: str):
+    """Moves the registry's alias (what the scorer follows) with an audit record there too."""
+    registry = _registry()
+    return lambda name, alias, version: registry.set_alias(name, alias, version, why=why)
+
+
+def _check_versions(name: str, versions: list[str]) -> None:
+    """Every version a spec names must be registered: fail at deploy time, not at serve time."""
+    registry = _registry()
+    for v in versions:
+        registry.resolve(name, v)
 
 
 def _show(spec) -> None:
@@ -75,7 +84,11 @@ def register(app: typer.Typer) -> None:
         if store.revision(name) and new == spec:
             typer.echo(f"{name}: nothing changed (revision {spec.revision})")
             return
-        _show(store.save(new, why=reason))
+        _check_versions(name, [new.champion, *(a.version for a in new.arms), *new.shadows])
+        saved = store.save(new, why=reason)
+        if saved.revision == 1 or saved.champion != spec.champion:
+            _alias_setter(reason or "tessera deploy")(name, "champion", saved.champion)
+        _show(saved)
 
     @app.command("promote")
     def promote(
@@ -86,7 +99,7 @@ def register(app: typer.Typer) -> None:
         """Make an arm or shadow the champion (hot-reloaded by running routers)."""
         from serving.experiments.promote import promote as do_promote
 
-        _show(do_promote(_store(), name, source, why=reason, set_alias=_alias_setter()))
+        _show(do_promote(_store(), name, source, why=reason, set_alias=_alias_setter(reason)))
 
     @app.command("rollback")
     def rollback(
@@ -96,7 +109,7 @@ def register(app: typer.Typer) -> None:
         """Restore the previous champion."""
         from serving.experiments.promote import rollback as do_rollback
 
-        _show(do_rollback(_store(), name, why=reason, set_alias=_alias_setter()))
+        _show(do_rollback(_store(), name, why=reason, set_alias=_alias_setter(reason)))
 
     experiment = typer.Typer(help="Shadows and A/B experiments: logs, reports, history.")
     app.add_typer(experiment, name="experiment")

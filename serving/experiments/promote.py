@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from serving.experiments.errors import ExperimentError
-from serving.experiments.spec import CHAMPION, DeploymentSpec, DeploymentStore
+from serving.experiments.spec import CHAMPION, DeploymentSpec, DeploymentStore, _who
 
 SetAlias = Callable[[str, str, str], object]  # (model name, alias, version)
 
@@ -28,7 +28,7 @@ def _switch(
         set_alias(new.name, CHAMPION, new.champion)
         store.audit(
             new.name,
-            {"who": who or "tessera", "why": why, "alias": CHAMPION, "version": new.champion},
+            {"who": who or _who(), "why": why, "alias": CHAMPION, "version": new.champion},
         )
     return saved
 

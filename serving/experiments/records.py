@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -36,7 +36,7 @@ class PredictionRecord:
     features: list[float] | None = None
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class OutcomeRecord:
     model: str | None = None
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)
 
 
 PREDICTION_SCHEMA = pa.schema(
@@ -79,6 +79,17 @@ OUTCOME_SCHEMA = pa.schema(
         ("model", pa.string()),
     ]
 )
+
+
+def expand(items: list) -> list:
+    """Records from a mix of records and batches that expand lazily (``.records()``)."""
+    out: list = []
+    for it in items:
+        if hasattr(it, "records"):
+            out.extend(it.records())
+        else:
+            out.append(it)
+    return out
 
 
 def feature_hash(x: np.ndarray) -> str:

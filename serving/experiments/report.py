@@ -73,9 +73,13 @@ def _metrics(g: pl.DataFrame, threshold: float, reps: int, alpha: float, seed: i
 
 
 def _paired(champ: pl.DataFrame, other: pl.DataFrame, spec: DeploymentSpec, reps, alpha, seed):
-    pairs = champ.select("request_id", pl.col("score").alias("s_a"), "label").join(
-        other.select("request_id", pl.col("score").alias("s_b")), on="request_id", how="inner"
-    ).drop_nulls(["s_a", "s_b"])
+    pairs = (
+        champ.select("request_id", pl.col("score").alias("s_a"), "label")
+        .join(
+            other.select("request_id", pl.col("score").alias("s_b")), on="request_id", how="inner"
+        )
+        .drop_nulls(["s_a", "s_b"])
+    )
     a_all, b_all = pairs["s_a"].to_numpy(), pairs["s_b"].to_numpy()
     lab = pairs.drop_nulls("label")
     y = lab["label"].to_numpy() >= 0.5
@@ -171,16 +175,28 @@ def build_report(
     return _clean(report)
 
 
-def experiment_report(
-    models_dir: Path | str, offline_dir: Path | str, name: str, **kwargs
-) -> dict:
+_PRED_COLUMNS = [
+    "request_id",
+    "ts",
+    "entity_key",
+    "model",
+    "version",
+    "role",
+    "arm",
+    "score",
+    "latency_ms",
+    "error",
+]
+
+
+def experiment_report(models_dir: Path | str, offline_dir: Path | str, name: str, **kwargs) -> dict:
     """The report for model ``name`` from its current spec and the logged Parquet data.
 
     This is what ``tessera experiment report`` prints and ``GET /v1/experiments/{name}`` serves.
     """
     spec = DeploymentStore(models_dir).current(name)
     pred_dir, out_dir = dataset_dirs(offline_dir)
-    preds = read_dataset(pred_dir, PREDICTION_SCHEMA)
+    preds = read_dataset(pred_dir, PREDICTION_SCHEMA, columns=_PRED_COLUMNS)
     outcomes = read_dataset(out_dir, OUTCOME_SCHEMA)
     return build_report(preds, outcomes, spec, **kwargs)
 

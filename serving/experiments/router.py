@@ -1,7 +1,9 @@
 """The request path of an experiment: pick the arm, score, log, hand the vector to the shadows.
 
 The scorer calls ``ExperimentRouter.score`` with an entity key and the feature vector it already
-fetched; the router needs only a ``predict(version, X)`` callable from it. On the request thread
+fetched; the router needs only a ``predict(version, X)`` callable from it. ``log`` receives
+``PredictionRecord``s and ``ShadowBatch``es (``.records()`` expands them; ``KafkaRecordLog``
+does so on its own thread). On the request thread
 it does one assignment hash, one predict, one non-blocking log put and one non-blocking shadow
 put. The spec is re-read when a newer revision appears (checked at most every
 ``reload_every_s``), so `tessera deploy`, promote, rollback and guardrail stops apply without a
@@ -20,7 +22,7 @@ import numpy as np
 from serving.experiments.assign import assign
 from serving.experiments.guardrails import GuardrailMonitor
 from serving.experiments.records import FeatureLogging, PredictionRecord, feature_hash, now_us
-from serving.experiments.shadow import Predict, ShadowJob, ShadowRunner
+from serving.experiments.shadow import Predict, ShadowBatch, ShadowJob, ShadowRunner
 from serving.experiments.spec import CHAMPION, DeploymentSpec, DeploymentStore
 
 
@@ -35,7 +37,7 @@ class Served:
     latency_ms: float
 
 
-def _drop(_: PredictionRecord) -> None:
+def _drop(_: object) -> None:
     return None
 
 
@@ -45,7 +47,7 @@ class ExperimentRouter:
         store: DeploymentStore,
         name: str,
         predict: Predict,
-        log: Callable[[PredictionRecord], object] = _drop,
+        log: Callable[[PredictionRecord | ShadowBatch], object] = _drop,
         features: FeatureLogging = "hash",
         shadow_queue: int = 1024,
         shadow_batch: int = 64,
@@ -94,6 +96,7 @@ class ExperimentRouter:
             error = f"{type(e).__name__}: {e}"
             score = float(self._predict(spec.champion, x.reshape(1, -1))[0])
         latency = (time.perf_counter() - t0) * 1000
+        fhash = feature_hash(x)
         self._log(
             PredictionRecord(
                 request_id=rid,
@@ -106,7 +109,7 @@ class ExperimentRouter:
                 score=score,
                 latency_ms=latency,
                 error=error,
-                features_hash=feature_hash(x),
+                features_hash=fhash,
                 features=x.tolist() if self._features == "vector" else None,
             )
         )
@@ -115,7 +118,7 @@ class ExperimentRouter:
             if why is not None:
                 self.stop_arm(arm, why, who="guardrail")
         if spec.shadows:
-            self.shadows.submit(ShadowJob(rid, ts, entity_key, x, spec.shadows))
+            self.shadows.submit(ShadowJob(rid, ts, entity_key, x, spec.shadows, fhash))
         return Served(rid, arm if error is None else CHAMPION, version, score, latency)
 
     def stop_arm(self, arm: str, why: str, who: str) -> DeploymentSpec:

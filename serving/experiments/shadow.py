@@ -2,8 +2,9 @@
 
 A request only pays ``submit`` (a non-blocking put). One background thread drains the queue,
 stacks the waiting vectors into one matrix per shadow version and predicts once per version, so
-two shadows cost the serving process two predict calls per batch, not two per request. When the
-queue is full the job is dropped and counted in ``dropped``.
+two shadows cost the serving process two predict calls per batch, not two per request. The
+thread runs at the lowest CPU priority (nice 19) so shadow work never takes a core from a
+request. When the queue is full the job is dropped and counted in ``dropped``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from serving.experiments.background import BoundedWorker
-from serving.experiments.records import FeatureLogging, PredictionRecord, feature_hash
+from serving.experiments.records import FeatureLogging, PredictionRecord
 
 Predict = Callable[[str, np.ndarray], np.ndarray]
 
@@ -27,6 +28,7 @@ class ShadowJob:
     entity_key: str
     x: np.ndarray
     versions: tuple[str, ...]
+    features_hash: str
 
 
 class ShadowRunner:
@@ -34,17 +36,24 @@ class ShadowRunner:
         self,
         model: str,
         predict: Predict,
-        emit: Callable[[PredictionRecord], object],
+        emit: Callable[[ShadowBatch], object],
         features: FeatureLogging = "hash",
         maxsize: int = 1024,
         batch: int = 64,
+        linger_s: float = 0.005,
+        nice: int = 19,
     ) -> None:
         self.model = model
         self._predict = predict
         self._emit = emit
         self._features = features
         self._worker: BoundedWorker[ShadowJob] = BoundedWorker(
-            self._run, maxsize=maxsize, batch=batch, name=f"shadow-{model}"
+            self._run,
+            maxsize=maxsize,
+            batch=batch,
+            name=f"shadow-{model}",
+            linger_s=linger_s,
+            nice=nice,
         )
 
     def submit(self, job: ShadowJob) -> bool:
@@ -76,20 +85,42 @@ class ShadowRunner:
                 scores = np.full(len(group), np.nan)
                 error = f"{type(e).__name__}: {e}"
             per_row_ms = (time.perf_counter() - t0) * 1000 / len(group)
-            for j, s in zip(group, scores, strict=True):
-                self._emit(
-                    PredictionRecord(
-                        request_id=j.request_id,
-                        ts=j.ts,
-                        entity_key=j.entity_key,
-                        model=self.model,
-                        version=version,
-                        role="shadow",
-                        arm="shadow",
-                        score=None if error else float(s),
-                        latency_ms=per_row_ms,
-                        error=error,
-                        features_hash=feature_hash(j.x),
-                        features=j.x.tolist() if self._features == "vector" else None,
-                    )
-                )
+            self._emit(ShadowBatch(self.model, version, group, scores, per_row_ms, error,
+                                   self._features == "vector"))
+
+
+@dataclass(frozen=True)
+class ShadowBatch:
+    """One predict call's results; expanded into records by whoever logs them.
+
+    Building the records is Python work that holds the GIL. The shadow thread runs at low CPU
+    priority, and a low-priority thread holding the GIL would stall requests (priority
+    inversion), so it hands over this batch and the logging thread builds the records.
+    """
+
+    model: str
+    version: str
+    jobs: list[ShadowJob]
+    scores: np.ndarray
+    per_row_ms: float
+    error: str | None
+    with_vectors: bool
+
+    def records(self) -> list[PredictionRecord]:
+        return [
+            PredictionRecord(
+                request_id=j.request_id,
+                ts=j.ts,
+                entity_key=j.entity_key,
+                model=self.model,
+                version=self.version,
+                role="shadow",
+                arm="shadow",
+                score=None if self.error else float(s),
+                latency_ms=self.per_row_ms,
+                error=self.error,
+                features_hash=j.features_hash,
+                features=j.x.tolist() if self.with_vectors else None,
+            )
+            for j, s in zip(self.jobs, self.scores, strict=True)
+        ]

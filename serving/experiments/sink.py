@@ -58,7 +58,7 @@ class ParquetSink:
         self._consumer.assign(tps)
         for tp in tps:
             self._consumer.seek(tp, self._manifest["next_offsets"].get(str(tp.partition), 0))
-        self._buffer: dict[int, list[tuple[int, dict]]] = {}
+        self._buffer: dict[int, list[tuple[int, list[dict]]]] = {}
         self._buffered = 0
         self._last_flush = time.monotonic()
 
@@ -81,23 +81,28 @@ class ParquetSink:
                 p.unlink()
 
     def poll(self, timeout_ms: int = 200) -> int:
-        """Fetch once and flush if due; returns how many records were fetched."""
+        """Fetch once and flush if due; returns how many records were fetched.
+
+        A message holds one JSON object or a JSON array of them; anything else is counted in
+        ``bad_records`` and skipped (its offset still advances).
+        """
         got = 0
         for tp, msgs in self._consumer.poll(timeout_ms=timeout_ms).items():
             buf = self._buffer.setdefault(tp.partition, [])
             for m in msgs:
                 try:
-                    row = orjson.loads(m.value)
-                    if not isinstance(row, dict):
-                        raise ValueError("not an object")
-                except (orjson.JSONDecodeError, ValueError):
-                    self.bad_records += 1
-                    row = None
-                buf.append((m.offset, row))
-                got += 1
+                    value = orjson.loads(m.value)
+                except orjson.JSONDecodeError:
+                    value = None
+                rows = value if isinstance(value, list) else [value]
+                good = [r for r in rows if isinstance(r, dict)]
+                self.bad_records += len(rows) - len(good)
+                buf.append((m.offset, good))
+                got += len(good)
         self._buffered += got
-        if self._buffered >= self.flush_records or (
-            self._buffered and time.monotonic() - self._last_flush >= self.flush_s
+        if self._buffer and (
+            self._buffered >= self.flush_records
+            or time.monotonic() - self._last_flush >= self.flush_s
         ):
             self.flush()
         return got
@@ -110,10 +115,8 @@ class ParquetSink:
             "files": list(self._manifest["files"]),
         }
         for part, rows in sorted(self._buffer.items()):
-            if not rows:
-                continue
             first, last = rows[0][0], rows[-1][0]
-            good = [r for _, r in rows if r is not None]
+            good = [r for _, batch in rows for r in batch]
             if good:
                 name = f"p{part:04d}-{first:012d}-{last:012d}.parquet"
                 table = pa.Table.from_pylist(good, schema=self.schema)
@@ -146,12 +149,12 @@ class ParquetSink:
                 break
             if time.monotonic() - idle_since >= idle_s:
                 break
-        if self._buffered:
+        if self._buffer:
             self.flush()
         return total
 
     def close(self) -> None:
-        if self._buffered:
+        if self._buffer:
             self.flush()
         self._consumer.close()
 
@@ -163,10 +166,14 @@ def load_manifest(folder: Path | str) -> dict:
     return {"topic": None, "next_offsets": {}, "files": []}
 
 
-def read_dataset(folder: Path | str, schema: pa.Schema) -> pl.DataFrame:
+def read_dataset(
+    folder: Path | str, schema: pa.Schema, columns: list[str] | None = None
+) -> pl.DataFrame:
     """Every committed row (files listed in the manifest), as one polars frame."""
     folder = Path(folder)
     files = [str(folder / f) for f in load_manifest(folder)["files"]]
     if not files:
-        return pl.from_arrow(schema.empty_table())
-    return pl.read_parquet(files)
+        empty = pl.from_arrow(schema.empty_table())
+        return empty.select(columns) if columns else empty
+    lf = pl.scan_parquet(files)
+    return (lf.select(columns) if columns else lf).collect()

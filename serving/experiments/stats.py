@@ -161,9 +161,7 @@ def delong_paired(y: np.ndarray, s_a: np.ndarray, s_b: np.ndarray) -> AucTest:
     return _test(aucs[0], aucs[1], var)
 
 
-def delong_unpaired(
-    y_a: np.ndarray, s_a: np.ndarray, y_b: np.ndarray, s_b: np.ndarray
-) -> AucTest:
+def delong_unpaired(y_a: np.ndarray, s_a: np.ndarray, y_b: np.ndarray, s_b: np.ndarray) -> AucTest:
     """DeLong test of AUC(b) - AUC(a) on two independent samples (A/B arms)."""
     parts = []
     for y, s in ((y_a, s_a), (y_b, s_b)):
@@ -243,13 +241,13 @@ class _SortedAuc:
         wn = w * self.neg
         if self.starts is None:  # no ties: a positive beats every negative before it
             below = np.cumsum(wn)
-            num = float(np.dot(wp, below))
+            num = float((wp * below).sum())
             tot_n = below[-1]
         else:
             gp = np.add.reduceat(wp, self.starts)
             gn = np.add.reduceat(wn, self.starts)
             below = np.cumsum(gn)
-            num = float(np.dot(gp, below - 0.5 * gn))
+            num = float((gp * (below - 0.5 * gn)).sum())
             tot_n = below[-1]
         den = wp.sum() * tot_n
         return num / den if den > 0 else math.nan
@@ -261,6 +259,11 @@ def _ci(samples: np.ndarray, alpha: float) -> tuple[float, float]:
         return (math.nan, math.nan)
     lo, hi = np.percentile(samples, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return (float(lo), float(hi))
+
+
+def _wmean(w: np.ndarray, v: np.ndarray, n: int) -> float:
+    # not ``w @ v``: once LightGBM's OpenMP runtime is loaded, OpenBLAS's dot gets ~40x slower
+    return float((w * v).sum()) / n
 
 
 def _losses(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,11 +304,11 @@ def bootstrap_cis(
     out: dict[str, list[float]] = {}
     for _ in range(reps):
         w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
-        vals = {"auc": a_auc(w), "logloss": float(w @ ll) / n, "brier": float(w @ br) / n}
+        vals = {"auc": a_auc(w), "logloss": _wmean(w, ll, n), "brier": _wmean(w, br, n)}
         if p_ref is not None:
             vals["auc_diff"] = vals["auc"] - r_auc(w[to_ref])
-            vals["logloss_diff"] = vals["logloss"] - float(w @ ll_r) / n
-            vals["brier_diff"] = vals["brier"] - float(w @ br_r) / n
+            vals["logloss_diff"] = vals["logloss"] - _wmean(w, ll_r, n)
+            vals["brier_diff"] = vals["brier"] - _wmean(w, br_r, n)
         for key, v in vals.items():
             out.setdefault(key, []).append(v)
     return {key: _ci(np.asarray(v), alpha) for key, v in out.items()}

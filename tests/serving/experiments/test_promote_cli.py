@@ -5,12 +5,14 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from features.errors import RegistryError
 from serving.experiments.errors import ExperimentError
 from serving.experiments.promote import promote, rollback
 from serving.experiments.report import dataset_dirs
 from serving.experiments.simulate import simulate_log
 from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore
 from tessera.cli import _register, app
+from tests.serving.experiments.models import train_boosters
 
 
 def test_promote_then_rollback_moves_alias_and_audits(tmp_path):
@@ -53,8 +55,22 @@ def cli(tmp_path, monkeypatch):
     return run
 
 
+def register_versions(models_dir, n):
+    from serving.registry import ModelRegistry
+
+    boosters, _ = train_boosters(rounds=(5,) * n)
+    reg = ModelRegistry(models_dir)
+    for b in boosters:
+        reg.register("fraud", b.model_to_string(), {"features": [f"f{i}" for i in range(8)]})
+    return reg
+
+
 def test_deploy_report_promote_rollback_commands(cli, tmp_path):
+    reg = register_versions(tmp_path / "models", 4)
+    with pytest.raises(RegistryError):
+        cli("deploy", "fraud", "--champion", "9")
     spec = json.loads(cli("deploy", "fraud", "--champion", "1", "-m", "first"))
+    assert reg.aliases("fraud") == {"champion": "1"}
     assert spec["champion"] == "1" and spec["revision"] == 1
     spec = json.loads(
         cli("deploy", "fraud", "--arm", "challenger=2:0.3", "--shadow", "3", "--salt", "exp")
@@ -83,9 +99,13 @@ def test_deploy_report_promote_rollback_commands(cli, tmp_path):
     assert r["arms"][0]["vs_champion"]["verdict"]["word"] == "better"
 
     assert json.loads(cli("promote", "fraud", "--from", "challenger"))["champion"] == "2"
+    assert reg.aliases("fraud") == {"champion": "2"}
     assert json.loads(cli("rollback", "fraud", "-m", "bad night"))["champion"] == "1"
+    assert reg.aliases("fraud") == {"champion": "1"}
+    assert reg.audit("fraud")[-1]["why"] == "bad night"
     hist = cli("experiment", "history", "fraud")
-    assert hist.count("tester") == 4 and "bad night" in hist
+    assert hist.count("tester") == 6 and "bad night" in hist  # 4 revisions, 2 alias moves
+    assert "alias champion -> v2" in hist
     arms = json.loads(cli("deploy", "fraud", "--arm", "challenger=2:0.3", "--arm", "b=4:0.1"))
     assert [a["name"] for a in arms["arms"]] == ["challenger", "b"]
     arms = json.loads(cli("deploy", "fraud", "--arm", "b=4:0"))

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from serving.experiments.assign import assign
+from serving.experiments.records import expand
 from serving.experiments.router import ExperimentRouter
 from serving.experiments.shadow import ShadowJob, ShadowRunner
 from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore, Guardrails
@@ -27,9 +28,9 @@ class Collect:
         self.records = []
         self.lock = threading.Lock()
 
-    def __call__(self, rec):
+    def __call__(self, item):
         with self.lock:
-            self.records.append(rec)
+            self.records.extend(expand([item]))
 
 
 def wait_for(cond, timeout=10.0):
@@ -74,7 +75,7 @@ def test_a_full_shadow_queue_drops_and_counts(boosters):
 
     log = Collect()
     runner = ShadowRunner("m", slow, log, maxsize=8, batch=4)
-    accepted = sum(runner.submit(ShadowJob(str(i), 0, "k", x[i], ("2",))) for i in range(200))
+    accepted = sum(runner.submit(ShadowJob(str(i), 0, "k", x[i], ("2",), "h")) for i in range(200))
     # the worker holds at most one batch while blocked; the queue holds at most 8
     assert accepted <= 8 + 4
     assert runner.dropped == 200 - accepted
