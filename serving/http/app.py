@@ -10,11 +10,12 @@ throughput comes from worker processes (``tessera serve --workers N``).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
@@ -130,8 +131,15 @@ class FastPredict:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(scorer: Scorer, max_entities: int = 1000, title: str = "Tessera scorer") -> FastAPI:
-    """The FastAPI app (every route, OpenAPI). Serve ``fast_app(app)`` for the fast predict."""
+def create_app(
+    scorer: Scorer,
+    max_entities: int = 1000,
+    title: str = "Tessera scorer",
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The FastAPI app (every route, OpenAPI), plus ``routers`` (monitoring, dashboard, ...).
+
+    Serve ``fast_app(app)`` for the framework-free predict path."""
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
@@ -196,6 +204,9 @@ def create_app(scorer: Scorer, max_entities: int = 1000, title: str = "Tessera s
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
 
     return app
 

@@ -86,8 +86,49 @@ def build_scorer(cfg: ServeConfig) -> Scorer:
     return Scorer(OnlineStore(client, repo, max_entities=cfg.max_entities), models)
 
 
+def side_routers(scorer: Scorer) -> list:
+    """``/v1/monitor/{name}`` and the ``/ui`` dashboard, fed from the registry and the
+    prediction log (they are read only when those pages are asked for)."""
+    from serving.dashboard.data import DashboardData, audit_files
+    from serving.dashboard.routes import dashboard_router
+    from serving.monitoring.routes import monitor_router, run_monitor
+    from serving.monitoring.sources import PredictionLog
+    from serving.registry.references import RegistryReferences
+
+    registry = scorer.models.registry
+    lookup = RegistryReferences(registry)
+    predictions = PredictionLog(Settings.from_env().offline_dir).read
+
+    def lineage() -> list[dict]:
+        rows = []
+        for name in registry.models():
+            aliases = registry.aliases(name)
+            for v in registry.versions(name):
+                meta = registry.metadata(name, v)
+                rows.append({
+                    "model": name, "version": v, "created": meta.get("created"),
+                    "training_set": (meta.get("training_set") or {}).get("fingerprint"),
+                    "metrics": {k: meta["metrics"].get(k) for k in ("auc", "logloss")},
+                    "aliases": sorted(a for a, x in aliases.items() if x == v),
+                })
+        return rows
+
+    def audit() -> list[dict]:
+        if not registry.storage.local:
+            return [e for n in registry.models() for e in registry.audit(n)]
+        return audit_files(registry.storage.root)()
+
+    def monitors() -> list[dict]:
+        return [run_monitor(n, lookup, predictions) for n in scorer.models.names]
+
+    data = DashboardData(monitors=monitors, lineage=lineage, audit=audit)
+    return [monitor_router(lookup, predictions), dashboard_router(data)]
+
+
 def build_app(cfg: ServeConfig) -> FastPredict:
-    return fast_app(create_app(build_scorer(cfg), max_entities=cfg.max_entities))
+    scorer = build_scorer(cfg)
+    app = create_app(scorer, max_entities=cfg.max_entities, routers=side_routers(scorer))
+    return fast_app(app)
 
 
 def app_from_env() -> FastPredict:

@@ -33,6 +33,10 @@ def test_redis_down_gives_fast_503_and_recovers(tmp_path):
                           redis_timeout_ms=100)
         with running(build_app(cfg)) as base, ScorerClient(base, timeout_s=5) as c:
             assert c.predict("fraud", [{"user_id": "u1"}], at=now)["predictions"]
+            ui = c.http.get("/ui/data.json").json()
+            assert ui["lineage"]["rows"][0]["aliases"] == ["champion"]
+            assert ui["audit"]["rows"][-1]["after"] == "1"
+            assert c.http.get("/v1/monitor/fraud").status_code in (200, 404)
             # slow: Redis holds every client for 1 s; the 100 ms timeout answers 503 first
             client.execute_command("CLIENT", "PAUSE", 1000, "ALL")
             t0 = time.monotonic()
