@@ -59,6 +59,43 @@ def register(app: typer.Typer) -> None:
         if r["alerts"]:
             raise typer.Exit(1)
 
+    @monitor.command("watch")
+    def watch(
+        names: list[str] = typer.Argument(None, help="models (default: every registered one)"),
+        every: float = typer.Option(60.0, help="seconds between checks"),
+        rows: int = typer.Option(5000, help="window: the newest N predictions"),
+        webhook: str | None = typer.Option(
+            None, envvar="TESSERA_ALERT_WEBHOOK", help="POST alerts here"
+        ),
+    ) -> None:
+        """Check models every EVERY seconds; alerts go to the log, /metrics and the webhook.
+
+        Run one watcher per deployment (not one per scorer worker), or alerts repeat.
+        """
+        import time
+
+        from serving.monitoring.alerts import Alerter
+        from serving.monitoring.sources import PredictionLog, default_lookup
+        from serving.monitoring.watch import MonitorWatch
+        from serving.registry import ModelRegistry
+
+        settings = Settings.from_env()
+        registry = ModelRegistry(settings.models_dir)
+        w = MonitorWatch(
+            (lambda: list(names)) if names else registry.models,
+            default_lookup(settings.models_dir),
+            PredictionLog(settings.offline_dir).read,
+            Alerter(webhook_url=webhook),
+            interval_s=every,
+            rows=rows,
+        ).start()
+        typer.echo(f"watching {', '.join(names) if names else 'every model'} every {every:g} s")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            w.stop()
+
     @monitor.command("ui")
     def ui(
         host: str = typer.Option("127.0.0.1", help="bind address"),

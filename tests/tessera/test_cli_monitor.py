@@ -8,6 +8,7 @@ from serving.monitoring.reference import build_reference
 from serving.monitoring.simulate import prediction_log, reference_columns
 from serving.monitoring.sources import ReferenceFiles
 from tessera import cli_monitor
+from tests.serving.monitoring.webhook import capture_posts
 
 
 def _app() -> typer.Typer:
@@ -114,3 +115,53 @@ def test_retrain_command_shadows_then_promotes_and_honours_the_policy(tmp_path, 
     r = runner.invoke(_app(), [*args, "--policy", str(policy)])  # ran minutes ago: not due
     assert r.exit_code == 0 and "no retrain due" in r.output
     assert registry.versions("fraud") == ["1", "2"]
+
+
+def test_monitor_watch_posts_an_alert_to_the_webhook_by_itself(tmp_path):
+    import json as _json
+    import os
+    import sys
+
+    from serving.monitoring.sources import predictions_dir
+
+    cols = reference_columns(n=5000)
+    score = cols.pop("score")
+    ReferenceFiles(tmp_path / "models").save("fraud", "3", build_reference(cols, score))
+    out = predictions_dir(tmp_path / "offline")
+    out.mkdir(parents=True)
+    prediction_log(1, 1000, shift=2.0).write_parquet(out / "p0.parquet")
+    (out / "_manifest.json").write_text(
+        _json.dumps({"topic": "t", "next_offsets": {}, "files": ["p0.parquet"]})
+    )
+    env = {**os.environ, "TESSERA_HOME": str(tmp_path)}
+    cmd = [
+        sys.executable,
+        "-c",
+        "from tessera.cli import main; main()",
+        "monitor",
+        "watch",
+        "fraud",
+        "--every",
+        "0.2",
+    ]
+    with capture_posts() as (url, received):
+        _watch(cmd + ["--webhook", url], env, received)
+    assert len(received) == 1
+    kinds = {(a["column"], a["kind"]) for a in received[0]["alerts"]}
+    assert ("amount", "drift") in kinds
+
+
+def _watch(cmd, env, received) -> None:
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not received and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.1)
+        time.sleep(0.6)  # a few more rounds: still one POST (alerts fire on change only)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

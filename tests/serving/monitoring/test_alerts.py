@@ -1,7 +1,5 @@
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import polars as pl
 import pytest
@@ -16,6 +14,8 @@ from serving.monitoring.routes import monitor_router
 from serving.monitoring.simulate import FEATURES, prediction_log, reference_columns
 from serving.monitoring.sources import ModelTarget, model_window
 
+from .webhook import capture_posts
+
 
 @pytest.fixture(scope="module")
 def target():
@@ -26,25 +26,8 @@ def target():
 
 @pytest.fixture
 def webhook():
-    """A tiny HTTP server on 127.0.0.1 that records every JSON body POSTed to it."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    server.shutdown()
-    server.server_close()
+    with capture_posts() as hook:
+        yield hook
 
 
 def _report(target, model, shift, seed):
