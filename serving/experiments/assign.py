@@ -33,5 +33,6 @@ def assign(spec: DeploymentSpec, entity_key: str) -> tuple[str, str]:
 
 
 def entity_key_of(keys: dict[str, object]) -> str:
-    """Canonical text of an entity's key columns (sorted), the unit of assignment."""
-    return "|".join(f"{k}={keys[k]}" for k in sorted(keys))
+    """An entity's key values joined by ``|`` in the entity's key order: the unit of assignment,
+    written exactly as the scorer passes it to the router (and as outcomes must name it)."""
+    return "|".join(str(v) for v in keys.values())

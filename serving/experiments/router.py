@@ -1,11 +1,12 @@
 """The request path of an experiment: pick the arm, score, log, hand the vector to the shadows.
 
 The scorer calls ``ExperimentRouter.score`` with an entity key and the feature vector it already
-fetched; the router needs only a ``predict(version, X)`` callable from it. ``log`` receives
-``PredictionRecord``s and ``ShadowBatch``es (``.records()`` expands them; ``KafkaRecordLog``
-does so on its own thread). On the request thread
-it does one assignment hash, one predict, one non-blocking log put and one non-blocking shadow
-put. The spec is re-read when a newer revision appears (checked at most every
+fetched; the router needs only a ``predict(version, X)`` callable from it (and optionally
+``predict_one(version, x)``, e.g. the scorer's fast single-row path; shadows always use the
+batched ``predict``). On the request thread it does one assignment hash, one predict, one
+non-blocking log put and one non-blocking shadow put. ``log`` receives ``PredictionRecord``s
+and ``ShadowBatch``es (``.records()`` expands them; ``KafkaRecordLog`` does so on its own
+thread). The spec is re-read when a newer revision appears (checked at most every
 ``reload_every_s``), so `tessera deploy`, promote, rollback and guardrail stops apply without a
 restart.
 """
@@ -52,10 +53,12 @@ class ExperimentRouter:
         shadow_queue: int = 1024,
         shadow_batch: int = 64,
         reload_every_s: float = 1.0,
+        predict_one: Callable[[str, np.ndarray], float] | None = None,
     ) -> None:
         self.store = store
         self.name = name
         self._predict = predict
+        self._one = predict_one or (lambda v, x: predict(v, x.reshape(1, -1))[0])
         self._log = log
         self._features = features
         self._reload_every = reload_every_s
@@ -87,14 +90,14 @@ class ExperimentRouter:
         ts = now_us()
         t0 = time.perf_counter()
         try:
-            score = float(self._predict(version, x.reshape(1, -1))[0])
+            score = float(self._one(version, x))
             error = None
         except Exception as e:
             if arm == CHAMPION:
                 raise
             # a failing challenger falls back to the champion; the failure counts against it
             error = f"{type(e).__name__}: {e}"
-            score = float(self._predict(spec.champion, x.reshape(1, -1))[0])
+            score = float(self._one(spec.champion, x))
         latency = (time.perf_counter() - t0) * 1000
         fhash = feature_hash(x)
         self._log(
