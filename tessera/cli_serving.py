@@ -129,7 +129,9 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
         model: list[str] = typer.Option(
-            ..., "--model", help="model to serve, NAME (follows champion) or NAME@ALIAS"
+            [], "--model",
+            help="model to serve, NAME (follows champion) or NAME@ALIAS; repeatable "
+            "(default: every model that has a champion alias)",
         ),
         host: str = typer.Option("127.0.0.1"),
         port: int = typer.Option(8000),
@@ -150,12 +152,23 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
+        from features.errors import RegistryError
         from serving.http.main import ServeConfig, build_scorer
+        from serving.registry import CHAMPION
 
         s = Settings.from_env()
+        uri = models_uri or str(s.models_dir)
+        if not model:
+            reg = _registry(uri)
+            model = [n for n in reg.models() if CHAMPION in reg.aliases(n)]
+            if not model:
+                raise RegistryError(
+                    f"no model with a champion alias in {uri}; train one (`tessera train "
+                    "--alias champion ...`) or pass --model NAME@ALIAS"
+                )
         cfg = ServeConfig(
             redis_url=s.require_redis(),
-            models_uri=models_uri or str(s.models_dir),
+            models_uri=uri,
             models=list(model),
             feature_repo=str(repo.resolve()) if repo else None,
             redis_timeout_ms=redis_timeout_ms,

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -49,3 +50,55 @@ def test_train_list_show_alias(tmp_path, monkeypatch):
     ]
     same = ModelRegistry(tmp_path / "models")
     assert same.get("fraud", "1").model_text == same.get("fraud", "2").model_text
+
+
+@pytest.mark.integration
+def test_serve_two_workers_default_models(tmp_path, redis_client, redis_url):
+    """`tessera serve` as a real process: finds the champion, answers, sums metrics."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tessera.local import free_port
+    from tests.serving.scorer.world import make_world
+
+    _, reg, now = make_world(redis_client, tmp_path)
+    repo = tmp_path / "repo.py"
+    repo.write_text("from serving.scorer.synthetic import VIEWS\na, b, c = VIEWS\n")
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "TESSERA_HOME": str(tmp_path),
+           "TESSERA_FEATURE_REPO": str(repo)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from tessera.cli import main; main()", "serve",
+         "--port", str(port), "--workers", "2"],
+        env=env, start_new_session=True, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "tessera serve not ready in 30 s"
+            time.sleep(0.2)
+        with httpx.Client(base_url=base) as c:
+            for i in range(20):
+                r = c.post("/v1/predict/fraud", json={"entities": [{"user_id": f"u{i}"}],
+                                                       "at": now})
+                assert r.status_code == 200 and r.json()["version"] == "1"
+            text = c.get("/metrics").text
+        line = next(x for x in text.splitlines()
+                    if x.startswith("tessera_predictions_total{") and 'version="1"' in x)
+        assert float(line.split()[-1]) == 20.0  # both workers' counts, summed
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
