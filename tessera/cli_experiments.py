@@ -181,3 +181,26 @@ def register(app: typer.Typer) -> None:
                 f"arms {arms}, shadows {after.get('shadows')}"
             )
             typer.echo(f"{e.get('when', '')}  {e['who']}: {what}  ({e.get('why') or '-'})")
+
+    @experiment.command("demo")
+    def demo(
+        requests: int = typer.Option(20_000, help="synthetic requests to serve"),
+        rate: float = typer.Option(2000.0, help="requests per second"),
+    ) -> None:
+        """Champion + A/B arm + shadow on live synthetic traffic, outcomes, then the report."""
+        import tempfile
+        from pathlib import Path
+
+        from serving.experiments.demo import run_demo
+        from tessera.local import start_broker, stop
+
+        s = Settings.from_env()
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, bootstrap = (None, s.kafka_bootstrap)
+            if not bootstrap:
+                proc, bootstrap = start_broker(Path(tmp) / "broker")
+            try:
+                typer.echo(run_demo(s.home, bootstrap, requests=requests, rate=rate))
+            finally:
+                if proc is not None:
+                    stop(proc)

@@ -39,6 +39,7 @@ def join_outcomes(preds: pl.DataFrame, outcomes: pl.DataFrame, max_delay_s: floa
                 by="entity_key",
                 strategy="backward",
                 tolerance=max_delay,
+                check_sortedness=False,  # both sides are sorted just above
             )
             .filter(pl.col("rid").is_not_null())
             .select(pl.col("rid").alias("request_id"), "o_ts", "label")

@@ -1,0 +1,20 @@
+"""The live demo loop on the real broker: router -> Kafka -> Parquet -> report with verdicts."""
+
+import pytest
+
+from serving.experiments.demo import run_demo
+from serving.experiments.kafka_log import delete_topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_finds_the_better_shadow_on_live_traffic(kafka_bootstrap, tmp_path):
+    try:
+        text = run_demo(tmp_path, kafka_bootstrap, requests=2000, users=500, rate=5000)
+    finally:
+        delete_topics(kafka_bootstrap, ["demo_fraud-predictions", "demo_fraud-outcomes"])
+    lines = text.splitlines()
+    assert "log records dropped: 0" in lines[0]
+    rows = {line.split()[0] + " " + line.split()[1]: line.split() for line in lines[3:6]}
+    assert int(rows["champion v1"][2]) + int(rows["arm challenger"][3]) == 2000
+    assert "shadow v3: the challenger is better" in text
