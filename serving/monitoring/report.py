@@ -19,6 +19,8 @@ from serving.monitoring.drift import ColumnDrift, Thresholds, drift_report
 from serving.monitoring.errors import MonitorError
 from serving.monitoring.reference import SCORE, ModelReference
 
+LOGGED = "_vector_logged"  # expand_features: False where only a hash of the vector was logged
+
 
 @dataclass(frozen=True)
 class MonitorReport:
@@ -66,7 +68,8 @@ def expand_features(
         )
     width = len(feature_names)
     vec = predictions[column]
-    # rows logged with only a hash have a null vector: every feature of that row is missing
+    # rows logged with only a hash have a null vector: their features were not logged (not
+    # missing), so they are marked and left out of the feature checks (the score still counts)
     filled = vec.fill_null([None] * width) if vec.null_count() else vec
     lengths = filled.list.len().unique().to_list()
     if lengths and lengths != [width]:
@@ -75,7 +78,8 @@ def expand_features(
             "pick the rows of one model version before expanding"
         )
     wide = filled.list.to_struct(fields=list(feature_names)).struct.unnest()
-    return pl.concat([predictions.drop(column), wide], how="horizontal")
+    logged = vec.is_not_null().alias(LOGGED)
+    return pl.concat([predictions.drop(column), wide, logged.to_frame()], how="horizontal")
 
 
 def latest_window(
@@ -95,6 +99,8 @@ def latest_window(
 
 
 def _values(window: pl.DataFrame, name: str) -> np.ndarray:
+    if name != SCORE and LOGGED in window.columns:
+        window = window.filter(pl.col(LOGGED))
     if name not in window.columns:  # a feature the log lacks counts as missing on every row
         return np.full(window.height, np.nan)
     return window[name].cast(pl.Float64).fill_null(np.nan).to_numpy()

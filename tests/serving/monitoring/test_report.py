@@ -21,11 +21,12 @@ def target():
     return ModelTarget("3", build_reference(cols, score), FEATURES)
 
 
-def test_expand_features_names_the_vector_and_keeps_missing_rows():
+def test_expand_features_names_the_vector_and_marks_unlogged_rows():
     df = pl.DataFrame({"ts": [1, 2], "features": [[1.0, None], None]})
     wide = expand_features(df, ["a", "b"])
-    assert wide.columns == ["ts", "a", "b"]
+    assert wide.columns == ["ts", "a", "b", "_vector_logged"]
     assert wide["a"].to_list() == [1.0, None] and wide["b"].null_count() == 2
+    assert wide["_vector_logged"].to_list() == [True, False]
     with pytest.raises(MonitorError, match="lengths"):
         expand_features(df, ["a", "b", "c"])
 
@@ -79,3 +80,19 @@ def test_empty_window_reports_no_alerts(target):
     empty = pl.DataFrame({"ts": np.array([], dtype=np.int64)})
     r = monitor_report("fraud", empty, target.reference).to_dict()
     assert r["rows"] == 0 and r["status"] == "ok" and r["window_end_us"] is None
+
+
+def test_rows_logged_with_a_hash_only_are_left_out_of_feature_checks(target):
+    """A hash-only row says nothing about its features: no null-rate alert from it."""
+    log = prediction_log(8, 1000)
+    hashed = log.with_columns(
+        pl.when(pl.int_range(pl.len()) < 600)
+        .then(None)
+        .otherwise(pl.col("features"))
+        .alias("features")
+    )
+    report = monitor_report("fraud", model_window(hashed, "fraud", target), target.reference)
+    by = {c.name: c for c in report.columns}
+    assert report.alerts == []
+    assert by["amount"].rows == 400 and by["amount"].null_rate == 0.0
+    assert by["score"].rows == 1000
