@@ -5,6 +5,9 @@ fingerprint (or its bytes' digest), the label and the seed. Running the same com
 resumes that run instead of starting another, and every step first checks whether it already
 happened:
 
+A training set (by fingerprint, label and seed) is trained at most once, even after the
+champion it was meant to replace has changed: a later call returns that run.
+
 1. **register**: train with the champion's features and params, register with lineage
    (``parent``, ``training_set_fingerprint``, ``retrain_run``). A registered version is found again
    by its ``retrain_run``, so a crash after registering never registers twice; the registry
@@ -129,6 +132,14 @@ class Retrainer:
         fp = fingerprint_of(plan.training_set) or f"blake2b:{_digest(plan.training_set)}"
         run = run_id(plan, champ.version, fp)
         p = self._state_path(plan.name, run)
+        if not p.exists():  # the same data under an earlier champion: never train it twice
+            for old in self.runs(plan.name):
+                same = (old["plan"].get("label"), old["plan"].get("seed")) == (
+                    plan.label,
+                    str(plan.seed),
+                )
+                if old["fingerprint"] == fp and same:
+                    return self.decide(plan.name, old["run"], alpha=plan.alpha)
         state = (
             json.loads(p.read_text())
             if p.exists()

@@ -83,6 +83,10 @@ def test_retrain_registers_with_lineage_shadows_then_promotes_when_better(home):
     assert spec.champion == "2" and spec.shadows == ()
     assert any("beats v1" in e.get("why", "") for e in store.audit_log("fraud"))
 
+    later = r.start(plan)  # the same data after the promotion: not trained a second time
+    assert later["run"] == state["run"] and later["step"] == "promoted"
+    assert registry.versions("fraud") == ["1", "2"]
+
 
 def test_a_worse_retrain_is_retired_with_its_reason(home):
     models, offline, plan = home
