@@ -54,6 +54,7 @@ def arrow_schema(source: EventSource) -> pa.Schema:
 
 
 def _day(us: int) -> date:
+    us = min(max(us, -62_135_596_800_000_000), 253_402_214_400_000_000 - 1)  # years 1..9999
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).date()
 
 

@@ -26,6 +26,45 @@ def _keys(codes: np.ndarray, ts: np.ndarray, tmin: int, span: int) -> np.ndarray
     return codes * span + (np.clip(ts, tmin, tmin + span - 1) - tmin)
 
 
+def _search(
+    ev_code: np.ndarray, ev_ts: np.ndarray, q_code: np.ndarray, bounds: list[np.ndarray]
+) -> list[np.ndarray]:
+    """Per bound array ``x``: for each query, the number of events sorted before
+    ``(q_code, x)``, i.e. the index of the first event of that entity with ``ts >= x``.
+
+    Searching one composite key ``code * span + ts`` finds every bound in one
+    ``searchsorted``; bounds outside the events' time range are clipped first (that changes no
+    comparison), and when even then the key would overflow, times are replaced by their rank
+    among the events' distinct times. Each ``x`` must be non-decreasing in ``(code, t)``
+    order, as window starts and query times are.
+    """
+    ev_code = np.asarray(ev_code, dtype=np.int64)
+    ev_ts = np.asarray(ev_ts, dtype=np.int64)
+    q_code = np.asarray(q_code, dtype=np.int64)
+    if len(ev_ts) == 0:
+        return [np.zeros(len(q_code), dtype=np.int64) for _ in bounds]
+    tmin, tmax = int(ev_ts.min()), int(ev_ts.max())
+    span = tmax - tmin + 2
+    ncodes = int(max(ev_code.max(), q_code.max(initial=0))) + 1
+    if ncodes * span < _I64_MAX // 2:
+        ev_key = _keys(ev_code, ev_ts, tmin, span)
+        keys = [_keys(q_code, np.asarray(x, dtype=np.int64), tmin, span) for x in bounds]
+    else:  # ranks keep the order of every comparison ts < bound
+        uts = np.unique(ev_ts)
+        span = len(uts) + 1
+        ev_key = ev_code * span + np.searchsorted(uts, ev_ts)
+        keys = [q_code * span + np.searchsorted(uts, x) for x in bounds]
+    # sorted needles let searchsorted narrow each search from the previous one (and stay in
+    # cache): ~10x faster on millions of random queries; all bounds sort in the same order
+    order = np.argsort(keys[-1], kind="stable")
+    out = []
+    for k in keys:
+        pos = np.empty(len(q_code), dtype=np.int64)
+        pos[order] = np.searchsorted(ev_key, k[order], side="left")
+        out.append(pos)
+    return out
+
+
 def window_bounds(
     ev_code: np.ndarray,
     ev_ts: np.ndarray,
@@ -34,37 +73,25 @@ def window_bounds(
     window: int,
     hop: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Index ranges ``[lo, hi)`` into the sorted events of each query's window.
-
-    Events must be sorted by (code, ts); codes are non-negative ints. Searching one composite
-    key ``code * span + ts`` finds every bound in one ``searchsorted``; bounds outside the
-    events' time range are clipped first (that changes no comparison), and when even then the
-    key would overflow, times are replaced by their rank among the events' distinct times.
-    """
-    ev_code = np.asarray(ev_code, dtype=np.int64)
-    ev_ts = np.asarray(ev_ts, dtype=np.int64)
-    q_code = np.asarray(q_code, dtype=np.int64)
+    """Index ranges ``[lo, hi)`` into the events (sorted by (code, ts)) of each query's window
+    ``start(t) <= ts < t``. Codes are non-negative ints."""
     q_t = np.asarray(q_t, dtype=np.int64)
-    starts = window_starts(q_t, window, hop)
-    if len(ev_ts) == 0:
-        zero = np.zeros(len(q_t), dtype=np.int64)
-        return zero, zero.copy()
-    tmin, tmax = int(ev_ts.min()), int(ev_ts.max())
-    span = tmax - tmin + 2
-    ncodes = int(max(ev_code.max(), q_code.max(initial=0))) + 1
-    if ncodes * span < _I64_MAX // 2:
-        ev_key = _keys(ev_code, ev_ts, tmin, span)
-        lo_key = _keys(q_code, starts, tmin, span)
-        hi_key = _keys(q_code, q_t, tmin, span)
-    else:  # ranks keep the order of every comparison ts < bound
-        uts = np.unique(ev_ts)
-        span = len(uts) + 1
-        ev_key = ev_code * span + np.searchsorted(uts, ev_ts)
-        lo_key = q_code * span + np.searchsorted(uts, starts)
-        hi_key = q_code * span + np.searchsorted(uts, q_t)
-    lo = np.searchsorted(ev_key, lo_key, side="left")
-    hi = np.searchsorted(ev_key, hi_key, side="left")
-    return lo.astype(np.int64), hi.astype(np.int64)
+    lo, hi = _search(ev_code, ev_ts, q_code, [window_starts(q_t, window, hop), q_t])
+    return lo, hi
+
+
+def asof_positions(
+    ev_code: np.ndarray, ev_ts: np.ndarray, q_code: np.ndarray, q_t: np.ndarray
+) -> np.ndarray:
+    """Index of the last row (sorted by (code, ts, log order)) of the query's entity with
+    ``ts <= t``, or -1: the point-in-time join of batch features."""
+    q_t = np.asarray(q_t, dtype=np.int64)
+    (after,) = _search(ev_code, ev_ts, q_code, [q_t + 1])
+    pos = after - 1
+    q_code = np.asarray(q_code, dtype=np.int64)
+    ok = pos >= 0
+    ok[ok] = np.asarray(ev_code, dtype=np.int64)[pos[ok]] == q_code[ok]
+    return np.where(ok, pos, -1)
 
 
 def _range_reduce(ufunc: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -79,7 +106,7 @@ def _range_reduce(ufunc: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.nd
     nonempty = np.flatnonzero(hi > lo)
     if len(nonempty) == 0:
         return out
-    order = nonempty[np.argsort(lo[nonempty], kind="stable")]
+    order = nonempty[np.argsort(lo[nonempty], kind="stable")]  # O(n) when already sorted
     padded = np.append(values.astype(np.float64, copy=False), 0.0)
     idx = np.empty(2 * len(order), dtype=np.int64)
     idx[0::2] = lo[order]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.semantics.aggregations import get_aggregation
-from features.semantics.ranges import aggregate, window_bounds
+from features.semantics.ranges import aggregate, asof_positions, window_bounds
 from features.semantics.windows import in_window
 from tests.reference import brute_force, close
 
@@ -98,3 +98,18 @@ def test_empty_windows():
             assert valid.all() and (out == 0).all()
         else:
             assert not valid.any()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(-50, 50)), max_size=40), queries_st)
+def test_asof_positions_pick_the_latest_row_at_or_before_t(rows, queries):
+    """Latest row of the entity with ts <= t; a tie goes to the later row (log order)."""
+    srt = sorted(((c, ts, i) for i, (c, ts) in enumerate(rows)))
+    q_code = np.array([q[0] for q in queries], dtype=np.int64)
+    q_t = np.array([q[1] // 8 for q in queries], dtype=np.int64)
+    pos = asof_positions(np.array([r[0] for r in srt], dtype=np.int64),
+                         np.array([r[1] for r in srt], dtype=np.int64), q_code, q_t)
+    for i, (c, t) in enumerate(zip(q_code.tolist(), q_t.tolist(), strict=True)):
+        cands = [r for r in srt if r[0] == c and r[1] <= t]
+        want = max(cands, key=lambda r: (r[1], r[2]))[2] if cands else None
+        assert (srt[pos[i]][2] if pos[i] >= 0 else None) == want
