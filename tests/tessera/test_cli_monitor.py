@@ -165,3 +165,27 @@ def _watch(cmd, env, received) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_retrain_policy_counts_new_labels_from_the_outcome_log(tmp_path, monkeypatch):
+    from serving.experiments.spec import DeploymentSpec
+    from serving.registry import ModelRegistry
+    from serving.registry.training import train
+    from tests.serving.monitoring.test_retrain import training_set, write_log
+
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    registry = ModelRegistry(tmp_path / "models")
+    first = train(training_set(tmp_path / "old.parquet", 1), "label")
+    registry.register("fraud", first.model_text, first.metadata())
+    registry.set_alias("fraud", "champion", "1")
+    write_log(tmp_path / "offline", DeploymentSpec("fraud", "1"), {"1": 1.0})  # 10k labels
+    fresh = training_set(tmp_path / "fresh.parquet", 2)
+    args = ["retrain", "fraud", "--training-set", str(fresh), "--label", "label", "--policy"]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("after_labels: 20000\n")
+    r = CliRunner().invoke(_app(), [*args, str(policy)])
+    assert r.exit_code == 0 and "no retrain due" in r.output, r.output
+    policy.write_text("after_labels: 5000\n")
+    r = CliRunner().invoke(_app(), [*args, str(policy)])
+    assert r.exit_code == 0, r.output
+    assert "new labels since the last retrain" in r.output and '"step": "shadow"' in r.output
