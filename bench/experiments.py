@@ -2,12 +2,12 @@
 
     .venv/bin/python bench/experiments.py [--quick]
 
-1. Champion latency with 0, 1 and 2 shadows at the same paced load: real 300-tree LightGBM
-   boosters behind ``ExperimentRouter``, every prediction logged to a real Kafka-protocol
-   broker (started here unless ``KAFKA_BOOTSTRAP`` is set). The three configurations run
-   interleaved in rounds so machine noise hits them alike. The serving layer's scorer is not
-   used: this measures the router's in-process champion path (assignment + predict + log put +
-   shadow put), which is what shadows could slow down.
+1. Champion latency with 0, 1 and 2 shadows at the same paced load (500 requests/s, one entity
+   per request), measured around ``Scorer.predict`` in-process: Redis features (real
+   redis-server) -> vector -> ``ExperimentRouter`` with three registered 300-tree LightGBM
+   versions, every prediction logged to a real Kafka-protocol broker (started here unless
+   ``KAFKA_BOOTSTRAP`` is set). The three configurations run interleaved in rounds so machine
+   noise hits them alike.
 2. Report time for 1M logged predictions with 200k labels, read from Parquet files laid out as
    the sink writes them (read + join + metrics + tests + 200-replicate bootstraps).
 
@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,68 +32,88 @@ sys.path.insert(0, str(ROOT))
 
 from serving.experiments.kafka_log import KafkaRecordLog, delete_topics, ensure_topics  # noqa: E402
 from serving.experiments.report import dataset_dirs, experiment_report  # noqa: E402
-from serving.experiments.router import ExperimentRouter  # noqa: E402
 from serving.experiments.simulate import simulate_log  # noqa: E402
 from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore  # noqa: E402
+from serving.experiments.wiring import attach_router  # noqa: E402
 
-N_FEATURES = 30
 TREES = 300
 
 
-def train(seed: int) -> lgb.Booster:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(5000, N_FEATURES))
-    y = (x[:, 0] + 0.5 * x[:, 1] * x[:, 2] + rng.normal(size=5000) > 0).astype(int)
-    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": seed,
-              "num_leaves": 31, "min_data_in_leaf": 5}
-    return lgb.train(params, lgb.Dataset(x, y), num_boost_round=TREES)
-
-
-def pace(router: ExperimentRouter, xs: np.ndarray, rate: float, offset: int) -> np.ndarray:
-    """Score ``len(xs)`` requests at ``rate`` per second; returns per-request latency in ms."""
-    lat = np.empty(len(xs))
+def pace(score, users: int, requests: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Call ``score(user)`` ``requests`` times at ``rate`` per second; latencies in ms."""
+    lat = np.empty(requests)
     gap = 1.0 / rate
     nxt = time.perf_counter()
-    for i, x in enumerate(xs):
+    for i in range(requests):
         now = time.perf_counter()
         if now < nxt:
             time.sleep(nxt - now)
         nxt += gap
+        user = f"u{rng.integers(users)}"
         t0 = time.perf_counter()
-        router.score(f"user_id=u{offset + i}", x)
+        score(user)
         lat[i] = (time.perf_counter() - t0) * 1000
     return lat
 
 
-def shadow_overhead(bootstrap: str, requests: int, rounds: int, rate: float) -> dict:
-    models = {v: train(seed) for seed, v in enumerate(("1", "2", "3"))}
-    for b in models.values():  # warm LightGBM's single-row path
-        b.predict(np.zeros((1, N_FEATURES)), num_threads=1)
+def shadow_overhead(bootstrap: str, work: Path, requests: int, rounds: int, rate: float) -> dict:
+    """Champion latency through the real scorer (Redis features -> vector -> router)."""
+    import redis
 
-    def predict(version: str, x: np.ndarray) -> np.ndarray:
-        return models[version].predict(x, num_threads=1)
+    from features.online.read import OnlineStore
+    from serving.registry import ModelRegistry
+    from serving.registry.training import train
+    from serving.scorer.models import ModelSet
+    from serving.scorer.scorer import Scorer
+    from serving.scorer.synthetic import REPO, write_training_set, write_users
+    from tessera.local import start_redis, stop
 
-    topic = f"bench-predictions-{os.getpid()}"
-    ensure_topics(bootstrap, [topic], partitions=4)
-    log = KafkaRecordLog(bootstrap, topic)
-    lat: dict[int, list[np.ndarray]] = {0: [], 1: [], 2: []}
-    dropped = 0
-    rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        store = DeploymentStore(tmp)
-        for r in range(rounds):
+    handle, url = start_redis(work / "redis")
+    try:
+        client = redis.Redis.from_url(url)
+        users = 5000
+        now = time.time_ns() // 1000
+        risky = write_users(client, users, now, seed=1)
+        write_training_set(client, work / "train.parquet", users, risky, now)
+        reg = ModelRegistry(work / "models")
+        for seed in (1, 2, 3):
+            res = train(work / "train.parquet", "label",
+                        params={"num_iterations": TREES, "num_leaves": 31}, seed=seed)
+            reg.register("fraud", res.model_text, res.metadata())
+        reg.set_alias("fraud", "champion", "1")
+        topic = f"bench-predictions-{os.getpid()}"
+        ensure_topics(bootstrap, [topic], partitions=4)
+        log = KafkaRecordLog(bootstrap, topic)
+        lat: dict[int, list[np.ndarray]] = {0: [], 1: [], 2: []}
+        dropped = 0
+        rng = np.random.default_rng(0)
+        scorers = {}
+        for k in (0, 1, 2):
+            models = ModelSet(reg)
+            models.serve("fraud")
+            for v in ("2", "3"):
+                models.version("fraud", v)  # loaded before timing, as a deployed shadow would be
+            scorer = Scorer(OnlineStore(client, REPO), models)
+            name_store = DeploymentStore(work / f"deploy{k}")
+            name_store.save(DeploymentSpec("fraud", "1", shadows=("2", "3")[:k]))
+            scorers[k] = (scorer, name_store)
+        for _ in range(rounds):
             for k in (0, 1, 2):
-                name = f"m{k}"
-                if not store.revision(name):
-                    store.save(DeploymentSpec(name, "1", shadows=("2", "3")[:k]))
-                router = ExperimentRouter(store, name, predict, log=log.log)
-                xs = rng.normal(size=(requests, N_FEATURES))
-                pace(router, xs[:50], rate, 0)  # warm-up, not measured
-                lat[k].append(pace(router, xs, rate, r * requests))
+                scorer, name_store = scorers[k]
+                router = attach_router(scorer, name_store, "fraud", log=log.log)
+
+                def score(user, scorer=scorer):
+                    scorer.predict("fraud", [{"user_id": user}], at=now)
+
+                pace(score, users, 50, rate, rng)  # warm-up, not measured
+                lat[k].append(pace(score, users, requests, rate, rng))
                 router.close()
                 dropped += router.shadows.dropped
-    log.close()
-    delete_topics(bootstrap, [topic])
+        log.close()
+        delete_topics(bootstrap, [topic])
+        client.close()
+    finally:
+        stop(handle)
     out: dict = {"shadow_dropped": dropped, "log_dropped": log.dropped}
     for k, key in ((0, "0_shadows"), (1, "1_shadow"), (2, "2_shadows")):
         a = np.concatenate(lat[k])
@@ -158,8 +177,14 @@ def main() -> None:
     if not bootstrap:
         proc, bootstrap = start_broker(Path(tmp.name))
     try:
-        result = {"scale": scale, "champion_path": "in-process ExperimentRouter (scorer not used)"}
-        result.update(shadow_overhead(bootstrap, int(4000 * scale), rounds=3, rate=500.0))
+        result = {
+            "scale": scale,
+            "champion_path": "Scorer.predict in-process: Redis HMGET + fold + vector + "
+            "ExperimentRouter (fast single-row champion predict, Kafka prediction log)",
+        }
+        result.update(
+            shadow_overhead(bootstrap, Path(tmp.name), int(4000 * scale), rounds=3, rate=500.0)
+        )
         result.update(report_time(int(1_000_000 * scale), int(200_000 * scale)))
     finally:
         if proc is not None:
