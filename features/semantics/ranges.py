@@ -149,11 +149,13 @@ def aggregate(
     raise ValueError(f"unknown aggregation {fn!r}")
 
 
-def _stddev(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _stddev(values: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+            chunk: int = 1 << 22) -> np.ndarray:
     """Population stddev, two-pass: mean first, then squared deviations from it.
 
-    The second pass expands every (query, event) pair, so memory is O(total window length);
-    windows whose values are all equal give exactly 0 (as the scalar Chan merge does).
+    The second pass expands (query, event) pairs, in chunks of about ``chunk`` pairs so memory
+    stays bounded; windows whose values are all equal give exactly 0 (as the scalar Chan
+    merge does).
     """
     n = hi - lo
     valid = n > 0
@@ -162,11 +164,20 @@ def _stddev(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         return out
     s = _range_reduce(np.add, values, lo, hi, 0.0)
     mean = np.divide(s, n, out=np.zeros(len(n)), where=valid)
-    q = np.repeat(np.arange(len(n)), n)
-    first = np.repeat(np.cumsum(n) - n, n)
-    elem = np.repeat(lo, n) + (np.arange(len(q)) - first)
-    dev = values[elem] - mean[q]
-    m2 = np.bincount(q, weights=dev * dev, minlength=len(n))
+    m2 = np.zeros(len(n))
+    ends = np.cumsum(n)
+    start = 0
+    while start < len(n):
+        # queries [start, stop) whose pairs fit in one chunk (at least one query)
+        base = ends[start] - n[start]
+        stop = max(int(np.searchsorted(ends, base + chunk, side="right")), start + 1)
+        nn = n[start:stop]
+        q = np.repeat(np.arange(start, stop), nn)
+        first = np.repeat(np.cumsum(nn) - nn, nn)
+        elem = np.repeat(lo[start:stop], nn) + (np.arange(len(q)) - first)
+        dev = values[elem] - mean[q]
+        m2[start:stop] = np.bincount(q - start, weights=dev * dev, minlength=stop - start)
+        start = stop
     out[valid] = np.sqrt(m2[valid] / n[valid])
     same = valid & (_range_reduce(np.minimum, values, lo, hi, np.nan)
                     == _range_reduce(np.maximum, values, lo, hi, np.nan))

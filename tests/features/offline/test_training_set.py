@@ -186,3 +186,16 @@ def test_clear_errors(world):
     with pytest.raises(OfflineStoreError, match="datetime"):
         training_set(spine.with_columns(pl.col("ts").cast(pl.String)), ["pair_stats:count_1h"],
                      repo=REPO, settings=settings)
+
+
+def test_empty_log_and_empty_spine(tmp_path, world):
+    settings = Settings(tmp_path / "empty")
+    _, _, _, spine = world
+    refs = ["pair_stats:count_1h", "pair_stats:amount_min_1h"]
+    df = training_set(spine.with_columns(pl.col("ts").dt.date()), refs, repo=REPO,
+                      settings=settings)
+    assert df["pair_stats__count_1h"].to_list() == [0] * spine.height
+    assert df["pair_stats__amount_min_1h"].null_count() == spine.height
+    none = training_set(spine.head(0), refs, repo=REPO, settings=settings)
+    assert none.height == 0 and none.columns == spine.columns + [
+        "pair_stats__count_1h", "pair_stats__amount_min_1h"]

@@ -113,3 +113,15 @@ def test_asof_positions_pick_the_latest_row_at_or_before_t(rows, queries):
         cands = [r for r in srt if r[0] == c and r[1] <= t]
         want = max(cands, key=lambda r: (r[1], r[2]))[2] if cands else None
         assert (srt[pos[i]][2] if pos[i] >= 0 else None) == want
+
+
+def test_stddev_chunks_give_the_same_result():
+    from features.semantics.ranges import _stddev
+
+    rng = np.random.default_rng(1)
+    vals = rng.normal(5, 3, 500)
+    lo = rng.integers(0, 500, 200)
+    hi = np.minimum(lo + rng.integers(0, 60, 200), 500)
+    whole = _stddev(vals, lo, hi)
+    assert np.array_equal(_stddev(vals, lo, hi, chunk=7), whole, equal_nan=True)
+    assert np.array_equal(_stddev(vals, lo, hi, chunk=1), whole, equal_nan=True)
