@@ -36,6 +36,7 @@ from serving.experiments.spec import DeploymentSpec, DeploymentStore  # noqa: E4
 from serving.monitoring.alerts import Alerter  # noqa: E402
 from serving.monitoring.retrain import Retrainer, RetrainPlan  # noqa: E402
 from serving.monitoring.routes import run_monitor  # noqa: E402
+from serving.monitoring.simulate import write_committed  # noqa: E402
 from serving.monitoring.sources import PredictionLog, registry_lookup  # noqa: E402
 from serving.registry import ModelRegistry  # noqa: E402
 from serving.registry.training import train  # noqa: E402
@@ -67,17 +68,6 @@ class Logs:
 
     def __init__(self, offline_dir: Path) -> None:
         self.dirs = dataset_dirs(offline_dir)
-        self.n = 0
-
-    def _append(self, folder: Path, table: pa.Table) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"p0000-{self.n:012d}.parquet"
-        self.n += 1
-        pl.from_arrow(table).write_parquet(folder / name)
-        manifest = folder / "_manifest.json"
-        m = json.loads(manifest.read_text()) if manifest.exists() else {"files": []}
-        m.update(topic="demo", next_offsets={}, files=[*m["files"], name])
-        manifest.write_text(json.dumps(m))
 
     def requests(self, registry, spec, x, y, t0, rng, labelled=0.5) -> None:
         """Score ``x`` with the champion and every shadow; log predictions and some labels."""
@@ -105,7 +95,7 @@ class Logs:
                 }
             )
         table = pa.concat_tables([pa.Table.from_pydict(r, schema=PREDICTION_SCHEMA) for r in rows])
-        self._append(self.dirs[0], table)
+        write_committed(self.dirs[0], pl.from_arrow(table))
         keep = rng.random(n) < labelled
         out = {
             "label": y[keep].tolist(),
@@ -114,7 +104,9 @@ class Logs:
             "entity_key": [None] * int(keep.sum()),
             "model": [MODEL] * int(keep.sum()),
         }
-        self._append(self.dirs[1], pa.Table.from_pydict(out, schema=OUTCOME_SCHEMA))
+        write_committed(
+            self.dirs[1], pl.from_arrow(pa.Table.from_pydict(out, schema=OUTCOME_SCHEMA))
+        )
 
 
 def run(home: Path, scale: float = 1.0, screenshots: Path | None = None, say=print) -> dict:

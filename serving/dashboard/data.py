@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+from serving.monitoring.drift import finite
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,6 @@ class DashboardData:
                 log.warning("dashboard panel %s failed: %r", f.name, e)
                 out[f.name] = {"rows": [], "error": f"{type(e).__name__}: {e}"}
         return out
-
-
-def finite(obj):
-    """NaN and inf are not JSON: charts and ``/ui/data.json`` get null (a gap) instead."""
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def audit_files(models_dir: Path | str, limit: int = 50) -> Provider:

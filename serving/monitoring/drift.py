@@ -132,12 +132,18 @@ class ColumnDrift:
         return "drift" in self.alerts
 
     def to_dict(self) -> dict:
-        return _finite(asdict(self))
+        return finite(asdict(self))
 
 
-def _finite(d: dict) -> dict:
-    """NaN and inf are not JSON: report them as None."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+def finite(obj):
+    """NaN and inf are not JSON: report them as None, at any depth."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def column_drift(

@@ -5,7 +5,7 @@ import typer
 from typer.testing import CliRunner
 
 from serving.monitoring.reference import build_reference
-from serving.monitoring.simulate import prediction_log, reference_columns
+from serving.monitoring.simulate import prediction_log, reference_columns, write_committed
 from serving.monitoring.sources import ReferenceFiles
 from tessera import cli_monitor
 from tests.serving.monitoring.webhook import capture_posts
@@ -118,7 +118,6 @@ def test_retrain_command_shadows_then_promotes_and_honours_the_policy(tmp_path, 
 
 
 def test_monitor_watch_posts_an_alert_to_the_webhook_by_itself(tmp_path):
-    import json as _json
     import os
     import sys
 
@@ -127,12 +126,7 @@ def test_monitor_watch_posts_an_alert_to_the_webhook_by_itself(tmp_path):
     cols = reference_columns(n=5000)
     score = cols.pop("score")
     ReferenceFiles(tmp_path / "models").save("fraud", "3", build_reference(cols, score))
-    out = predictions_dir(tmp_path / "offline")
-    out.mkdir(parents=True)
-    prediction_log(1, 1000, shift=2.0).write_parquet(out / "p0.parquet")
-    (out / "_manifest.json").write_text(
-        _json.dumps({"topic": "t", "next_offsets": {}, "files": ["p0.parquet"]})
-    )
+    write_committed(predictions_dir(tmp_path / "offline"), prediction_log(1, 1000, shift=2.0))
     env = {**os.environ, "TESSERA_HOME": str(tmp_path)}
     cmd = [
         sys.executable,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import polars as pl
 import pytest
@@ -12,6 +10,7 @@ from serving.experiments.report import dataset_dirs
 from serving.experiments.simulate import simulate_log
 from serving.experiments.spec import DeploymentStore
 from serving.monitoring.retrain import Retrainer, RetrainPlan
+from serving.monitoring.simulate import write_committed
 from serving.registry import ModelRegistry
 from serving.registry.training import train
 
@@ -30,11 +29,7 @@ def write_log(offline_dir, spec, noise, seed=0):
     """Predictions and outcomes as the experiments sink lays them out (files + manifest)."""
     preds, outcomes = simulate_log(spec, 20_000, noise, labelled=0.5, seed=seed)
     for folder, frame in zip(dataset_dirs(offline_dir), (preds, outcomes), strict=True):
-        folder.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(folder / "p0000-0.parquet")
-        (folder / "_manifest.json").write_text(
-            json.dumps({"topic": "t", "next_offsets": {}, "files": ["p0000-0.parquet"]})
-        )
+        write_committed(folder, frame)
 
 
 class AliasCrash(ModelRegistry):
