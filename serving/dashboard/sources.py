@@ -74,9 +74,8 @@ def experiments(models_dir: Path, offline_dir: Path, reps: int = 100) -> Provide
 def lineage(registry: Any, limit: int = 20) -> Provider:
     """Versions from the model registry (duck-typed ``ModelRegistry``), newest first per model.
 
-    Parent and training-set fingerprint are read from the metadata keys retraining writes
-    (``parent`` or ``parent_version``; ``training_set_fingerprint``, ``fingerprint`` or
-    ``training_set.fingerprint``), shown as "–" when absent.
+    Parent and training-set fingerprint are read from the metadata keys ``tessera train`` and
+    retraining write (``parent``; ``training_set.fingerprint``), shown as "–" when absent.
     """
 
     def read() -> list[dict]:
@@ -92,11 +91,9 @@ def lineage(registry: Any, limit: int = 20) -> Provider:
                     {
                         "model": name,
                         "version": v,
-                        "parent": meta.get("parent") or meta.get("parent_version"),
+                        "parent": meta.get("parent"),
                         "created": meta.get("created"),
-                        "training_set": meta.get("training_set_fingerprint")
-                        or meta.get("fingerprint")
-                        or (ts.get("fingerprint") if isinstance(ts, dict) else ts),
+                        "training_set": ts.get("fingerprint") if isinstance(ts, dict) else ts,
                         "metrics": {
                             k: m
                             for k, m in (meta.get("metrics") or {}).items()

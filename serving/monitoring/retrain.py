@@ -9,9 +9,9 @@ A training set (by fingerprint, label and seed) is trained at most once, even af
 champion it was meant to replace has changed: a later call returns that run.
 
 1. **register**: train with the champion's features and params, register with lineage
-   (``parent``, ``training_set_fingerprint``, ``retrain_run``). A registered version is found again
-   by its ``retrain_run``, so a crash after registering never registers twice; the registry
-   writes metadata last, so a crash while registering leaves no listed version.
+   (``parent``, ``training_set: {path, fingerprint}``, ``retrain_run``). A registered version
+   is found again by its ``retrain_run``, so a crash after registering never registers twice;
+   the registry writes metadata last, so a crash while registering leaves no listed version.
 2. **shadow**: add the version to the deployment spec's shadows (skipped if already there).
 3. **decide** (every later call, until decided): read the experiment report; "better" at the
    configured confidence promotes it (spec revision + ``champion`` alias); "worse" retires the
@@ -178,11 +178,10 @@ class Retrainer:
             params=params,
             seed=plan.seed,
         )
-        result.extra.update(
+        result.extra.update(  # training_set as `tessera train` records it
             parent=champ.version,
-            training_set_fingerprint=fp,
+            training_set={"path": str(Path(plan.training_set).resolve()), "fingerprint": fp},
             retrain_run=run,
-            training_set=str(plan.training_set),
         )
         return self.registry.register(plan.name, result.model_text, result.metadata()).version
 

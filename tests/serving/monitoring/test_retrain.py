@@ -62,7 +62,7 @@ def test_retrain_registers_with_lineage_shadows_then_promotes_when_better(home):
     state = r.start(plan)
     assert state["step"] == "shadow" and state["version"] == "2"
     meta = registry.metadata("fraud", "2")
-    assert meta["parent"] == "1" and meta["training_set_fingerprint"].startswith("blake2b:")
+    assert meta["parent"] == "1" and meta["training_set"]["fingerprint"].startswith("blake2b:")
     assert meta["features"] == registry.metadata("fraud", "1")["features"]
     assert store.current("fraud").shadows == ("2",)
 

@@ -83,7 +83,7 @@ def test_retrain_builds_a_moving_window_training_set_with_its_fingerprint(tmp_pa
     r = Retrainer(registry, DeploymentStore(models), settings.offline_dir, models)
     state = r.start(RetrainPlan("fraud", fresh, "label"))
     meta = registry.metadata("fraud", state["version"])
-    assert meta["training_set_fingerprint"] == read_fingerprint(fresh)
+    assert meta["training_set"]["fingerprint"] == read_fingerprint(fresh)
     assert meta["parent"] == "1" and meta["features"] == REFS
     assert r.start(RetrainPlan("fraud", again, "label"))["run"] == state["run"]
 
@@ -112,4 +112,4 @@ def test_retrain_command_with_a_spine_uses_the_applied_repo(tmp_path, monkeypatc
     assert '"step": "shadow"' in r.output
     meta = registry.metadata("fraud", "2")
     built = list((settings.models_dir / "fraud" / "retrain").glob("training-*.parquet"))
-    assert len(built) == 1 and meta["training_set_fingerprint"] == read_fingerprint(built[0])
+    assert len(built) == 1 and meta["training_set"]["fingerprint"] == read_fingerprint(built[0])
