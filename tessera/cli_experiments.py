@@ -147,9 +147,13 @@ def register(app: typer.Typer) -> None:
     def sink(
         predictions_topic: str = typer.Option("tessera-predictions", help="prediction log topic"),
         outcomes_topic: str = typer.Option("outcomes", help="outcome (label) topic"),
-        idle: float = typer.Option(5.0, help="stop after this many seconds with nothing new"),
+        idle: float = typer.Option(
+            5.0, help="stop after this many seconds with nothing new (0 = run until Ctrl-C)"
+        ),
     ) -> None:
         """Copy the prediction log and outcomes from Kafka to Parquet (exactly once in effect)."""
+        import time
+
         from serving.experiments.kafka_log import ensure_topics
         from serving.experiments.records import OUTCOME_SCHEMA, PREDICTION_SCHEMA
         from serving.experiments.report import dataset_dirs
@@ -163,9 +167,20 @@ def register(app: typer.Typer) -> None:
             ParquetSink(bootstrap, predictions_topic, pred_dir, PREDICTION_SCHEMA),
             ParquetSink(bootstrap, outcomes_topic, out_dir, OUTCOME_SCHEMA),
         ]
-        for sk in sinks:
-            n = sk.run(idle_s=idle)
-            sk.close()
+        counts = [0, 0]
+        last = time.monotonic()
+        try:
+            while idle <= 0 or time.monotonic() - last < idle:
+                got = [sk.poll(timeout_ms=100) for sk in sinks]
+                counts = [c + g for c, g in zip(counts, got, strict=True)]
+                if any(got):
+                    last = time.monotonic()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for sk in sinks:
+                sk.close()
+        for sk, n in zip(sinks, counts, strict=True):
             typer.echo(f"{sk.topic}: {n} records -> {sk.folder} ({sk.bad_records} malformed)")
 
     @experiment.command("history")

@@ -94,3 +94,36 @@ def test_malformed_records_are_skipped_and_counted(kafka_bootstrap, topic, tmp_p
     assert len(read_dataset(tmp_path / "o", PREDICTION_SCHEMA)) == 1
     # every offset was consumed, so a restart has nothing to redo
     assert load_manifest(tmp_path / "o")["next_offsets"] == {"0": 2, "1": 1}
+
+
+def test_sink_command_copies_both_topics(kafka_bootstrap, unique_name, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from serving.experiments.records import OUTCOME_SCHEMA, OutcomeRecord
+    from serving.experiments.report import dataset_dirs
+    from tessera.cli import _register, app
+
+    preds_topic, outs_topic = f"{unique_name}-p", f"{unique_name}-o"
+    ensure_topics(kafka_bootstrap, [preds_topic, outs_topic])
+    try:
+        produce(kafka_bootstrap, preds_topic, records(30))
+        log = KafkaRecordLog(kafka_bootstrap, outs_topic, linger_ms=5)
+        for i in range(12):
+            log.log(OutcomeRecord(1.0, 0, request_id=f"r{i}"))
+        log.close()
+        monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+        monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
+        _register()
+        res = CliRunner().invoke(
+            app,
+            ["experiment", "sink", "--predictions-topic", preds_topic,
+             "--outcomes-topic", outs_topic, "--idle", "1"],
+            catch_exceptions=False,
+        )
+        assert res.exit_code == 0, res.output
+        assert f"{preds_topic}: 30 records" in res.output
+        pred_dir, out_dir = dataset_dirs(tmp_path / "offline")
+        assert len(read_dataset(pred_dir, PREDICTION_SCHEMA)) == 30
+        assert read_dataset(out_dir, OUTCOME_SCHEMA)["request_id"].n_unique() == 12
+    finally:
+        delete_topics(kafka_bootstrap, [preds_topic, outs_topic])
