@@ -9,10 +9,11 @@ counts/min/max/last and to rounding on sums.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 
 from features.definitions import FeatureView
-from features.online.layout import HopLayout, ViewLayout
+from features.online.layout import EMPTY_TILE, HopLayout, ViewLayout
 from features.semantics.aggregations import Aggregation, get_aggregation
 
 NO_EVENT = -(2**63)
@@ -29,6 +30,13 @@ class Ring:
         self.top = max(self.tiles) if self.tiles else NO_EVENT
 
 
+# Inlined ``merge(acc, prepare(value, ts, seq))`` per aggregation, in the algebra's exact
+# float operation order (tests check them against the algebra).
+COUNT, SUM, MEAN, MIN, MAX, LAST, STDDEV = range(7)
+_KINDS = {"count": COUNT, "sum": SUM, "mean": MEAN, "min": MIN, "max": MAX, "last": LAST,
+          "stddev": STDDEV}
+
+
 @dataclass(frozen=True)
 class HopPlan:
     """How one event touches one ring: the tile size, ring length and IR parts to update."""
@@ -38,6 +46,8 @@ class HopPlan:
     slots: int
     parts: tuple[tuple[Aggregation, str | None, int, int], ...]  # agg, event field, start, stop
     empty: tuple[float, ...]
+    ops: tuple[tuple[int, int, str | None], ...] = field(default=())  # kind, start, field
+    packer: struct.Struct | None = None
 
     @property
     def field(self) -> str:
@@ -50,10 +60,24 @@ class HopPlan:
         return Ring(newest, {i: list(v) for i, v in tiles.items()})
 
     def encode(self, ring: Ring) -> bytes:
+        """Same bytes as ``HopLayout.encode`` (tested), packed with one struct call."""
         floor = ring.top - self.slots
         for idx in [i for i in ring.tiles if i <= floor]:
             del ring.tiles[idx]
-        return self.layout.encode(ring.newest, ring.tiles)
+        n = self.slots
+        by_slot: list = [None] * n
+        for idx in ring.tiles:
+            by_slot[idx % n] = idx
+        args: list = [ring.newest]
+        empty = self.empty
+        for idx in by_slot:
+            if idx is None:
+                args.append(EMPTY_TILE)
+                args.extend(empty)
+            else:
+                args.append(idx)
+                args.extend(ring.tiles[idx])
+        return self.packer.pack(*args)
 
 
 def plan_views(views: list[FeatureView]) -> list[HopPlan]:
@@ -61,11 +85,14 @@ def plan_views(views: list[FeatureView]) -> list[HopPlan]:
     plans = []
     for view in views:
         for hop, hl in ViewLayout(view).hops.items():
-            parts = []
+            parts, ops = [], []
             for (fn, fld), start in zip(hl.parts, hl.offsets, strict=True):
                 agg = get_aggregation(fn)
                 parts.append((agg, fld, start, start + agg.width))
-            plans.append(HopPlan(hl, hop, hl.slots, tuple(parts), tuple(hl.empty_values())))
+                ops.append((_KINDS[fn], start, fld))
+            packer = struct.Struct("<q" + f"q{hl.width}d" * hl.slots)
+            plans.append(HopPlan(hl, hop, hl.slots, tuple(parts), tuple(hl.empty_values()),
+                                 tuple(ops), packer))
     return plans
 
 
@@ -84,8 +111,36 @@ def fold(rings: list[Ring], plans: list[HopPlan], event: dict, ts: int, seq: int
             tile = ring.tiles[idx] = list(p.empty)
             if idx > ring.top:
                 ring.top = idx
-        for agg, fld, a, b in p.parts:
-            value = event[fld] if fld is not None else 0.0
-            tile[a:b] = agg.merge(tile[a:b], agg.prepare(value, ts, seq))
+        for kind, a, fld in p.ops:
+            if kind == COUNT:
+                tile[a] += 1.0
+                continue
+            v = float(event[fld])
+            if kind == SUM:
+                tile[a] += v
+            elif kind == MEAN:
+                tile[a] += 1.0
+                tile[a + 1] += v
+            elif kind == MAX:
+                if v > tile[a]:
+                    tile[a] = v
+            elif kind == MIN:
+                if v < tile[a]:
+                    tile[a] = v
+            elif kind == LAST:
+                if (ts, seq) >= (tile[a], tile[a + 1]):
+                    tile[a] = float(ts)
+                    tile[a + 1] = float(seq)
+                    tile[a + 2] = v
+            else:  # STDDEV: Chan et al. merge of (n, mean, m2) with (1, v, 0)
+                na = tile[a]
+                if na == 0:
+                    tile[a], tile[a + 1], tile[a + 2] = 1.0, v, 0.0
+                else:
+                    n = na + 1.0
+                    d = v - tile[a + 1]
+                    tile[a + 1] = tile[a + 1] + d * 1.0 / n
+                    tile[a + 2] = tile[a + 2] + 0.0 + d * d * na * 1.0 / n
+                    tile[a] = n
         if ts > ring.newest:
             ring.newest = ts
