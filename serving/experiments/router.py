@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from serving.experiments.assign import assign
+from serving.experiments.errors import ExperimentError
 from serving.experiments.guardrails import GuardrailMonitor
 from serving.experiments.records import FeatureLogging, PredictionRecord, feature_hash, now_us
 from serving.experiments.shadow import Predict, ShadowBatch, ShadowJob, ShadowRunner
@@ -119,7 +120,10 @@ class ExperimentRouter:
         if arm != CHAMPION:
             why = self._guard.observe(arm, latency, error is not None)
             if why is not None:
-                self.stop_arm(arm, why, who="guardrail")
+                try:
+                    self.stop_arm(arm, why, who="guardrail")
+                except ExperimentError:  # another thread or process wrote a revision first
+                    self.refresh()
         if spec.shadows:
             self.shadows.submit(ShadowJob(rid, ts, entity_key, x, spec.shadows, fhash))
         return Served(rid, arm if error is None else CHAMPION, version, score, latency)
