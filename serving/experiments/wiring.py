@@ -8,8 +8,10 @@ registry records each version's feature list; train challengers on the same refs
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from serving.experiments.kafka_log import PREDICTIONS_TOPIC, KafkaRecordLog, ensure_topics
 from serving.experiments.router import ExperimentRouter
 from serving.experiments.spec import DeploymentStore
 
@@ -37,3 +39,22 @@ def attach_router(
     )
     scorer.routers[name] = router
     return router
+
+
+def attach_deployed(
+    scorer: Any, models_dir: Path | str, bootstrap: str | None, topic: str = PREDICTIONS_TOPIC
+) -> dict[str, ExperimentRouter]:
+    """At scorer start-up: a router for every served model that has a deployment spec.
+
+    Predictions are logged to ``topic`` when a broker is configured (one shared producer);
+    without one they are not logged, and the experiment still routes and shadows.
+    """
+    store = DeploymentStore(models_dir)
+    names = [n for n in scorer.models.names if store.revision(n)]
+    if not names:
+        return {}
+    log = None
+    if bootstrap:
+        ensure_topics(bootstrap, [topic])
+        log = KafkaRecordLog(bootstrap, topic).log
+    return {n: attach_router(scorer, store, n, log=log) for n in names}

@@ -16,7 +16,7 @@ from serving.experiments.report import dataset_dirs
 from serving.experiments.routes import experiments_router
 from serving.experiments.simulate import simulate_log
 from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore
-from serving.experiments.wiring import attach_router
+from serving.experiments.wiring import attach_deployed, attach_router
 from serving.scorer.models import ModelSet
 from serving.scorer.scorer import Scorer
 from serving.scorer.synthetic import REPO
@@ -56,6 +56,22 @@ def test_scorer_serves_arms_and_shadows(redis_client, tmp_path):
     served = [r for r in logged if r.role != "shadow"]
     assert len(served) == 60 and len(shadows) == 60
     assert all(r.version == "2" for r in shadows)
+
+
+@pytest.mark.integration
+def test_attach_deployed_routes_only_models_with_a_spec(redis_client, tmp_path):
+    client, reg, now = make_world(redis_client, tmp_path)
+    models = ModelSet(reg)
+    models.serve("fraud")
+    scorer = Scorer(OnlineStore(client, REPO), models)
+    assert attach_deployed(scorer, tmp_path / "models", None) == {}
+    DeploymentStore(tmp_path / "models").save(DeploymentSpec("fraud", "1", shadows=("2",)))
+    routers = attach_deployed(scorer, tmp_path / "models", None)
+    assert scorer.routers == routers and list(routers) == ["fraud"]
+    p = scorer.predict("fraud", [{"user_id": "u1"}], at=now)["predictions"][0]
+    assert (p["arm"], p["version"]) == ("champion", "1")
+    routers["fraud"].close()
+    assert routers["fraud"].shadows.scored == 1
 
 
 def test_experiment_report_over_http(tmp_path):
