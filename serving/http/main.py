@@ -132,4 +132,9 @@ def build_app(cfg: ServeConfig) -> FastPredict:
 
 
 def app_from_env() -> FastPredict:
-    return build_app(ServeConfig.from_env())
+    import gc
+
+    app = build_app(ServeConfig.from_env())
+    gc.collect()
+    gc.freeze()  # start-up objects (repo, plans, boosters) leave the collector's scans
+    return app
