@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -127,8 +128,10 @@ def run_child(home: Path, out: Path) -> None:
     ts = build_training_set(home / "spine.parquet", feature_refs(r), repo=r, settings=settings)
     write_training_set(ts.frame, out, ts.fingerprint)
     wall = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss_mb = usage.ru_maxrss / 1024
     print(json.dumps({"wall_s": wall, "peak_rss_mb": rss_mb, "rows": ts.frame.height,
+                      "cpu_s": usage.ru_utime + usage.ru_stime,
                       "fingerprint": ts.fingerprint, "files_read": len(ts.files)}))
 
 
@@ -212,6 +215,7 @@ def main() -> None:
         t0 = time.perf_counter()
         sizes = generate(home, args.scale)
         gen_s = time.perf_counter() - t0
+        load_before = os.getloadavg()[0]
         proc = subprocess.run([sys.executable, __file__, "--child", str(home)],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -224,6 +228,8 @@ def main() -> None:
     result = {
         "scale": args.scale, **sizes, "features": 16, "generate_s": round(gen_s, 2),
         "wall_s": round(child["wall_s"], 3), "peak_rss_mb": round(child["peak_rss_mb"], 1),
+        "cpu_s": round(child["cpu_s"], 2),
+        "load_avg_1m_before": round(load_before, 2),  # the 2 cores are shared: context
         "rows_per_s": round(child["rows"] / child["wall_s"]),
         "event_files_read": child["files_read"], "fingerprint": child["fingerprint"],
         **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in ref.items()},
@@ -232,7 +238,8 @@ def main() -> None:
     out = ROOT / "bench" / "results" / "training_set.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    for k in ("scale", "events", "users", "spine_rows", "features", "wall_s", "peak_rss_mb",
+    for k in ("scale", "events", "users", "spine_rows", "features", "wall_s", "cpu_s",
+              "load_avg_1m_before", "peak_rss_mb",
               "rows_per_s", "reference_sample_rows", "reference_wall_s", "reference_match"):
         print(f"{k:24} {result[k]}")
     if not ref["reference_match"]:
