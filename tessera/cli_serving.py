@@ -150,10 +150,9 @@ def register(app: typer.Typer) -> None:
         """Serve POST /v1/predict/{model} and /v1/features over HTTP (uvicorn)."""
         import tempfile
 
-        import uvicorn
-
         from features.errors import RegistryError
         from serving.http.main import ServeConfig, build_scorer
+        from serving.http.workers import serve
         from serving.registry import CHAMPION
 
         s = Settings.from_env()
@@ -179,15 +178,5 @@ def register(app: typer.Typer) -> None:
         os.environ.update(cfg.to_env())
         if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tessera-prom-")
-        uvicorn.run(
-            "serving.http.main:app_from_env", factory=True, host=host, port=port,
-            workers=workers, log_level="warning", access_log=False,
-            loop="uvloop" if _has("uvloop") else "asyncio",
-            http="httptools" if _has("httptools") else "h11",
-        )
+        serve(host, port, workers)
 
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
