@@ -179,17 +179,20 @@ def main() -> None:
     try:
         result = {
             "scale": scale,
+            "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
             "champion_path": "Scorer.predict in-process: Redis HMGET + fold + vector + "
             "ExperimentRouter (fast single-row champion predict, Kafka prediction log)",
         }
         result.update(
-            shadow_overhead(bootstrap, Path(tmp.name), int(4000 * scale), rounds=3, rate=500.0)
+            shadow_overhead(bootstrap, Path(tmp.name), int(1500 * scale), rounds=8, rate=500.0)
         )
         result.update(report_time(int(1_000_000 * scale), int(200_000 * scale)))
     finally:
         if proc is not None:
             stop(proc)
         tmp.cleanup()
+    result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    result["cores"] = os.cpu_count()
     out = ROOT / "bench" / "results" / "experiments.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
