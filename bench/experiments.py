@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from serving.experiments.kafka_log import KafkaRecordLog, delete_topics, ensure_topics  # noqa: E402
 from serving.experiments.report import dataset_dirs, experiment_report  # noqa: E402
 from serving.experiments.simulate import simulate_log  # noqa: E402
+from serving.experiments.sink import import_frame  # noqa: E402
 from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore  # noqa: E402
 from serving.experiments.wiring import attach_router  # noqa: E402
 
@@ -140,13 +141,8 @@ def report_time(predictions: int, labels: int) -> dict:
         home = Path(tmp)
         DeploymentStore(home / "models").save(spec)
         for frame, folder in zip((preds, outcomes), dataset_dirs(home / "offline"), strict=True):
-            folder.mkdir(parents=True)
-            files = []
-            for i, part in enumerate(frame.iter_slices(max(1, frame.height // 8))):
-                name = f"p0000-{i:012d}-{i:012d}.parquet"
-                part.write_parquet(folder / name)
-                files.append(name)
-            (folder / "_manifest.json").write_text(json.dumps({"files": files, "next_offsets": {}}))
+            for part in frame.iter_slices(max(1, frame.height // 8)):
+                import_frame(folder, part)
         t0 = time.perf_counter()
         r = experiment_report(home / "models", home / "offline", "fraud", reps=200)
         took = time.perf_counter() - t0

@@ -166,6 +166,24 @@ def load_manifest(folder: Path | str) -> dict:
     return {"topic": None, "next_offsets": {}, "files": []}
 
 
+def import_frame(folder: Path | str, frame: pl.DataFrame) -> str:
+    """Commit rows that did not come through Kafka (a backfill, a benchmark, a test) as one more
+    file in the manifest; returns its name. Offsets are untouched, so a running sink is not
+    affected."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = load_manifest(folder)
+    name = f"import-{len(manifest['files']):06d}-{time.time_ns()}.parquet"
+    tmp = folder / (name + ".tmp")
+    frame.write_parquet(tmp)
+    os.replace(tmp, folder / name)
+    manifest["files"].append(name)
+    tmp_m = folder / (MANIFEST + ".tmp")
+    tmp_m.write_text(json.dumps(manifest))
+    os.replace(tmp_m, folder / MANIFEST)
+    return name
+
+
 def read_dataset(
     folder: Path | str, schema: pa.Schema, columns: list[str] | None = None
 ) -> pl.DataFrame:

@@ -4,7 +4,13 @@ import pytest
 
 from serving.experiments.kafka_log import KafkaRecordLog, delete_topics, ensure_topics
 from serving.experiments.records import PREDICTION_SCHEMA, PredictionRecord
-from serving.experiments.sink import MANIFEST, ParquetSink, load_manifest, read_dataset
+from serving.experiments.sink import (
+    MANIFEST,
+    ParquetSink,
+    import_frame,
+    load_manifest,
+    read_dataset,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +133,17 @@ def test_sink_command_copies_both_topics(kafka_bootstrap, unique_name, tmp_path,
         assert read_dataset(out_dir, OUTCOME_SCHEMA)["request_id"].n_unique() == 12
     finally:
         delete_topics(kafka_bootstrap, [preds_topic, outs_topic])
+
+
+def test_imported_frames_join_the_committed_dataset(tmp_path):
+    import polars as pl
+
+    folder = tmp_path / "p"
+    a = pl.DataFrame({"request_id": ["a", "b"], "ts": [1, 2]})
+    import_frame(folder, a)
+    import_frame(folder, a.with_columns(pl.lit("c").alias("request_id")))
+    (folder / "stray.parquet").write_bytes(b"not listed, not read")
+    schema = PREDICTION_SCHEMA
+    assert sorted(read_dataset(folder, schema, columns=["request_id"])["request_id"]) == [
+        "a", "b", "c", "c"
+    ]

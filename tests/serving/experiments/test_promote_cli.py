@@ -10,6 +10,7 @@ from serving.experiments.errors import ExperimentError
 from serving.experiments.promote import promote, rollback
 from serving.experiments.report import dataset_dirs
 from serving.experiments.simulate import simulate_log
+from serving.experiments.sink import import_frame
 from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore
 from tessera.cli import _register, app
 from tests.serving.experiments.models import train_boosters
@@ -87,11 +88,7 @@ def test_deploy_report_promote_rollback_commands(cli, tmp_path):
         labelled=0.5,
     )
     for frame, folder in zip((preds, outcomes), dataset_dirs(tmp_path / "offline"), strict=True):
-        folder.mkdir(parents=True)
-        frame.write_parquet(folder / "p0000-000000000000-000000000001.parquet")
-        (folder / "_manifest.json").write_text(
-            json.dumps({"files": ["p0000-000000000000-000000000001.parquet"], "next_offsets": {}})
-        )
+        import_frame(folder, frame)
     text = cli("experiment", "report", "fraud", "--reps", "20")
     assert "arm challenger v2 (live): the arm is better" in text
     assert "shadow v3: the challenger is better" in text

@@ -1,7 +1,6 @@
 """The experiment router inside the real scorer (Redis features, registry models), and the
 report over HTTP."""
 
-import json
 import threading
 
 import numpy as np
@@ -15,6 +14,7 @@ from serving.experiments.records import expand
 from serving.experiments.report import dataset_dirs
 from serving.experiments.routes import experiments_router
 from serving.experiments.simulate import simulate_log
+from serving.experiments.sink import import_frame
 from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore
 from serving.experiments.wiring import attach_deployed, attach_router
 from serving.scorer.models import ModelSet
@@ -80,11 +80,7 @@ def test_experiment_report_over_http(tmp_path):
     )
     preds, outcomes = simulate_log(spec, 20_000, {"1": 1.5, "2": 0.5}, labelled=0.5)
     for frame, folder in zip((preds, outcomes), dataset_dirs(tmp_path / "offline"), strict=True):
-        folder.mkdir(parents=True)
-        frame.write_parquet(folder / "p0000-000000000000-000000000000.parquet")
-        (folder / "_manifest.json").write_text(
-            json.dumps({"files": ["p0000-000000000000-000000000000.parquet"], "next_offsets": {}})
-        )
+        import_frame(folder, frame)
     app = FastAPI()
     app.include_router(experiments_router(tmp_path / "models", tmp_path / "offline"))
     http = TestClient(app)
