@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
+
 from features.online.fold import fold_view
 from features.online.layout import FeatureSlot, HopLayout
 from features.semantics.aggregations import get_aggregation
 
 _INF = float("inf")
+_VECTOR_FNS = {"count", "sum", "mean", "min", "max"}
+VECTOR_MIN_ROWS = 8
 
 
 def _fold_min(flat: tuple, idx: list[int]) -> float | None:
@@ -55,6 +59,15 @@ class RingFold:
             for col, s in slots
         ]
         self.span = max(p[1] for p in self.plan)
+        self.vector = all(p[2] in _VECTOR_FNS for p in self.plan)
+        # the features numpy cannot fold (last, stddev, ...) fold row by row in a sub-ring
+        rest = [(c, s) for c, s in slots if s.fn not in _VECTOR_FNS]
+        self.rest = RingFold(hop, rest) if rest and len(rest) < len(slots) else None
+        self.vector_plan = [p for p in self.plan if p[2] in _VECTOR_FNS]
+        self.dtype = np.dtype([
+            ("newest", "<i8"),
+            ("tiles", [("idx", "<i8"), ("v", "<f8", (hop.width,))], (hop.slots,)),
+        ])
 
     def fold(self, blob: bytes | None, t: int, vals: list, miss: list) -> int | None:
         """Write values and missing flags into ``vals``/``miss``; return the ring's newest ts."""
@@ -100,3 +113,74 @@ class RingFold:
             vals[col] = value
             miss[col] = False
         return flat[0]
+
+    def fold_many(
+        self, blobs: list[bytes | None], t: int, vals: list[list], miss: list[list]
+    ) -> list[int | None]:
+        """``fold`` for many entities (row ``i`` of ``vals``/``miss`` gets ``blobs[i]``).
+
+        For count/sum/mean/min/max rings and more than a few rows, numpy folds every row at
+        once with the scalar path's exact arithmetic: tiles sorted by index, sums as a
+        sequential ``cumsum`` from 0.0 (adding 0.0 for tiles outside the window changes
+        nothing), min/max as reductions; rows holding a NaN fall back to ``fold``.
+        """
+        n = len(blobs)
+        size = self.ring.size
+        good = [i for i, b in enumerate(blobs) if b and len(b) == size]
+        if not (self.vector or self.rest) or len(good) < VECTOR_MIN_ROWS:
+            return [self.fold(b, t, v, m) for b, v, m in zip(blobs, vals, miss, strict=True)]
+        newest: list[int | None] = [None] * n
+        if len(good) < n:
+            for i in set(range(n)).difference(good):
+                newest[i] = self.fold(blobs[i], t, vals[i], miss[i])
+        arr = np.frombuffer(b"".join([blobs[i] for i in good]), dtype=self.dtype)
+        idx = arr["tiles"]["idx"]
+        order = np.argsort(idx, axis=1, kind="stable")
+        idx = np.take_along_axis(idx, order, axis=1)
+        v = np.take_along_axis(arr["tiles"]["v"], order[:, :, None], axis=1)
+        kt = t // self.hop
+        upto = idx <= kt
+        zero = np.zeros((len(good), 1))
+        masks: dict[int, np.ndarray] = {}
+        redo: set[int] = set()
+
+        def total(mask: np.ndarray, j: int) -> np.ndarray:
+            x = np.where(mask, v[:, :, j], 0.0)
+            return np.cumsum(np.concatenate([zero, x], axis=1), axis=1)[:, -1]
+
+        results = []
+        for col, span, fn, off, _ in self.vector_plan:
+            mask = masks.get(span)
+            if mask is None:
+                mask = masks[span] = upto & (idx >= kt - span)
+            j = off - 1
+            if fn == "count":
+                out = [int(c) for c in total(mask, j).tolist()]
+            elif fn == "sum":
+                out = total(mask, j).tolist()
+            elif fn == "mean":
+                c, sm = total(mask, j).tolist(), total(mask, j + 1).tolist()
+                out = [b / a if a else None for a, b in zip(c, sm, strict=True)]
+            else:
+                x = np.where(mask, v[:, :, j], _INF if fn == "min" else -_INF)
+                # the scalar fold's comparisons treat NaN differently from numpy: redo them
+                nan_rows = np.isnan(x).any(axis=1)
+                if nan_rows.any():
+                    redo.update(np.flatnonzero(nan_rows).tolist())
+                empty = _INF if fn == "min" else -_INF
+                r = (x.min(axis=1) if fn == "min" else x.max(axis=1)).tolist()
+                out = [None if a == empty else a for a in r]
+            results.append((col, out))
+        for col, out in results:
+            for i, value in zip(good, out, strict=True):
+                vals[i][col] = value
+                miss[i][col] = False
+        for i, ts in zip(good, arr["newest"].tolist(), strict=True):
+            newest[i] = ts
+        if self.rest is not None:
+            for i in good:
+                self.rest.fold(blobs[i], t, vals[i], miss[i])
+        for k in redo:
+            i = good[k]
+            newest[i] = self.fold(blobs[i], t, vals[i], miss[i])
+        return newest

@@ -146,26 +146,19 @@ class OnlineStore:
                     ) from None
                 keys.append((entity_key(ep.entity, vals), ep.fields))
         replies = self._fetch(keys)
-        out_vals: list[list[Any]] = []
-        out_missing: list[list[bool]] = []
-        fresh: list[dict[str, float | None]] = []
-        it = iter(replies)
-        n = len(plan.refs)
-        for _ in entities:
-            vals: list[Any] = [None] * n
-            miss = [True] * n
-            ages: dict[str, float | None] = dict.fromkeys(plan.views)
-            for ep in plan.by_entity.values():
-                reply = next(it)
-                for ring, vname, blob in zip(ep.rings, ep.ring_views, reply, strict=True):
-                    newest = ring.fold(blob, t, vals, miss)
-                    if newest is not None:
-                        age = (t - newest) / 1e6
+        n, m = len(plan.refs), len(plan.by_entity)
+        out_vals: list[list[Any]] = [[None] * n for _ in entities]
+        out_missing: list[list[bool]] = [[True] * n for _ in entities]
+        fresh: list[dict[str, float | None]] = [dict.fromkeys(plan.views) for _ in entities]
+        for e, ep in enumerate(plan.by_entity.values()):
+            mine = replies[e::m]  # this entity plan's reply for every row, in row order
+            for r, (ring, vname) in enumerate(zip(ep.rings, ep.ring_views, strict=True)):
+                newest = ring.fold_many([rep[r] for rep in mine], t, out_vals, out_missing)
+                for ages, ts in zip(fresh, newest, strict=True):
+                    if ts is not None:
+                        age = (t - ts) / 1e6
                         old = ages[vname]
                         ages[vname] = age if old is None else min(old, age)
-            out_vals.append(vals)
-            out_missing.append(miss)
-            fresh.append(ages)
         return OnlineResult(list(plan.refs), out_vals, out_missing, fresh)
 
     def _connection(self) -> Any:

@@ -5,9 +5,12 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.definitions import Aggregate, FeatureView
 from features.online.fastfold import RingFold
 from features.online.fold import fold_view
-from features.semantics.windows import MINUTE
+from features.online.layout import ViewLayout
+from features.semantics.aggregations import get_aggregation
+from features.semantics.windows import MINUTE, tile_of
 from tests.features.online.test_fold import LAYOUT, VIEW, build_blobs
 
 
@@ -45,3 +48,67 @@ def test_ring_fold_equals_fold_view(raw, dt):
     assert miss == want_missing
     for f, a, b in zip(VIEW.features, vals, want, strict=True):
         assert _same(a, b), (f.name, a, b)
+
+
+VEC_VIEW = FeatureView(
+    "vec",
+    VIEW.source,
+    [Aggregate(fn, ["10m", "1h"], field=None if fn == "count" else "amount")
+     for fn in ("count", "sum", "mean", "min", "max")],
+)
+VEC_LAYOUT = ViewLayout(VEC_VIEW)
+
+
+def _blobs(layout, events):
+    out = {}
+    for hop, hl in layout.hops.items():
+        tiles: dict[int, list[float]] = {}
+        for ts, seq, v in events:
+            k = tile_of(ts, hop)
+            cur = tiles.get(k) or hl.empty_values()
+            new = []
+            for (fn, _), off in zip(hl.parts, hl.offsets, strict=True):
+                agg = get_aggregation(fn)
+                new.extend(agg.merge(tuple(cur[off:off + agg.width]), agg.prepare(v, ts, seq)))
+            tiles[k] = new
+        out[hl.field] = hl.encode(max(ts for ts, _, _ in events), tiles)
+    return out
+
+
+event_lists = st.lists(
+    st.tuples(st.integers(0, 90 * MINUTE),
+              st.one_of(st.floats(-1e3, 1e3, allow_nan=False), st.just(-0.0),
+                        st.just(math.nan), st.just(math.inf))),
+    min_size=0, max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(event_lists, min_size=0, max_size=20),
+    st.integers(-30 * MINUTE, 3 * 60 * MINUTE),
+    st.sampled_from([(VEC_VIEW, VEC_LAYOUT), (VIEW, LAYOUT)]),  # numpy only / numpy + rows
+)
+def test_fold_many_equals_row_by_row_fold(rows, dt, view_layout):
+    view, layout = view_layout
+    t = 60 * MINUTE + dt
+    per_row = [
+        _blobs(layout, [(ts, seq, v) for seq, (ts, v) in enumerate(r)]) if r else {}
+        for r in rows
+    ]
+    slots = [layout.features[f.name] for f in view.features]
+    for hop in layout.hops.values():
+        cols = [(i, s) for i, s in enumerate(slots) if s.hop is hop]
+        ring = RingFold(hop, cols)
+        assert ring.vector or ring.rest is not None
+        blobs = [b.get(hop.field) for b in per_row]
+        got_v = [[None] * len(slots) for _ in blobs]
+        got_m = [[None] * len(slots) for _ in blobs]
+        want_v = [[None] * len(slots) for _ in blobs]
+        want_m = [[None] * len(slots) for _ in blobs]
+        got_n = ring.fold_many(blobs, t, got_v, got_m)
+        want_n = [ring.fold(b, t, v, m) for b, v, m in zip(blobs, want_v, want_m, strict=True)]
+        assert got_n == want_n and got_m == want_m
+        for gr, wr in zip(got_v, want_v, strict=True):
+            for a, b in zip(gr, wr, strict=True):
+                assert _same(a, b), (a, b)
