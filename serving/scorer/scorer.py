@@ -18,6 +18,7 @@ are NaN and counted the same way.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from serving.scorer.metrics import ModelMetrics
 from serving.scorer.models import LoadedModel, ModelSet
 
 NAN = math.nan
+log = logging.getLogger(__name__)
 
 
 class Router(Protocol):
@@ -78,6 +80,14 @@ class Scorer:
 
     def _build_plan(self, m: LoadedModel) -> _Plan:
         repo = self.store.repo
+        for view, trained in (m.metadata.get("feature_views") or {}).items():
+            now = repo.views.get(view)
+            if now is not None and now.version != trained:
+                log.warning(
+                    "%s v%s was trained on %s version %s but the feature repo now defines "
+                    "version %s: it is served the new definition's values; retrain it",
+                    m.name, m.version, view, trained, now.version,
+                )
         online = [(j, r) for j, r in enumerate(m.features) if _is_online(repo, r)]
         request = [(j, r) for j, r in enumerate(m.features) if not _is_online(repo, r)]
         keys: tuple[str, ...] = ()
