@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 from features.settings import Settings  # noqa: E402
 from serving.experiments.records import OUTCOME_SCHEMA, PREDICTION_SCHEMA  # noqa: E402
 from serving.experiments.report import dataset_dirs  # noqa: E402
+from serving.experiments.sink import import_frame  # noqa: E402
 from serving.experiments.spec import DeploymentSpec, DeploymentStore  # noqa: E402
 from serving.monitoring.alerts import Alerter  # noqa: E402
 from serving.monitoring.retrain import Retrainer, RetrainPlan  # noqa: E402
 from serving.monitoring.routes import run_monitor  # noqa: E402
-from serving.monitoring.simulate import write_committed  # noqa: E402
 from serving.monitoring.sources import PredictionLog, registry_lookup  # noqa: E402
 from serving.registry import ModelRegistry  # noqa: E402
 from serving.registry.training import train  # noqa: E402
@@ -95,7 +95,7 @@ class Logs:
                 }
             )
         table = pa.concat_tables([pa.Table.from_pydict(r, schema=PREDICTION_SCHEMA) for r in rows])
-        write_committed(self.dirs[0], pl.from_arrow(table))
+        import_frame(self.dirs[0], pl.from_arrow(table))
         keep = rng.random(n) < labelled
         out = {
             "label": y[keep].tolist(),
@@ -104,9 +104,7 @@ class Logs:
             "entity_key": [None] * int(keep.sum()),
             "model": [MODEL] * int(keep.sum()),
         }
-        write_committed(
-            self.dirs[1], pl.from_arrow(pa.Table.from_pydict(out, schema=OUTCOME_SCHEMA))
-        )
+        import_frame(self.dirs[1], pl.from_arrow(pa.Table.from_pydict(out, schema=OUTCOME_SCHEMA)))
 
 
 def run(home: Path, scale: float = 1.0, screenshots: Path | None = None, say=print) -> dict:

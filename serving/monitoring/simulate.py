@@ -7,9 +7,6 @@ model, with drift injected as a shift of ``amount``.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -65,17 +62,3 @@ def prediction_log(
         "features": [[None if np.isnan(v) else float(v) for v in row] for row in vectors],
     }
     return pl.from_arrow(pa.Table.from_pydict(rows, schema=PREDICTION_SCHEMA))
-
-
-def write_committed(folder: Path | str, frame: pl.DataFrame) -> Path:
-    """Append ``frame`` to a folder in the prediction-log sink's layout (a Parquet file, then
-    the manifest listing it), as the Kafka sink commits; for demos and tests without a broker."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "_manifest.json"
-    m = json.loads(manifest.read_text()) if manifest.exists() else {"files": []}
-    name = f"p0000-{len(m['files']):012d}.parquet"
-    frame.write_parquet(folder / name)
-    m.update(topic=m.get("topic") or "simulated", next_offsets={}, files=[*m["files"], name])
-    manifest.write_text(json.dumps(m))
-    return folder / name

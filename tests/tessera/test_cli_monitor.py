@@ -4,8 +4,9 @@ import polars as pl
 import typer
 from typer.testing import CliRunner
 
+from serving.experiments.sink import import_frame
 from serving.monitoring.reference import build_reference
-from serving.monitoring.simulate import prediction_log, reference_columns, write_committed
+from serving.monitoring.simulate import prediction_log, reference_columns
 from serving.monitoring.sources import ReferenceFiles
 from tessera import cli_monitor
 from tests.serving.monitoring.webhook import capture_posts
@@ -126,7 +127,7 @@ def test_monitor_watch_posts_an_alert_to_the_webhook_by_itself(tmp_path):
     cols = reference_columns(n=5000)
     score = cols.pop("score")
     ReferenceFiles(tmp_path / "models").save("fraud", "3", build_reference(cols, score))
-    write_committed(predictions_dir(tmp_path / "offline"), prediction_log(1, 1000, shift=2.0))
+    import_frame(predictions_dir(tmp_path / "offline"), prediction_log(1, 1000, shift=2.0))
     env = {**os.environ, "TESSERA_HOME": str(tmp_path)}
     cmd = [
         sys.executable,

@@ -7,9 +7,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from features.settings import Settings
 from serving.dashboard.sources import from_settings, scrape
+from serving.experiments.sink import import_frame
 from serving.experiments.spec import DeploymentSpec, DeploymentStore
 from serving.monitoring.reference import build_reference
-from serving.monitoring.simulate import prediction_log, reference_columns, write_committed
+from serving.monitoring.simulate import prediction_log, reference_columns
 from serving.monitoring.sources import ReferenceFiles, predictions_dir
 
 
@@ -48,7 +49,7 @@ def test_from_settings_reads_drift_experiments_and_audit_from_the_home_folder(tm
         DeploymentSpec("fraud", "3", salt="s"), why="first", who="ci"
     )
     # the prediction log as the experiments sink lays it out: Parquet files + a manifest
-    write_committed(predictions_dir(settings.offline_dir), prediction_log(1, 1500, shift=1.5))
+    import_frame(predictions_dir(settings.offline_dir), prediction_log(1, 1500, shift=1.5))
     snap = from_settings(settings).snapshot()
     [monitor] = snap["monitors"]["rows"]
     assert monitor["model"] == "fraud" and monitor["rows"] == 1500

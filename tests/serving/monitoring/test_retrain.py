@@ -8,9 +8,9 @@ import pytest
 
 from serving.experiments.report import dataset_dirs
 from serving.experiments.simulate import simulate_log
+from serving.experiments.sink import import_frame
 from serving.experiments.spec import DeploymentStore
 from serving.monitoring.retrain import Retrainer, RetrainPlan
-from serving.monitoring.simulate import write_committed
 from serving.registry import ModelRegistry
 from serving.registry.training import train
 
@@ -29,7 +29,7 @@ def write_log(offline_dir, spec, noise, seed=0):
     """Predictions and outcomes as the experiments sink lays them out (files + manifest)."""
     preds, outcomes = simulate_log(spec, 20_000, noise, labelled=0.5, seed=seed)
     for folder, frame in zip(dataset_dirs(offline_dir), (preds, outcomes), strict=True):
-        write_committed(folder, frame)
+        import_frame(folder, frame)
 
 
 class AliasCrash(ModelRegistry):
