@@ -1,10 +1,12 @@
 """Worker wiring: one consumer-group member reading every source topic in batches.
 
-Per polled batch, in this order (Quix's checkpoint order — sinks, then offsets):
+Per polled batch:
 1. decode all messages of each partition at once; dead letters for the invalid ones;
-2. append the valid events to the offline event log (idempotent by its watermark);
-3. fold them into the tile rings and write Redis in one fenced MULTI/EXEC with the offsets;
-4. only then commit the Kafka offsets.
+2. fold the valid events into the tile rings and write Redis in one fenced MULTI/EXEC with the
+   partitions' offset watermarks (the feature is readable from here on);
+3. buffer them for the offline event log.
+About once a second and on shutdown — Quix's checkpoint order, sinks then offsets: append the
+buffer to the event log, then commit Kafka offsets (on revocation the buffer is flushed too).
 A crash anywhere replays from the last committed offset; both sinks skip what they hold.
 
 The consumer is kafka-python's group consumer, polled in batches: Kafka clients' per-record
@@ -45,6 +47,8 @@ class WorkerConfig:
     max_records: int = 10_000
     session_timeout_ms: int = 10_000
     stats_every_s: float = 10.0
+    checkpoint_every_s: float = 1.0
+    checkpoint_rows: int = 200_000
 
 
 class _Pipeline:
@@ -69,7 +73,6 @@ class _Pipeline:
                 for i, e in errors if records[i].offset > wm
             ])
         out = [(r.offset, ev) for r, ev in zip(records, events, strict=True)]
-        self.offline.append(partition, out)
         self.consumed += len(records)
         return out
 
@@ -116,6 +119,7 @@ class Worker:
         )
         self.consumer.subscribe(list(self.pipelines), listener=_Forget(self))
         self._stop = False
+        self._checkpointed = time.monotonic()
         self.first_record_at: float | None = None
         self.last_commit_at: float | None = None
 
@@ -126,6 +130,8 @@ class Worker:
         """One poll and its processing; returns the number of records handled."""
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_records)
         if not polled:
+            if any(p.offline.buffered for p in self.pipelines.values()):
+                self.checkpoint()  # idle: make the log and offsets catch up now
             return 0
         if self.first_record_at is None:
             self.first_record_at = time.time()
@@ -136,15 +142,28 @@ class Worker:
             by_topic.setdefault(tp.topic, {})[tp.partition] = pipe.process(tp.partition, records)
             n += len(records)
         for topic, batch in by_topic.items():
-            self.pipelines[topic].online.apply(batch)
+            pipe = self.pipelines[topic]
+            pipe.online.apply(batch)
+            for partition, records in batch.items():
+                pipe.offline.add(partition, records)
+        self.last_commit_at = time.time()
+        buffered = sum(p.offline.buffered for p in self.pipelines.values())
+        if (time.monotonic() - self._checkpointed > self.cfg.checkpoint_every_s
+                or buffered >= self.cfg.checkpoint_rows):
+            self.checkpoint()
+        return n
+
+    def checkpoint(self) -> None:
+        """Offline sink, then Kafka offsets: everything polled so far is then in both sinks."""
+        for p in self.pipelines.values():
+            p.offline.flush()
         try:
             self.consumer.commit()
         except (CommitFailedError, KafkaError) as e:
             # a rebalance took the partitions; both sinks already hold the batch, the next
             # owner skips it by the watermarks
             log.warning("offset commit failed (%s); the next owner will skip by watermark", e)
-        self.last_commit_at = time.time()
-        return n
+        self._checkpointed = time.monotonic()
 
     def stats(self) -> dict:
         out: dict = {"first_record_at": self.first_record_at,
@@ -177,6 +196,7 @@ class Worker:
 
     def close(self) -> None:
         try:
+            self.checkpoint()
             self.consumer.close(autocommit=False)
         finally:
             for p in self.pipelines.values():
@@ -189,6 +209,11 @@ class _Forget(ConsumerRebalanceListener):
         self.worker = worker
 
     def on_partitions_revoked(self, revoked) -> None:
+        # Flush the offline buffer so the next owner replays less; offsets cannot be committed
+        # from inside the rebalance, so it will re-read from the last checkpoint and skip by
+        # the watermarks.
+        for p in self.worker.pipelines.values():
+            p.offline.flush()
         for tp in revoked:
             pipe = self.worker.pipelines.get(tp.topic)
             if pipe is not None:

@@ -57,11 +57,11 @@ class OnlineWriter:
         self.stats = OnlineStats()
         keys = source.entity.keys
         ent = source.entity
-        self._key = (
-            (lambda ev, k=keys[0], e=ent: entity_key(e, (ev[k],)))
-            if len(keys) == 1
-            else (lambda ev, ks=keys, e=ent: entity_key(e, [ev[k] for k in ks]))
-        )
+        if len(keys) == 1:  # same string as entity_key(), without its per-call checks
+            prefix, k0 = entity_key(ent, ("",)), keys[0]
+            self._key = lambda ev: prefix + str(ev[k0])
+        else:
+            self._key = lambda ev: entity_key(ent, [ev[k] for k in keys])
 
     def forget(self, partitions: list[int]) -> None:
         """Drop cached state (partitions revoked): memory only, correctness is the fence's."""

@@ -74,8 +74,13 @@ def watermarks(env, client) -> dict[int, int]:
 
 
 def wait_done(env, client, produced: Produced, timeout: float = 90) -> None:
+    """Redis holds every offset, and the event log (flushed about once a second) at least as
+    many rows as valid events were sent (more would be duplicates, caught later)."""
     wait_for(lambda: all(watermarks(env, client).get(p, -1) >= o
                          for p, o in produced.end.items()), timeout, "worker to catch up")
+    log = EventLog(env.home / "offline")
+    wait_for(lambda: log.scan(env.source).select("_offset").collect().height
+             >= len(produced.valid), 30, "the offline log to catch up", every=0.3)
 
 
 def check_exactly_once(env, client, produced: Produced) -> None:
