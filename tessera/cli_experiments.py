@@ -150,12 +150,19 @@ def register(app: typer.Typer) -> None:
         idle: float = typer.Option(
             5.0, help="stop after this many seconds with nothing new (0 = run until Ctrl-C)"
         ),
+        entity_field: list[str] = typer.Option(
+            [], help="outcome fields forming the entity key, in key order (e.g. user_id)"
+        ),
     ) -> None:
         """Copy the prediction log and outcomes from Kafka to Parquet (exactly once in effect)."""
         import time
 
         from serving.experiments.kafka_log import ensure_topics
-        from serving.experiments.records import OUTCOME_SCHEMA, PREDICTION_SCHEMA
+        from serving.experiments.records import (
+            OUTCOME_SCHEMA,
+            PREDICTION_SCHEMA,
+            outcome_normalizer,
+        )
         from serving.experiments.report import dataset_dirs
         from serving.experiments.sink import ParquetSink
 
@@ -165,7 +172,10 @@ def register(app: typer.Typer) -> None:
         pred_dir, out_dir = dataset_dirs(s.offline_dir)
         sinks = [
             ParquetSink(bootstrap, predictions_topic, pred_dir, PREDICTION_SCHEMA),
-            ParquetSink(bootstrap, outcomes_topic, out_dir, OUTCOME_SCHEMA),
+            ParquetSink(
+                bootstrap, outcomes_topic, out_dir, OUTCOME_SCHEMA,
+                normalize=outcome_normalizer(tuple(entity_field)),
+            ),
         ]
         counts = [0, 0]
         last = time.monotonic()

@@ -17,7 +17,13 @@ import lightgbm as lgb
 import numpy as np
 
 from serving.experiments.kafka_log import KafkaRecordLog, ensure_topics
-from serving.experiments.records import OUTCOME_SCHEMA, PREDICTION_SCHEMA, OutcomeRecord, now_us
+from serving.experiments.records import (
+    OUTCOME_SCHEMA,
+    PREDICTION_SCHEMA,
+    OutcomeRecord,
+    now_us,
+    outcome_normalizer,
+)
 from serving.experiments.report import build_report, dataset_dirs, format_report
 from serving.experiments.router import ExperimentRouter
 from serving.experiments.sink import ParquetSink, read_dataset
@@ -92,9 +98,11 @@ def run_demo(
     log.close()
     outcomes.close()
     pred_dir, out_dir = dataset_dirs(offline_dir)
-    for topic, folder, schema in ((pred_topic, pred_dir, PREDICTION_SCHEMA),
-                                  (out_topic, out_dir, OUTCOME_SCHEMA)):
-        sink = ParquetSink(bootstrap, topic, folder, schema)
+    for topic, folder, schema, norm in (
+        (pred_topic, pred_dir, PREDICTION_SCHEMA, None),
+        (out_topic, out_dir, OUTCOME_SCHEMA, outcome_normalizer()),
+    ):
+        sink = ParquetSink(bootstrap, topic, folder, schema, normalize=norm)
         sink.run(idle_s=2.0)
         sink.close()
     report = build_report(

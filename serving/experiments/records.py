@@ -81,6 +81,38 @@ OUTCOME_SCHEMA = pa.schema(
 )
 
 
+def outcome_normalizer(entity_fields: tuple[str, ...] = ()):
+    """Row -> outcome row for the sink, accepting both wire forms of a label.
+
+    ``OutcomeRecord`` JSON (``ts`` in µs, ``entity_key`` already joined) and events published by
+    ``tessera produce --source outcomes`` (``ts`` as an ISO string, the entity's key columns as
+    fields: name them in ``entity_fields`` and they are joined with ``|`` as the scorer does).
+    Rows without a label or time return None (counted as malformed).
+    """
+    from features.errors import SchemaError
+    from features.event_schema import parse_timestamp
+
+    def normalize(row: dict) -> dict | None:
+        label, ts = row.get("label"), row.get("ts")
+        if label is None or ts is None:
+            return None
+        try:
+            ts_us = parse_timestamp(ts, "ts") if isinstance(ts, str) else int(ts)
+            label = float(label)
+        except (SchemaError, TypeError, ValueError):
+            return None
+        key = row.get("entity_key")
+        if key is None and entity_fields and all(f in row for f in entity_fields):
+            key = "|".join(str(row[f]) for f in entity_fields)
+        rid = row.get("request_id")
+        if rid is None and key is None:
+            return None
+        return {"label": label, "ts": ts_us, "request_id": rid, "entity_key": key,
+                "model": row.get("model")}
+
+    return normalize
+
+
 def expand(items: list) -> list:
     """Records from a mix of records and batches that expand lazily (``.records()``)."""
     out: list = []

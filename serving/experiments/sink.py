@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -35,8 +36,10 @@ class ParquetSink:
         schema: pa.Schema,
         flush_records: int = 50_000,
         flush_s: float = 1.0,
+        normalize: Callable[[dict], dict | None] | None = None,
     ) -> None:
         self.topic = topic
+        self.normalize = normalize
         self.folder = Path(folder)
         self.schema = schema
         self.flush_records = flush_records
@@ -83,8 +86,9 @@ class ParquetSink:
     def poll(self, timeout_ms: int = 200) -> int:
         """Fetch once and flush if due; returns how many records were fetched.
 
-        A message holds one JSON object or a JSON array of them; anything else is counted in
-        ``bad_records`` and skipped (its offset still advances).
+        A message holds one JSON object or a JSON array of them; anything else, and any row that
+        ``normalize`` rejects or that does not fit the schema, is counted in ``bad_records`` and
+        skipped (its offset still advances).
         """
         got = 0
         for tp, msgs in self._consumer.poll(timeout_ms=timeout_ms).items():
@@ -96,6 +100,8 @@ class ParquetSink:
                     value = None
                 rows = value if isinstance(value, list) else [value]
                 good = [r for r in rows if isinstance(r, dict)]
+                if self.normalize is not None:
+                    good = [n for n in map(self.normalize, good) if n is not None]
                 self.bad_records += len(rows) - len(good)
                 buf.append((m.offset, good))
                 got += len(good)
@@ -119,7 +125,7 @@ class ParquetSink:
             good = [r for _, batch in rows for r in batch]
             if good:
                 name = f"p{part:04d}-{first:012d}-{last:012d}.parquet"
-                table = pa.Table.from_pylist(good, schema=self.schema)
+                table = self._table(good)
                 tmp = self.folder / (name + ".tmp")
                 pq.write_table(table, tmp)
                 os.replace(tmp, self.folder / name)
@@ -130,6 +136,19 @@ class ParquetSink:
         self._buffer = {}
         self._buffered = 0
         self._last_flush = time.monotonic()
+
+    def _table(self, rows: list[dict]) -> pa.Table:
+        try:
+            return pa.Table.from_pylist(rows, schema=self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # find and count the rows that don't fit
+            ok = []
+            for r in rows:
+                try:
+                    pa.Table.from_pylist([r], schema=self.schema)
+                    ok.append(r)
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    self.bad_records += 1
+            return pa.Table.from_pylist(ok, schema=self.schema)
 
     def _commit(self, manifest: dict) -> None:
         tmp = self.folder / (MANIFEST + ".tmp")

@@ -147,3 +147,36 @@ def test_imported_frames_join_the_committed_dataset(tmp_path):
     assert sorted(read_dataset(folder, schema, columns=["request_id"])["request_id"]) == [
         "a", "b", "c", "c"
     ]
+
+
+def test_outcomes_published_as_source_events_are_normalised(kafka_bootstrap, topic, tmp_path):
+    """`tessera produce --source outcomes` sends validated events with ISO timestamps and the
+    entity's key columns; the outcome sink turns them into outcome rows."""
+    from features.definitions import Entity, EventSource
+    from serving.experiments.records import OUTCOME_SCHEMA, outcome_normalizer
+    from streams.producer import publish
+
+    user = Entity("user", ["user_id"])
+    source = EventSource(
+        "outcomes", {"user_id": "string", "label": "float", "ts": "timestamp"}, "ts", user,
+        topic=topic,
+    )
+    events = [{"user_id": f"u{i}", "label": float(i % 2), "ts": 1_700_000_000_000 + i}
+              for i in range(20)]
+    assert publish(source, events, kafka_bootstrap).sent == 20
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    p.send(topic, b'{"label": 1, "ts": "not a time", "request_id": "x"}')
+    p.send(topic, records(1)[0].to_bytes())  # no label: not an outcome
+    p.flush()
+    p.close()
+    sink = ParquetSink(kafka_bootstrap, topic, tmp_path / "o", OUTCOME_SCHEMA,
+                       normalize=outcome_normalizer(("user_id",)))
+    sink.run(idle_s=1.0)
+    sink.close()
+    df = read_dataset(tmp_path / "o", OUTCOME_SCHEMA).sort("ts")
+    assert sink.bad_records == 2
+    assert df["entity_key"].to_list() == [f"u{i}" for i in range(20)]
+    assert df["ts"].to_list() == [(1_700_000_000_000 + i) * 1000 for i in range(20)]
+    assert df["label"].sum() == 10 and df["request_id"].null_count() == 20
