@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from serving.experiments.errors import ExperimentError
 from serving.experiments.kafka_log import PREDICTIONS_TOPIC, KafkaRecordLog, ensure_topics
 from serving.experiments.router import ExperimentRouter
 from serving.experiments.spec import DeploymentStore
@@ -25,6 +26,15 @@ def attach_router(
 ) -> ExperimentRouter:
     """Route ``name``'s requests through its deployment spec (arms, shadows, logging)."""
     models = scorer.models
+    spec = store.current(name)
+    served = tuple(models.get(name).features)
+    for v in {spec.champion, *(a.version for a in spec.arms), *spec.shadows}:
+        if tuple(models.version(name, v).features) != served:
+            raise ExperimentError(
+                f"{name} v{v} takes different features than the served v"
+                f"{models.get(name).version}; arms and shadows score the served model's vector, "
+                "so train them on the same feature refs (same order) or leave them out"
+            )
 
     def predict_one(version: str, x) -> float:
         return models.version(name, version).predictor.predict_one(x)

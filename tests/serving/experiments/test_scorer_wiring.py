@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from features.online.read import OnlineStore
 from serving.experiments.assign import assign
+from serving.experiments.errors import ExperimentError
 from serving.experiments.records import expand
 from serving.experiments.report import dataset_dirs
 from serving.experiments.routes import experiments_router
@@ -72,6 +73,21 @@ def test_attach_deployed_routes_only_models_with_a_spec(redis_client, tmp_path):
     assert (p["arm"], p["version"]) == ("champion", "1")
     routers["fraud"].close()
     assert routers["fraud"].shadows.scored == 1
+
+
+@pytest.mark.integration
+def test_versions_with_other_features_are_refused(redis_client, tmp_path):
+    client, reg, now = make_world(redis_client, tmp_path)
+    v1 = reg.get("fraud", "1")
+    reg.register("fraud", v1.model_text, {**v1.metadata, "features": v1.features[::-1]})
+    models = ModelSet(reg)
+    models.serve("fraud")
+    scorer = Scorer(OnlineStore(client, REPO), models)
+    store = DeploymentStore(tmp_path / "models")
+    store.save(DeploymentSpec("fraud", "1", shadows=("3",)))
+    with pytest.raises(ExperimentError, match="v3 takes different features"):
+        attach_router(scorer, store, "fraud")
+    assert scorer.routers == {}
 
 
 def test_experiment_report_over_http(tmp_path):
