@@ -5,7 +5,8 @@ an app factory): ``TESSERA_HOME``, ``REDIS_URL``, ``TESSERA_MODELS_URI`` (defaul
 ``$TESSERA_HOME/models``), ``TESSERA_SERVE_MODELS`` (comma-separated ``name`` or
 ``name@alias``), ``TESSERA_FEATURE_REPO`` (a repo file; default the applied registry),
 ``TESSERA_REDIS_TIMEOUT_MS`` (default 100), ``TESSERA_MAX_ENTITIES`` (default 1000),
-``TESSERA_RELOAD_S`` (default 1).
+``TESSERA_RELOAD_S`` (default 1), ``TESSERA_SCORER_HOOK`` (``module:function`` called with the
+``Scorer`` in every worker once it is built: how experiments attach ``scorer.routers``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class ServeConfig:
     redis_timeout_ms: float = 100.0
     max_entities: int = 1000
     reload_s: float = 1.0
+    hook: str | None = None
 
     @classmethod
     def from_env(cls) -> ServeConfig:
@@ -59,6 +61,7 @@ class ServeConfig:
             redis_timeout_ms=float(os.environ.get("TESSERA_REDIS_TIMEOUT_MS", 100)),
             max_entities=int(os.environ.get("TESSERA_MAX_ENTITIES", 1000)),
             reload_s=float(os.environ.get("TESSERA_RELOAD_S", 1.0)),
+            hook=os.environ.get("TESSERA_SCORER_HOOK") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -72,6 +75,8 @@ class ServeConfig:
         }
         if self.feature_repo:
             env["TESSERA_FEATURE_REPO"] = str(self.feature_repo)
+        if self.hook:
+            env["TESSERA_SCORER_HOOK"] = self.hook
         return env
 
 
@@ -82,8 +87,27 @@ def build_scorer(cfg: ServeConfig) -> Scorer:
     for m in cfg.models:
         name, _, ref = m.partition("@")
         models.serve(name, ref or CHAMPION)
+    scorer = Scorer(OnlineStore(client, repo, max_entities=cfg.max_entities), models)
+    if cfg.hook:
+        run_hook(cfg.hook, scorer)
     models.start()
-    return Scorer(OnlineStore(client, repo, max_entities=cfg.max_entities), models)
+    return scorer
+
+
+def run_hook(spec: str, scorer: Scorer) -> None:
+    """Call ``module:function`` with the scorer (e.g. to set ``scorer.routers[name]``)."""
+    import importlib
+
+    from features.errors import TesseraError
+
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise TesseraError(
+            f"scorer hook {spec!r} cannot be loaded ({e}); give it as package.module:function"
+        ) from e
+    fn(scorer)
 
 
 def side_routers(scorer: Scorer) -> list:
