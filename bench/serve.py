@@ -53,12 +53,11 @@ from serving.scorer.synthetic import (  # noqa: E402
     REPO,
     USER,
     VIEWS,
+    write_repo_file,
     write_training_set,
     write_users,
 )
 from tessera.local import free_port, start_redis, stop  # noqa: E402
-
-REPO_FILE = "from serving.scorer.synthetic import VIEWS\na, b, c = VIEWS\n"
 
 
 def pct(samples_ns: list[int], q: float) -> float:
@@ -224,7 +223,7 @@ def main() -> None:
 
         # 3. HTTP, two worker processes
         port = free_port()
-        (work / "repo.py").write_text(REPO_FILE)
+        write_repo_file(work / "repo.py")
         env = {**os.environ, "REDIS_URL": url, "TESSERA_HOME": str(work),
                "TESSERA_MODELS_URI": str(work / "models"),
                "TESSERA_FEATURE_REPO": str(work / "repo.py"),

@@ -113,3 +113,13 @@ def write_training_set(client, path, n: int, risky: np.ndarray, now: int, seed: 
     for j, ref in enumerate(FEATURES):
         cols[ref.replace(":", "__")] = pa.array([r[j] for r in rows], pa.float64())
     pq.write_table(pa.table(cols), path)
+
+
+def write_repo_file(path) -> str:
+    """A feature repo file defining these views, for ``--repo`` / ``TESSERA_FEATURE_REPO``."""
+    from pathlib import Path
+
+    Path(path).write_text(
+        "from serving.scorer.synthetic import VIEWS\ntxn_counts, txn_spend, txn_spread = VIEWS\n"
+    )
+    return str(path)

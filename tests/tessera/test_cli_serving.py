@@ -7,6 +7,7 @@ import typer
 from typer.testing import CliRunner
 
 from serving.registry import ModelRegistry
+from serving.scorer.synthetic import write_repo_file
 from tessera import cli_serving
 from tests.serving.registry.helpers import write_training_set
 
@@ -25,7 +26,7 @@ def test_train_list_show_alias(tmp_path, monkeypatch):
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"num_iterations": 20, "num_leaves": 7}))
     repo = tmp_path / "repo.py"
-    repo.write_text("from serving.scorer.synthetic import VIEWS\na, b, c = VIEWS\n")
+    write_repo_file(repo)
     run = CliRunner().invoke
     args = ["train", "--training-set", str(data), "--label", "is_fraud", "--model", "fraud",
             "--params", str(params), "--seed", "3", "--repo", str(repo)]
@@ -68,7 +69,7 @@ def test_serve_two_workers_default_models(tmp_path, redis_client, redis_url):
 
     _, reg, now = make_world(redis_client, tmp_path)
     repo = tmp_path / "repo.py"
-    repo.write_text("from serving.scorer.synthetic import VIEWS\na, b, c = VIEWS\n")
+    write_repo_file(repo)
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "TESSERA_HOME": str(tmp_path),
            "TESSERA_FEATURE_REPO": str(repo)}

@@ -4,11 +4,9 @@ import pytest
 
 from features.errors import TesseraError
 from serving.http.main import ServeConfig, build_scorer
+from serving.scorer.synthetic import write_repo_file
 
 pytestmark = pytest.mark.integration
-
-REPO_FILE = "from serving.scorer.synthetic import VIEWS\na, b, c = VIEWS\n"
-
 
 class _Router:
     def score(self, entity_key, x, request_id=None):
@@ -24,7 +22,7 @@ def test_hook_attaches_a_router(tmp_path, redis_client, redis_url):
 
     _, reg, _ = make_world(redis_client, tmp_path)
     repo = tmp_path / "repo.py"
-    repo.write_text(REPO_FILE)
+    write_repo_file(repo)
     cfg = ServeConfig(redis_url, str(reg.storage.root), ["fraud"], str(repo),
                       hook="tests.serving.http.test_hook:attach")
     assert cfg.to_env()["TESSERA_SCORER_HOOK"] == cfg.hook

@@ -7,17 +7,12 @@ import pytest
 
 from serving.client import ScorerClient, ScorerError
 from serving.http.main import ServeConfig, build_app
+from serving.scorer.synthetic import write_repo_file
 from tessera.local import free_port, start_redis, stop
 from tests.serving.http.conftest import running
 from tests.serving.scorer.world import make_world
 
 pytestmark = pytest.mark.integration
-
-REPO_FILE = '''
-from serving.scorer.synthetic import VIEWS
-txn_counts, txn_spend, txn_spread = VIEWS
-'''
-
 
 def test_redis_down_gives_fast_503_and_recovers(tmp_path):
     import redis
@@ -28,7 +23,7 @@ def test_redis_down_gives_fast_503_and_recovers(tmp_path):
         client = redis.Redis.from_url(url)
         _, reg, now = make_world(client, tmp_path)
         repo_file = tmp_path / "repo.py"
-        repo_file.write_text(REPO_FILE)
+        write_repo_file(repo_file)
         cfg = ServeConfig(url, str(reg.storage.root), ["fraud"], str(repo_file),
                           redis_timeout_ms=100)
         with running(build_app(cfg)) as base, ScorerClient(base, timeout_s=5) as c:
