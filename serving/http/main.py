@@ -11,6 +11,7 @@ an app factory): ``TESSERA_HOME``, ``REDIS_URL``, ``TESSERA_MODELS_URI`` (defaul
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from serving.registry import CHAMPION, ModelRegistry
 from serving.scorer.models import ModelSet
 from serving.scorer.repo import load_feature_repo
 from serving.scorer.scorer import Scorer
+
+log = logging.getLogger(__name__)
 
 
 def redis_client(url: str, timeout_s: float):
@@ -88,6 +91,7 @@ def build_scorer(cfg: ServeConfig) -> Scorer:
         name, _, ref = m.partition("@")
         models.serve(name, ref or CHAMPION)
     scorer = Scorer(OnlineStore(client, repo, max_entities=cfg.max_entities), models)
+    attach_experiments(scorer)
     if cfg.hook:
         run_hook(cfg.hook, scorer)
     models.start()
@@ -110,48 +114,31 @@ def run_hook(spec: str, scorer: Scorer) -> None:
     fn(scorer)
 
 
-def side_routers(scorer: Scorer) -> list:
-    """``/v1/monitor/{name}`` and the ``/ui`` dashboard, fed from the registry and the
-    prediction log (they are read only when those pages are asked for)."""
-    from serving.dashboard.data import DashboardData, audit_files
-    from serving.dashboard.routes import dashboard_router
-    from serving.monitoring.routes import monitor_router, run_monitor
-    from serving.monitoring.sources import PredictionLog
-    from serving.registry.references import RegistryReferences
+def attach_experiments(scorer: Scorer) -> None:
+    """Route every served model that has a deployment spec through its experiment (arms,
+    shadows, prediction log to Kafka when a broker is configured). A failure here is logged
+    and the champion is served alone: the scorer must come up even when Kafka is down."""
+    from serving.experiments.wiring import attach_deployed
 
-    registry = scorer.models.registry
-    lookup = RegistryReferences(registry)
-    predictions = PredictionLog(Settings.from_env().offline_dir).read
-
-    def lineage() -> list[dict]:
-        rows = []
-        for name in registry.models():
-            aliases = registry.aliases(name)
-            for v in registry.versions(name):
-                meta = registry.metadata(name, v)
-                rows.append({
-                    "model": name, "version": v, "created": meta.get("created"),
-                    "training_set": (meta.get("training_set") or {}).get("fingerprint"),
-                    "metrics": {k: meta["metrics"].get(k) for k in ("auc", "logloss")},
-                    "aliases": sorted(a for a, x in aliases.items() if x == v),
-                })
-        return rows
-
-    def audit() -> list[dict]:
-        if not registry.storage.local:
-            return [e for n in registry.models() for e in registry.audit(n)]
-        return audit_files(registry.storage.root)()
-
-    def monitors() -> list[dict]:
-        return [run_monitor(n, lookup, predictions) for n in scorer.models.names]
-
-    data = DashboardData(monitors=monitors, lineage=lineage, audit=audit)
-    return [monitor_router(lookup, predictions), dashboard_router(data)]
+    storage = scorer.models.registry.storage
+    if not storage.local:
+        return  # deployment specs live in a local models folder
+    try:
+        routed = attach_deployed(scorer, storage.root, Settings.from_env().kafka_bootstrap)
+    except Exception as e:  # noqa: BLE001 - any failure degrades to champion-only serving
+        log.error("experiments not attached, serving champions only: %r", e)
+        return
+    for name in routed:
+        log.info("%s: requests routed through its experiment", name)
 
 
 def build_app(cfg: ServeConfig) -> FastPredict:
+    """The served app: predict/features routes, the monitor and dashboard (``mount``)."""
+    from serving.dashboard.sources import mount
+
     scorer = build_scorer(cfg)
-    app = create_app(scorer, max_entities=cfg.max_entities, routers=side_routers(scorer))
+    app = create_app(scorer, max_entities=cfg.max_entities)
+    mount(app, Settings.from_env(), scorer.models.registry)
     return fast_app(app)
 
 

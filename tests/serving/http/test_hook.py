@@ -34,3 +34,27 @@ def test_hook_attaches_a_router(tmp_path, redis_client, redis_url):
     with pytest.raises(TesseraError, match="cannot be loaded"):
         build_scorer(ServeConfig(redis_url, str(reg.storage.root), ["fraud"], str(repo),
                                  hook="tests.serving.http.test_hook:nope")).models.close()
+
+
+def test_deployed_experiments_are_attached_at_start(tmp_path, redis_client, redis_url,
+                                                    monkeypatch):
+    from serving.experiments.router import ExperimentRouter
+    from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore
+    from tests.serving.scorer.world import make_world
+
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)  # no broker: routed, not logged
+    _, reg, now = make_world(redis_client, tmp_path)
+    DeploymentStore(reg.storage.root).save(
+        DeploymentSpec("fraud", "1", arms=(Arm("b", "2", 0.5),), salt="s"), why="test"
+    )
+    cfg = ServeConfig(redis_url, str(reg.storage.root), ["fraud"],
+                      write_repo_file(tmp_path / "repo.py"))
+    scorer = build_scorer(cfg)
+    try:
+        assert isinstance(scorer.routers["fraud"], ExperimentRouter)
+        out = scorer.predict("fraud", [{"user_id": f"u{i}"} for i in range(40)], at=now)
+        assert {p["version"] for p in out["predictions"]} == {"1", "2"}
+    finally:
+        scorer.models.close()
+        scorer.routers["fraud"].close()

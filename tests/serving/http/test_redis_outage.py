@@ -14,9 +14,10 @@ from tests.serving.scorer.world import make_world
 
 pytestmark = pytest.mark.integration
 
-def test_redis_down_gives_fast_503_and_recovers(tmp_path):
+def test_redis_down_gives_fast_503_and_recovers(tmp_path, monkeypatch):
     import redis
 
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))  # the dashboard reads $TESSERA_HOME/models
     port = free_port()
     handle, url = start_redis(tmp_path / "r1", port=port)
     try:
@@ -29,7 +30,8 @@ def test_redis_down_gives_fast_503_and_recovers(tmp_path):
         with running(build_app(cfg)) as base, ScorerClient(base, timeout_s=5) as c:
             assert c.predict("fraud", [{"user_id": "u1"}], at=now)["predictions"]
             ui = c.http.get("/ui/data.json").json()
-            assert ui["lineage"]["rows"][0]["aliases"] == ["champion"]
+            aliases = {r["version"]: r["aliases"] for r in ui["lineage"]["rows"]}
+            assert aliases == {"1": ["champion"], "2": []}
             assert ui["audit"]["rows"][-1]["after"] == "1"
             assert c.http.get("/v1/monitor/fraud").status_code in (200, 404)
             # slow: Redis holds every client for 1 s; the 100 ms timeout answers 503 first
