@@ -135,10 +135,13 @@ def attach_experiments(scorer: Scorer) -> None:
 def build_app(cfg: ServeConfig) -> FastPredict:
     """The served app: predict/features routes, the monitor and dashboard (``mount``)."""
     from serving.dashboard.sources import mount
+    from serving.experiments.routes import experiments_router
 
     scorer = build_scorer(cfg)
     app = create_app(scorer, max_entities=cfg.max_entities)
-    mount(app, Settings.from_env(), scorer.models.registry)
+    settings = Settings.from_env()
+    mount(app, settings, scorer.models.registry)
+    app.include_router(experiments_router(settings.models_dir, settings.offline_dir))
     return fast_app(app)
 
 

@@ -58,3 +58,26 @@ def test_deployed_experiments_are_attached_at_start(tmp_path, redis_client, redi
     finally:
         scorer.models.close()
         scorer.routers["fraud"].close()
+
+
+def test_served_app_exposes_the_experiment_report(tmp_path, redis_client, redis_url,
+                                                  monkeypatch):
+    from starlette.testclient import TestClient
+
+    from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore
+    from serving.http.main import build_app
+    from tests.serving.scorer.world import make_world
+
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+    _, reg, _ = make_world(redis_client, tmp_path)
+    DeploymentStore(reg.storage.root).save(
+        DeploymentSpec("fraud", "1", arms=(Arm("b", "2", 0.5),), salt="s"), why="test"
+    )
+    cfg = ServeConfig(redis_url, str(reg.storage.root), ["fraud"],
+                      write_repo_file(tmp_path / "repo.py"))
+    with TestClient(build_app(cfg)) as client:
+        r = client.get("/v1/experiments/fraud")
+        assert r.status_code == 200, r.text
+        assert "b" in r.text
+        assert client.get("/v1/experiments/nope").status_code == 404
