@@ -51,6 +51,7 @@ class WorkerConfig:
     session_timeout_ms: int = 10_000
     stats_every_s: float = 10.0
     checkpoint_every_s: float = 1.0
+    fetch_max_wait_ms: int = 20
     checkpoint_rows: int = 200_000
 
 
@@ -105,7 +106,9 @@ class Worker:
             for s in wanted
         }
         self.consumer: AIOKafkaConsumer | None = None
-        self._lock = threading.Lock()  # processing vs. the revocation flush
+        self._lock = threading.Lock()  # processing vs. taking the offline buffer
+        self._positions: dict = {}  # TopicPartition -> next offset, of what the sinks hold
+        self._ckpt: asyncio.Task | None = None
         self._stop = False
         self._checkpointed = time.monotonic()
         self.first_record_at: float | None = None
@@ -116,12 +119,14 @@ class Worker:
 
     def _process(self, polled: dict) -> int:
         """Sinks for one polled batch (runs in a thread; the event loop keeps heartbeating)."""
+        t0 = time.time()
         with self._lock:
             if self.first_record_at is None:
                 self.first_record_at = time.time()
             n = 0
             by_topic: dict[str, dict[int, list]] = {}
             for tp, records in polled.items():
+                self._positions[tp] = records[-1].offset + 1
                 pipe = self.pipelines[tp.topic]
                 by_topic.setdefault(tp.topic, {})[tp.partition] = pipe.process(
                     tp.partition, records)
@@ -132,26 +137,58 @@ class Worker:
                 for partition, records in batch.items():
                     pipe.offline.add(partition, records)
             self.last_commit_at = time.time()
+            log.debug("batch %d records in %.1f ms", n, (time.time() - t0) * 1000)
             return n
 
-    def flush_offline(self) -> None:
+    def _take(self) -> tuple[dict, dict]:
         with self._lock:
-            for p in self.pipelines.values():
-                p.offline.flush()
+            bufs = {t: p.offline.take() for t, p in self.pipelines.items()}
+            return bufs, dict(self._positions)
+
+    def _write(self, bufs: dict) -> None:
+        for topic, buf in bufs.items():
+            self.pipelines[topic].offline.write(buf)
 
     def _buffered(self) -> int:
         return sum(p.offline.buffered for p in self.pipelines.values())
 
-    async def checkpoint(self) -> None:
-        """Offline sink, then Kafka offsets: everything polled so far is then in both sinks."""
-        await asyncio.to_thread(self.flush_offline)
+    async def checkpoint(self, wait: bool = False) -> None:
+        """Offline sink, then Kafka offsets — for everything processed when it starts.
+
+        Runs in the background while the next batches are processed (one at a time), so the
+        Parquet write never delays the fresh path.
+        """
+        if self._ckpt is not None and not self._ckpt.done():
+            if not wait:
+                return
+            await self._ckpt
+        if self._ckpt is not None and self._ckpt.exception() is not None:
+            # the log did not get that buffer: stop, a restart replays it from the last commit
+            raise self._ckpt.exception()
+        self._checkpointed = time.monotonic()
+        self._ckpt = asyncio.ensure_future(self._checkpoint(*self._take()))
+        if wait:
+            await self._ckpt
+
+    async def _checkpoint(self, bufs: dict, offsets: dict) -> None:
+        t0 = time.time()
+        await asyncio.to_thread(self._write, bufs)
+        log.debug("offline flush %.1f ms", (time.time() - t0) * 1000)
+        if not offsets:
+            return
         try:
-            await self.consumer.commit()
+            await self.consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError, KafkaError) as e:
             # a rebalance took the partitions; both sinks already hold the batch, the next
             # owner skips it by the watermarks
             log.warning("offset commit failed (%s); the next owner will skip by watermark", e)
-        self._checkpointed = time.monotonic()
+
+    async def flush_offline(self) -> None:
+        """Everything processed so far into the log (on revocation; no offset commit)."""
+        if self._ckpt is not None:
+            await asyncio.gather(self._ckpt, return_exceptions=True)
+        bufs, _ = self._take()
+        await asyncio.to_thread(self._write, bufs)
 
     def stats(self) -> dict:
         out: dict = {"first_record_at": self.first_record_at,
@@ -186,6 +223,9 @@ class Worker:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
             check_crcs=False,
+            # the broker may hold a fetch for the whole wait even when data is there; short
+            # waits keep freshness in milliseconds
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         )
         self.consumer.subscribe(list(self.pipelines), listener=_Forget(self))
         await self.consumer.start()
@@ -213,7 +253,7 @@ class Worker:
                     last_stats = time.monotonic()
         finally:
             try:
-                await self.checkpoint()
+                await self.checkpoint(wait=True)
             finally:
                 await self.consumer.stop()
                 for p in self.pipelines.values():
@@ -228,8 +268,9 @@ class _Forget(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked) -> None:
         # Flush the offline buffer so the next owner replays less. Offsets are not committed
         # here; the next owner re-reads from the last checkpoint and skips by the watermarks.
-        await asyncio.to_thread(self.worker.flush_offline)
+        await self.worker.flush_offline()
         for tp in revoked:
+            self.worker._positions.pop(tp, None)
             pipe = self.worker.pipelines.get(tp.topic)
             if pipe is not None:
                 pipe.online.forget([tp.partition])

@@ -49,17 +49,22 @@ class OfflineWriter:
         self._buf.setdefault(partition, []).extend(valid)
         self.buffered += len(valid)
 
-    def flush(self) -> int:
-        """Append everything buffered; returns rows written (replays above the log's
-        watermark only)."""
+    def take(self) -> dict[int, list[tuple[int, dict]]]:
+        """Hand over the buffer (to write while new events are being buffered)."""
+        buf, self._buf, self.buffered = self._buf, {}, 0
+        return buf
+
+    def write(self, buf: dict[int, list[tuple[int, dict]]]) -> int:
+        """Append a taken buffer; returns rows written (those above the log's watermark)."""
         n = 0
         ingest = time.time_ns() // 1000
-        for partition, valid in self._buf.items():
+        for partition, valid in buf.items():
             if valid:
                 table = to_table(self.source, valid, ingest)
                 n += self.log.append(self.source, table, topic=self.source.topic,
                                      partition=partition)
-        self._buf.clear()
-        self.buffered = 0
         self.written += n
         return n
+
+    def flush(self) -> int:
+        return self.write(self.take())
