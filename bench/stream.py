@@ -92,7 +92,7 @@ def caught_up(client, source, end: dict[int, int]) -> bool:
     return all(v is not None and int(v) >= end[p] for v, p in zip(vals, end, strict=True))
 
 
-def freshness(source, bootstrap: str, client, rate: int, seconds: float,
+def freshness(source, bootstrap: str, client, rate: int, seconds: float, users: int,
               warm_s: float = 5.0) -> list[float]:
     """Publish at ``rate``/s for ``warm_s + seconds``; return publish-to-readable in ms of the
     events sent after the first ``warm_s`` (steady state: group settled, caches warm)."""
@@ -112,7 +112,7 @@ def freshness(source, bootstrap: str, client, rate: int, seconds: float,
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     gen = transactions(int(rate * (seconds + warm_s)), start_us=time.time_ns() // 1000, rate=rate,
-                       users=100_000, late_fraction=0, malformed_fraction=0, seed=99)
+                       users=users, late_fraction=0, malformed_fraction=0, seed=99)
     t0 = time.time()
     for i, e in enumerate(gen):
         due = t0 + i / rate
@@ -228,7 +228,7 @@ def main() -> None:
                                 stderr=subprocess.DEVNULL)
         try:
             warm_up(source, svc.bootstrap, client)
-            lat = freshness(source, svc.bootstrap, client, 5000, fresh_s)
+            lat = freshness(source, svc.bootstrap, client, 5000, fresh_s, users)
         finally:
             proc.terminate()
             proc.wait(30)
