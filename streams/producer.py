@@ -78,7 +78,9 @@ class Publisher:
         events: Iterable[dict],
         progress: Callable[[int], None] | None = None,
     ) -> PublishReport:
-        """Validate, key and send ``events``; wait for every ack; report per-event failures."""
+        """Validate, key and send ``events``; wait for every ack; report per-event failures.
+
+        An item may be a ``SchemaError`` (a file line that was not JSON): it is reported."""
         report = PublishReport()
         futures = []
         topic = self.source.topic
@@ -86,6 +88,9 @@ class Publisher:
         n = 0
         for i, obj in enumerate(events):
             n = i + 1
+            if isinstance(obj, SchemaError):  # the reader could not even parse it
+                report.rejected.append(Rejection(i, obj.field, str(obj)))
+                continue
             try:
                 ev = normalize(self.source, obj)
             except SchemaError as e:

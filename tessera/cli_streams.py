@@ -18,7 +18,7 @@ from features.definitions import (
     FeatureRepo,
     FeatureView,
 )
-from features.errors import DefinitionError
+from features.errors import DefinitionError, SchemaError
 from features.settings import Settings
 
 REPO_HELP = "feature repo module (Python file defining the sources and views)"
@@ -51,12 +51,12 @@ def _read_events(path: Path):
 
         def lines():
             with open(path, "rb") as f:
-                for line in f:
+                for n, line in enumerate(f, 1):
                     if line.strip():
                         try:
                             yield orjson.loads(line)
                         except orjson.JSONDecodeError as e:
-                            yield {"__bad_json__": str(e)}
+                            yield SchemaError(f"line {n} is not valid JSON: {e}")
 
         return lines()
     import polars as pl
