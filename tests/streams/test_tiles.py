@@ -64,3 +64,21 @@ def test_fold_matches_algebra_and_brute_force(seed):
             f = VIEW.feature(slot.name)
             evs = [(ts, s, x if f.field else 1.0) for s, (ts, x) in enumerate(events)]
             assert close(got, brute_force(evs, f.fn, t, f.window, f.hop)), (f.name, t)
+
+
+def test_patched_encoding_equals_full_encoding_across_batches_and_reloads():
+    rng = random.Random(9)
+    t0 = 1_800_000_000_000_000
+    plans = plan_views([VIEW])
+    rings = [Ring() for _ in plans]
+    seq = 0
+    for batch in range(6):  # time moves on, so old tiles are pruned between encodings
+        for _ in range(40):
+            ts = t0 + batch * 40 * MINUTE + rng.randrange(0, 45 * MINUTE)
+            fold(rings, plans, {"x": rng.uniform(0, 9)}, ts, seq)
+            seq += 1
+        blobs = [p.encode(r) for p, r in zip(plans, rings, strict=True)]
+        for p, r, blob in zip(plans, rings, blobs, strict=True):
+            assert blob == p.layout.encode(r.newest, r.tiles)
+        if batch % 2:  # continue from the stored bytes, as after a cache reload
+            rings = [p.decode(b) for p, b in zip(plans, blobs, strict=True)]
