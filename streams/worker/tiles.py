@@ -20,18 +20,14 @@ NO_EVENT = -(2**63)
 
 
 class Ring:
-    """Mutable decoded ring: newest event time, top tile index, tiles — plus its last encoded
-    bytes and the tiles changed since, so re-encoding patches only those slots."""
+    """Mutable decoded ring: newest event time, top tile index, tiles."""
 
-    __slots__ = ("newest", "top", "tiles", "blob", "dirty")
+    __slots__ = ("newest", "top", "tiles")
 
-    def __init__(self, newest: int = NO_EVENT, tiles: dict[int, list[float]] | None = None,
-                 blob: bytes | None = None):
+    def __init__(self, newest: int = NO_EVENT, tiles: dict[int, list[float]] | None = None):
         self.newest = newest
         self.tiles = tiles if tiles is not None else {}
         self.top = max(self.tiles) if self.tiles else NO_EVENT
-        self.blob = bytearray(blob) if blob else None
-        self.dirty: set[int] = set()
 
 
 # Inlined ``merge(acc, prepare(value, ts, seq))`` per aggregation, in the algebra's exact
@@ -61,31 +57,13 @@ class HopPlan:
         if not blob:
             return Ring()
         newest, tiles = self.layout.decode(blob)
-        return Ring(newest, {i: list(v) for i, v in tiles.items()}, blob)
+        return Ring(newest, {i: list(v) for i, v in tiles.items()})
 
     def encode(self, ring: Ring) -> bytes:
-        """Same bytes as ``HopLayout.encode`` (tested): the slots of pruned and changed tiles
-        and the header are patched into the previous bytes."""
+        """Same bytes as ``HopLayout.encode`` (tested), packed with one struct call."""
         floor = ring.top - self.slots
-        pruned = [i for i in ring.tiles if i <= floor]
-        for idx in pruned:
+        for idx in [i for i in ring.tiles if i <= floor]:
             del ring.tiles[idx]
-        if ring.blob is None:
-            ring.blob = bytearray(self._pack_all(ring))
-        else:
-            rec = self.layout.record
-            size, head, n = rec.size, 8, self.slots
-            for idx in pruned:
-                rec.pack_into(ring.blob, head + (idx % n) * size, EMPTY_TILE, *self.empty)
-            for idx in ring.dirty:
-                vals = ring.tiles.get(idx)
-                if vals is not None:
-                    rec.pack_into(ring.blob, head + (idx % n) * size, idx, *vals)
-            struct.pack_into("<q", ring.blob, 0, ring.newest)
-        ring.dirty.clear()
-        return bytes(ring.blob)
-
-    def _pack_all(self, ring: Ring) -> bytes:
         n = self.slots
         by_slot: list = [None] * n
         for idx in ring.tiles:
@@ -133,7 +111,6 @@ def fold(rings: list[Ring], plans: list[HopPlan], event: dict, ts: int, seq: int
             tile = ring.tiles[idx] = list(p.empty)
             if idx > ring.top:
                 ring.top = idx
-        ring.dirty.add(idx)
         for kind, a, fld in p.ops:
             if kind == COUNT:
                 tile[a] += 1.0
