@@ -175,6 +175,7 @@ def register(app: typer.Typer) -> None:
         """Consume source topics into Redis tile rings and the Parquet event log."""
         from streams.topics import ensure_topics
         from streams.worker.app import Worker, WorkerConfig
+        from streams.worker.host import run_in_faust
 
         logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -188,7 +189,7 @@ def register(app: typer.Typer) -> None:
         )
         ensure_topics([fr.sources[s] for s in (source or fr.sources)], cfg.bootstrap)
         worker = Worker(fr, cfg)
-        worker.run(max_idle_s=max_idle_s)
+        run_in_faust(worker, settings.home / "faust", max_idle_s=max_idle_s, log_level=log_level)
         typer.echo(json.dumps(worker.stats()))
 
     @app.command("skew-check")

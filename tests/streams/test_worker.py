@@ -133,6 +133,8 @@ def test_dead_letters_hold_reason_and_original_bytes(stream_env, redis_client):
         assert d["error"] == str(e.value) and d["field"] == e.value.field
         assert d["topic"] == env.source.topic and d["offset"] >= 0
     check_exactly_once(env, redis_client, produced)
+    # the worker process is a faust-streaming app (its data folder is the faust app's)
+    assert (env.home / "faust" / "v1" / "tables").is_dir()
 
 
 def test_kill_9_mid_stream_loses_and_double_counts_nothing(stream_env, redis_client):
