@@ -7,6 +7,7 @@
 5. build a point-in-time training set, label it with a known synthetic truth, train LightGBM,
    register it as champion, serve it over HTTP and score a few live users;
 6. run a champion + A/B arm + shadow experiment on live traffic with outcomes, print the verdict;
+7. inject drift, show the alert, retrain, run the new model as a shadow and promote it.
 
 Everything lives under ``$TESSERA_HOME`` (default ``.tessera/demo``) and is started fresh.
 """
@@ -116,6 +117,16 @@ def _demo() -> None:
 
     step("6. champion + A/B arm + shadow on live traffic, outcomes, verdict")
     print(run("experiment", "demo", "--requests", "20000", "--rate", "4000").strip())
+
+    step("7. drift injected -> alert -> retrain as shadow -> promoted when better")
+    (HOME / "drift").mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "drift_demo.py"),
+                          "--home", str(HOME / "drift")], capture_output=True, text=True,
+                         env=ENV)
+    print(out.stdout.strip()[-4000:])
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr[-3000:])
+        raise SystemExit("drift demo failed")
 
 
 def _online_vs_offline(settings) -> None:
