@@ -171,6 +171,9 @@ def register(app: typer.Typer) -> None:
         max_idle_s: float | None = typer.Option(None, "--max-idle-s",
                                                 help="exit after this long without events"),
         log_level: str = typer.Option("warning", "--log-level"),
+        metrics_port: int = typer.Option(0, "--metrics-port",
+                                         help="serve Prometheus /metrics here (0 = off)"),
+        metrics_host: str = typer.Option("127.0.0.1", "--metrics-host"),
     ) -> None:
         """Consume source topics into Redis tile rings and the Parquet event log."""
         from streams.topics import ensure_topics
@@ -189,6 +192,12 @@ def register(app: typer.Typer) -> None:
         )
         ensure_topics([fr.sources[s] for s in (source or fr.sources)], cfg.bootstrap)
         worker = Worker(fr, cfg)
+        if metrics_port:
+            from streams.worker.metrics import WorkerMetrics
+
+            metrics = WorkerMetrics()
+            metrics.serve(metrics_port, metrics_host)
+            worker.on_tick = metrics.update
         run_in_faust(worker, settings.home / "faust", max_idle_s=max_idle_s, log_level=log_level)
         typer.echo(json.dumps(worker.stats()))
 

@@ -21,6 +21,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class _Pipeline:
     def __init__(self, source: EventSource, views: list[FeatureView], cfg: WorkerConfig,
                  sink: RedisSink, event_log: EventLog) -> None:
         self.source = source
+        self.views = [v.name for v in views]
         self.online = OnlineWriter(source, views, sink, cfg.group,
                                    parse_duration(cfg.allowed_lateness))
         self.offline = OfflineWriter(event_log, source)
@@ -113,6 +115,7 @@ class Worker:
         self._checkpointed = time.monotonic()
         self.first_record_at: float | None = None
         self.last_commit_at: float | None = None
+        self.on_tick: Callable[[Worker], None] | None = None  # each poll (metrics.update)
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -199,6 +202,7 @@ class Worker:
                 "consumed": p.consumed, "applied": s.applied, "late": s.late,
                 "skipped_replay": s.skipped_replay, "fence_retries": s.fence_retries,
                 "dead_letters": p.dlq.sent, "offline_rows": p.offline.written,
+                "newest_event_us": s.newest_ts,
             }
         return out
 
@@ -248,6 +252,8 @@ class Worker:
                         last_data = time.monotonic()  # idle time counts once we own some
                     elif max_idle_s is not None and time.monotonic() - last_data > max_idle_s:
                         break
+                if self.on_tick is not None:
+                    self.on_tick(self)
                 if time.monotonic() - last_stats > cfg.stats_every_s:
                     log.info("stats %s", self.stats())
                     last_stats = time.monotonic()

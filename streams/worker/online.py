@@ -33,6 +33,7 @@ class OnlineStats:
     skipped_replay: int = 0
     late: int = 0
     fence_retries: int = 0
+    newest_ts: int | None = None  # µs, newest event applied (freshness metric)
 
 
 class OnlineWriter:
@@ -96,6 +97,8 @@ class OnlineWriter:
                 self.stats.applied += counts[0]
                 self.stats.skipped_replay += counts[1]
                 self.stats.late += counts[2]
+                if counts[3] is not None:
+                    self.stats.newest_ts = max(self.stats.newest_ts or counts[3], counts[3])
                 for p in parts:
                     st = self.state[p]
                     st.watermark = max(st.watermark, batch[p][-1][0])
@@ -110,6 +113,7 @@ class OnlineWriter:
         horizon = time.time_ns() // 1000 - self.horizon_us
         tsf = self.source.timestamp_field
         applied = skipped = late = 0
+        newest = -(2**63)
         todo: list[tuple[PartitionState, str, dict, int, int]] = []
         for p in parts:
             st = self.state[p]
@@ -123,6 +127,8 @@ class OnlineWriter:
                 if ts < horizon:
                     late += 1
                     continue
+                if ts > newest:
+                    newest = ts
                 todo.append((st, self._key(ev), ev, ts, offset))
         # load the rings this batch needs and the cache lacks, in one round trip
         need: dict[str, PartitionState] = {}
@@ -154,4 +160,4 @@ class OnlineWriter:
             )
             for p in parts
         }
-        return writes, fences, (applied, skipped, late)
+        return writes, fences, (applied, skipped, late, newest if todo else None)
