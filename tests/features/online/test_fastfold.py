@@ -9,8 +9,7 @@ from features.definitions import Aggregate, FeatureView
 from features.online.fastfold import RingFold
 from features.online.fold import fold_view
 from features.online.layout import ViewLayout
-from features.semantics.aggregations import get_aggregation
-from features.semantics.windows import MINUTE, tile_of
+from features.semantics.windows import MINUTE
 from tests.features.online.test_fold import LAYOUT, VIEW, build_blobs
 
 
@@ -59,22 +58,6 @@ VEC_VIEW = FeatureView(
 VEC_LAYOUT = ViewLayout(VEC_VIEW)
 
 
-def _blobs(layout, events):
-    out = {}
-    for hop, hl in layout.hops.items():
-        tiles: dict[int, list[float]] = {}
-        for ts, seq, v in events:
-            k = tile_of(ts, hop)
-            cur = tiles.get(k) or hl.empty_values()
-            new = []
-            for (fn, _), off in zip(hl.parts, hl.offsets, strict=True):
-                agg = get_aggregation(fn)
-                new.extend(agg.merge(tuple(cur[off:off + agg.width]), agg.prepare(v, ts, seq)))
-            tiles[k] = new
-        out[hl.field] = hl.encode(max(ts for ts, _, _ in events), tiles)
-    return out
-
-
 event_lists = st.lists(
     st.tuples(st.integers(0, 90 * MINUTE),
               st.one_of(st.floats(-1e3, 1e3, allow_nan=False), st.just(-0.0),
@@ -93,7 +76,7 @@ def test_fold_many_equals_row_by_row_fold(rows, dt, view_layout):
     view, layout = view_layout
     t = 60 * MINUTE + dt
     per_row = [
-        _blobs(layout, [(ts, seq, v) for seq, (ts, v) in enumerate(r)]) if r else {}
+        build_blobs([(ts, seq, v) for seq, (ts, v) in enumerate(r)], layout) if r else {}
         for r in rows
     ]
     slots = [layout.features[f.name] for f in view.features]

@@ -23,10 +23,10 @@ VIEW = FeatureView(
 LAYOUT = ViewLayout(VIEW)
 
 
-def build_blobs(events):
+def build_blobs(events, layout=LAYOUT):
     """What the worker writes: per hop, tile index -> merged flat IR."""
     blobs = {}
-    for hop, hl in LAYOUT.hops.items():
+    for hop, hl in layout.hops.items():
         tiles: dict[int, list[float]] = {}
         for ts, seq, v in events:
             k = tile_of(ts, hop)
