@@ -5,7 +5,8 @@ decoded rings of every entity the partition has touched. Entities are partitione
 the partition's owner is the only writer of those rings and the cache stays true — unless the
 partition moved, which the watermark fence detects (then the cache is dropped and reloaded).
 
-Late events: an event with ``ts < wall clock - (longest window + allowed lateness)`` is not
+Late events: an event with ``ts < wall clock - (longest window + its hop + allowed lateness)``
+is not
 applied online (counted in ``late``); it is still written to the offline log. No read at "now"
 could see it, so serving and the offline recomputation at any ``t >= now`` agree.
 """
@@ -52,7 +53,10 @@ class OnlineWriter:
         self.group = group
         self.plans: list[HopPlan] = plan_views(views)
         self.fields = [p.field for p in self.plans]
-        self.horizon_us = max(v.max_window for v in views) + allowed_lateness_us
+        # a window at t reaches back up to W + h (its tail is aligned to the hop grid)
+        self.horizon_us = max(f.window + f.hop for v in views for f in v.features) + (
+            allowed_lateness_us
+        )
         self.ttl_s = max(ViewLayout(v).ttl_seconds for v in views)
         self.state: dict[int, PartitionState] = {}
         self.stats = OnlineStats()
