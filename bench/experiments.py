@@ -101,7 +101,8 @@ def shadow_overhead(bootstrap: str, work: Path, requests: int, rounds: int, rate
         for _ in range(rounds):
             for k in (0, 1, 2):
                 scorer, name_store = scorers[k]
-                router = attach_router(scorer, name_store, "fraud", log=log.log)
+                router = attach_router(scorer, name_store, "fraud", log=log.log,
+                                       shadow_kafka=(bootstrap, topic))
 
                 def score(user, scorer=scorer):
                     scorer.predict("fraud", [{"user_id": user}], at=now)

@@ -4,11 +4,12 @@ The scorer calls ``ExperimentRouter.score`` with an entity key and the feature v
 fetched; the router needs only a ``predict(version, X)`` callable from it (and optionally
 ``predict_one(version, x)``, e.g. the scorer's fast single-row path; shadows always use the
 batched ``predict``). On the request thread it does one assignment hash, one predict, one
-non-blocking log put and one non-blocking shadow put. ``log`` receives ``PredictionRecord``s
-and ``ShadowBatch``es (``.records()`` expands them; ``KafkaRecordLog`` does so on its own
-thread). The spec is re-read when a newer revision appears (checked at most every
-``reload_every_s``), so `tessera deploy`, promote, rollback and guardrail stops apply without a
-restart.
+non-blocking log put and one non-blocking shadow put. ``shadows`` replaces the in-process
+shadow thread, e.g. with a ``ProcessShadowRunner`` (what the scorer uses: see ``wiring``).
+``log`` receives ``PredictionRecord``s and ``ShadowBatch``es (``.records()`` expands them;
+``KafkaRecordLog`` does so on its own thread). The spec is re-read when a newer revision
+appears (checked at most every ``reload_every_s``), so `tessera deploy`, promote, rollback and
+guardrail stops apply without a restart.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from serving.experiments.errors import ExperimentError
 from serving.experiments.guardrails import GuardrailMonitor
 from serving.experiments.records import FeatureLogging, PredictionRecord, feature_hash, now_us
 from serving.experiments.shadow import Predict, ShadowBatch, ShadowJob, ShadowRunner
+from serving.experiments.shadow_process import ProcessShadowRunner
 from serving.experiments.spec import CHAMPION, DeploymentSpec, DeploymentStore
 
 
@@ -55,6 +57,7 @@ class ExperimentRouter:
         shadow_batch: int = 64,
         reload_every_s: float = 1.0,
         predict_one: Callable[[str, np.ndarray], float] | None = None,
+        shadows: ShadowRunner | ProcessShadowRunner | None = None,
     ) -> None:
         self.store = store
         self.name = name
@@ -66,7 +69,7 @@ class ExperimentRouter:
         self._spec = store.current(name)
         self._checked = time.monotonic()
         self._guard = GuardrailMonitor(self._spec.guardrails)
-        self.shadows = ShadowRunner(
+        self.shadows = shadows or ShadowRunner(
             name, predict, log, features=features, maxsize=shadow_queue, batch=shadow_batch
         )
 

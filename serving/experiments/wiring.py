@@ -7,14 +7,18 @@ registry records each version's feature list; train challengers on the same refs
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from serving.experiments.errors import ExperimentError
 from serving.experiments.kafka_log import PREDICTIONS_TOPIC, KafkaRecordLog, ensure_topics
-from serving.experiments.router import ExperimentRouter
+from serving.experiments.router import ExperimentRouter, _drop
+from serving.experiments.shadow_process import ProcessShadowRunner
 from serving.experiments.spec import DeploymentStore
+
+log_ = logging.getLogger(__name__)
 
 
 def attach_router(
@@ -22,9 +26,15 @@ def attach_router(
     store: DeploymentStore,
     name: str,
     log: Callable[[Any], object] | None = None,
+    ready_timeout_s: float = 30.0,
+    shadow_kafka: tuple[str, str] | None = None,
     **kwargs: Any,
 ) -> ExperimentRouter:
-    """Route ``name``'s requests through its deployment spec (arms, shadows, logging)."""
+    """Route ``name``'s requests through its deployment spec (arms, shadows, logging).
+
+    Shadow records go to ``log`` too, unless ``shadow_kafka`` = (bootstrap, topic): then the
+    shadow process produces them to Kafka itself (what the scorer does; no GIL time here).
+    """
     models = scorer.models
     spec = store.current(name)
     served = tuple(models.get(name).features)
@@ -39,11 +49,27 @@ def attach_router(
     def predict_one(version: str, x) -> float:
         return models.version(name, version).predictor.predict_one(x)
 
+    # shadows score in a child process that loads them from the registry: in a thread they
+    # would share the GIL with requests (two shadows doubled the champion's p99 that way)
+    shadows = ProcessShadowRunner(
+        models.registry.storage.uri,
+        name,
+        log if log is not None else _drop,
+        features=kwargs.get("features", "hash"),
+        preload=spec.shadows,
+        maxsize=kwargs.get("shadow_queue", 1024),
+        batch=kwargs.get("shadow_batch", 64),
+        kafka=shadow_kafka,
+    )
+    if not shadows.wait_ready(ready_timeout_s):
+        log_.warning("shadow process for %s not ready after %.0f s; dropping until it is",
+                     name, ready_timeout_s)
     router = ExperimentRouter(
         store,
         name,
         models.predict_fn(name),
         predict_one=predict_one,
+        shadows=shadows,
         **({"log": log} if log is not None else {}),
         **kwargs,
     )
@@ -67,4 +93,5 @@ def attach_deployed(
     if bootstrap:
         ensure_topics(bootstrap, [topic])
         log = KafkaRecordLog(bootstrap, topic).log
-    return {n: attach_router(scorer, store, n, log=log) for n in names}
+    kafka = (bootstrap, topic) if bootstrap else None
+    return {n: attach_router(scorer, store, n, log=log, shadow_kafka=kafka) for n in names}

@@ -1,0 +1,111 @@
+"""Shadow scoring in a child process, with boosters loaded from a real registry folder."""
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving.experiments.records import expand
+from serving.experiments.shadow import ShadowJob
+from serving.experiments.shadow_process import ProcessShadowRunner
+from serving.registry import ModelRegistry
+from tests.serving.experiments.models import train_boosters
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    (b1, b2, b3), x = train_boosters(rounds=(20, 40, 60))
+    root = tmp_path_factory.mktemp("models")
+    reg = ModelRegistry(root)
+    for b in (b1, b2, b3):
+        reg.register("m", b.model_to_string(), {"features": [f"f{i}" for i in range(8)]})
+    return str(root), {"1": b1, "2": b2, "3": b3}, x
+
+
+class Collect:
+    def __init__(self):
+        self.records = []
+        self.lock = threading.Lock()
+
+    def __call__(self, item):
+        with self.lock:
+            self.records.extend(expand([item]))
+
+
+def test_child_scores_equal_direct_predictions(registry):
+    root, boosters, x = registry
+    log = Collect()
+    runner = ProcessShadowRunner(root, "m", log, features="vector", preload=("2", "3"))
+    assert runner.wait_ready(30)
+    for i in range(200):
+        assert runner.submit(ShadowJob(f"r{i}", i, f"k{i}", x[i], ("2", "3"), f"h{i}"))
+        if i % 50 == 0:
+            time.sleep(0.01)  # several batches, not one
+    runner.close()
+    assert not runner.alive and runner.scored == 200 and runner.dropped == 0
+    got = {(r.version, r.request_id): r for r in log.records}
+    assert len(got) == 400
+    for v in ("2", "3"):
+        want = boosters[v].predict(x[:200])
+        for i in range(200):
+            rec = got[(v, f"r{i}")]
+            assert (rec.role, rec.entity_key, rec.ts, rec.features_hash) == (
+                "shadow", f"k{i}", i, f"h{i}")
+            assert rec.score == pytest.approx(want[i], abs=1e-12)
+            assert rec.features == pytest.approx(list(x[i]))
+
+
+def test_a_full_queue_drops_and_counts_and_close_leaves_no_child(registry):
+    root, _, x = registry
+    log = Collect()
+    runner = ProcessShadowRunner(root, "m", log, maxsize=8, batch=4)
+    # the child is still starting, so almost nothing is drained while we submit
+    accepted = sum(runner.submit(ShadowJob(str(i), 0, "k", x[i], ("2",), "h")) for i in range(500))
+    assert accepted < 500
+    assert runner.dropped == 500 - accepted
+    pid = runner.pid
+    runner.close()
+    assert not runner.alive
+    assert runner.scored == accepted == len(log.records)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_an_unknown_version_is_logged_as_an_error(registry):
+    root, _, x = registry
+    log = Collect()
+    runner = ProcessShadowRunner(root, "m", log)
+    runner.submit(ShadowJob("r", 0, "k", np.asarray(x[0]), ("9",), "h"))
+    runner.close()
+    (rec,) = log.records
+    assert rec.score is None and rec.error and rec.version == "9"
+
+
+@pytest.mark.integration
+def test_child_logs_shadow_records_to_kafka(registry, kafka_bootstrap, unique_name, tmp_path):
+    from serving.experiments.kafka_log import delete_topics, ensure_topics
+    from serving.experiments.records import PREDICTION_SCHEMA
+    from serving.experiments.sink import ParquetSink, read_dataset
+
+    root, boosters, x = registry
+    ensure_topics(kafka_bootstrap, [unique_name], partitions=1)
+    try:
+        sent_back = Collect()
+        runner = ProcessShadowRunner(root, "m", sent_back, preload=("2",),
+                                     kafka=(kafka_bootstrap, unique_name))
+        assert runner.wait_ready(30)
+        for i in range(50):
+            assert runner.submit(ShadowJob(f"r{i}", i, "k", x[i], ("2",), "h"))
+        runner.close()
+        assert runner.scored == 50 and sent_back.records == []  # nothing came back to log
+        sink = ParquetSink(kafka_bootstrap, unique_name, tmp_path / "o", PREDICTION_SCHEMA)
+        assert sink.run(idle_s=1.0) == 50
+        sink.close()
+        df = read_dataset(tmp_path / "o", PREDICTION_SCHEMA).sort("ts")
+        assert df["role"].to_list() == ["shadow"] * 50
+        assert df["score"].to_list() == pytest.approx(list(boosters["2"].predict(x[:50])),
+                                                      abs=1e-12)
+    finally:
+        delete_topics(kafka_bootstrap, [unique_name])
