@@ -1,17 +1,16 @@
 """Shadow scoring in a child process, with boosters loaded from a real registry folder."""
 
 import os
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from serving.experiments.records import expand
 from serving.experiments.shadow import ShadowJob
 from serving.experiments.shadow_process import ProcessShadowRunner
 from serving.registry import ModelRegistry
 from tests.serving.experiments.models import train_boosters
+from tests.serving.experiments.test_shadow_router import Collect
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +21,6 @@ def registry(tmp_path_factory):
     for b in (b1, b2, b3):
         reg.register("m", b.model_to_string(), {"features": [f"f{i}" for i in range(8)]})
     return str(root), {"1": b1, "2": b2, "3": b3}, x
-
-
-class Collect:
-    def __init__(self):
-        self.records = []
-        self.lock = threading.Lock()
-
-    def __call__(self, item):
-        with self.lock:
-            self.records.extend(expand([item]))
 
 
 def test_child_scores_equal_direct_predictions(registry):
