@@ -138,16 +138,16 @@ def register(app: typer.Typer) -> None:
     @app.command("retrain")
     def retrain(
         name: str = typer.Argument(..., help="model name"),
-        label: str = typer.Option(..., help="label column"),
+        label: str = typer.Option("label", help="label column"),
         training_set: Path | None = typer.Option(
             None, help="a ready point-in-time training set (Parquet)"
         ),
         spine: Path | None = typer.Option(
             None,
-            help="or: entity keys + timestamp + label (Parquet); the training set is built "
-            "from the offline store over its newest --days",
+            help="entity keys + timestamp + label (Parquet) instead of the default spine: the "
+            "champion's labelled predictions from the outcome log",
         ),
-        days: float = typer.Option(30.0, help="with --spine: the moving time range, in days"),
+        days: float = typer.Option(30.0, help="the moving time range of the spine, in days"),
         timestamp: str = typer.Option("ts", help="timestamp column (time-based holdout)"),
         seed: int = typer.Option(0, help="training seed"),
         alpha: float = typer.Option(0.05, help="promote when better at 1 - alpha confidence"),
@@ -157,13 +157,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Retrain NAME with the champion's params, run it as a shadow, promote it when better.
 
-        Idempotent and resumable: run it again (e.g. from cron) to resume the same run and
-        re-check the experiment until it promotes or retires the new version.
+        By default the training set is built from the offline store for the champion's labelled
+        predictions (prediction log joined with outcomes) of the newest --days. Idempotent
+        and resumable: run it again (e.g. from cron) to resume the same run and re-check the
+        experiment until it promotes or retires the new version.
         """
         from serving.experiments.spec import DeploymentStore
         from serving.monitoring.errors import MonitorError
         from serving.monitoring.policy import Policy, due
         from serving.monitoring.retrain import Retrainer, RetrainPlan, fresh_training_set
+        from serving.monitoring.spine import outcome_training_set
         from serving.registry import ModelRegistry
 
         settings = Settings.from_env()
@@ -179,8 +182,8 @@ def register(app: typer.Typer) -> None:
         if open_runs:  # an unfinished run is resumed whatever the policy says
             state = r.decide(name, open_runs[-1]["run"], alpha=alpha)
         else:
-            if (training_set is None) == (spine is None):
-                raise MonitorError("give exactly one of --training-set PATH or --spine PATH")
+            if training_set is not None and spine is not None:
+                raise MonitorError("give at most one of --training-set PATH or --spine PATH")
             if policy is not None:
                 reason = _policy_reason(Policy.load(policy), name, settings, runs, registry, due)
                 if reason is None:
@@ -196,6 +199,8 @@ def register(app: typer.Typer) -> None:
                     timestamp,
                     settings=settings,
                 )
+            elif training_set is None:
+                training_set = outcome_training_set(name, registry, settings, days, label)
             state = r.start(RetrainPlan(name, training_set, label, timestamp, seed, alpha))
         typer.echo(json.dumps(state, indent=2, sort_keys=True))
 

@@ -47,7 +47,7 @@ class RetrainPlan:
 
 
 def fresh_training_set(
-    spine: Path | str,
+    spine: Path | str | Any,
     features: list[str],
     out_dir: Path | str,
     days: float,
@@ -56,7 +56,8 @@ def fresh_training_set(
 ) -> Path:
     """Point-in-time training set over the spine's newest ``days`` (a moving time range).
 
-    The spine holds entity keys, the timestamp and the label (e.g. joined outcomes). Rows older
+    The spine (a Parquet path or a polars frame) holds entity keys, the timestamp and the label
+    (e.g. ``serving.monitoring.spine.outcome_spine``: the joined outcome log). Rows older
     than ``days`` before the newest one are dropped, every feature is built from the offline
     store as of each row's time, and the file is named by its fingerprint, so the same spine
     and store give the same file (and the same retrain run). ``build`` goes to
@@ -66,9 +67,9 @@ def fresh_training_set(
 
     from features.offline.training_set import build_training_set, write_training_set
 
-    df = pl.read_parquet(spine)
+    df = spine if isinstance(spine, pl.DataFrame) else pl.read_parquet(spine)
     if timestamp not in df.columns:
-        raise MonitorError(f"spine {spine} has no {timestamp!r} column; pass --timestamp")
+        raise MonitorError(f"the spine has no {timestamp!r} column; pass --timestamp")
     col = pl.col(timestamp)
     if isinstance(df.schema[timestamp], pl.Datetime | pl.Date):
         df = df.filter(col > col.max() - pl.duration(microseconds=int(days * 86_400e6)))

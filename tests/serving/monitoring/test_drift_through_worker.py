@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 
 from features.event_schema import us_to_iso
-from features.online.layout import entity_key, offset_key
+from features.online.layout import entity_key
 from features.online.read import OnlineStore
 from serving.experiments.kafka_log import KafkaRecordLog
 from serving.experiments.kafka_log import ensure_topics as ensure_log_topic
@@ -28,42 +27,12 @@ from serving.monitoring.sources import PredictionLog, predictions_dir, registry_
 from serving.scorer import synthetic as syn
 from serving.scorer.models import ModelSet
 from serving.scorer.scorer import Scorer
-from streams.producer import Publisher
-from streams.topics import delete_topics, ensure_topics
 from tests.reference import close
+from tests.serving.monitoring.worker_world import publish_and_wait, user_transactions
 from tests.serving.scorer.world import make_world
-from tests.streams.conftest import StreamEnv, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 N = 600
-
-# The scorer's synthetic views (the model's inputs), rebuilt over a topic of our own.
-REPO_TEMPLATE = '''
-from features.definitions import Aggregate, EventSource, FeatureView
-from serving.scorer import synthetic as syn
-
-txn = EventSource(syn.TXN.name, syn.TXN.schema, syn.TXN.timestamp_field, syn.TXN.entity,
-                  topic="{topic}", partitions=2)
-txn_counts, txn_spend, txn_spread = (
-    FeatureView(v.name, txn, [Aggregate(f.fn, [f.window], field=f.field, hop=f.hop, name=f.name)
-                              for f in v.features])
-    for v in syn.VIEWS
-)
-'''
-
-
-def user_transactions(
-    prefix: str, n: int, now: int, seed: int, scale: float
-) -> dict[str, list[tuple[int, float]]]:
-    """(ts µs, amount) events of users ``{prefix}0..`` drawn like the training users, amounts
-    times ``scale`` (1.0 = no drift; the number and timing of purchases never change)."""
-    rng = np.random.default_rng(seed)
-    risky = rng.random(n) < 0.2  # the training mix
-    return {
-        f"{prefix}{i}": [(t, round(scale * a, 2)) for t, a in syn.user_events(rng, now, bool(r))]
-        for i, r in enumerate(risky)
-    }
-
 
 def assert_worker_matches_synthetic_rings(client, repo, users: dict, now: int) -> None:
     """The worker's features for a few users equal the rings the synthetic writer (the scorer
@@ -82,34 +51,6 @@ def assert_worker_matches_synthetic_rings(client, repo, users: dict, now: int) -
         refs, [{"user_id": f"check-{u}"} for u in sample], at=now)
     for u, g, w in zip(sample, got.values, want.values, strict=True):
         assert all(close(a, b) for a, b in zip(g, w, strict=True)), (u, g, w)
-
-
-def publish_and_wait(env: StreamEnv, client, events: list[dict]) -> None:
-    """Send ``events`` and wait until the worker's Redis offset watermarks cover them all."""
-    with Publisher(env.source, env.bootstrap) as pub:
-        report = pub.publish(events)
-    assert report.sent == len(events) and not report.rejected and not report.failed
-
-    def applied() -> bool:
-        for p, last in report.last_offsets.items():
-            v = client.get(offset_key(env.group, env.source.topic, p))
-            if v is None or int(v) < last:
-                return False
-        return True
-
-    wait_for(applied, 60, "the worker to apply the published events", every=0.2)
-
-
-@pytest.fixture
-def worker_env(kafka_bootstrap, redis_url, redis_client, unique_name, tmp_path):
-    repo_path = tmp_path / "repo.py"
-    repo_path.write_text(REPO_TEMPLATE.format(topic=unique_name))
-    env = StreamEnv(kafka_bootstrap, redis_url, tmp_path / "home", repo_path, f"g-{unique_name}")
-    env.home.mkdir()
-    ensure_topics([env.source], kafka_bootstrap)
-    yield env
-    env.stop_all()
-    delete_topics([unique_name, f"{unique_name}.dlq", f"{unique_name}-pred"], kafka_bootstrap)
 
 
 def test_drift_in_raw_events_is_alerted_after_the_worker_computes_the_features(
@@ -135,7 +76,7 @@ def test_drift_in_raw_events_is_alerted_after_the_worker_computes_the_features(
 
     def phase(prefix: str, seed: int, scale: float) -> dict:
         now = time.time_ns() // 1000
-        users = user_transactions(prefix, N, now, seed, scale)
+        users, _ = user_transactions(prefix, N, now, seed, scale)
         publish_and_wait(env, client, [{"user_id": u, "amount": a, "ts": us_to_iso(t)}
                                        for u, evs in users.items() for t, a in evs])
         assert_worker_matches_synthetic_rings(client, env.repo, users, now)
