@@ -11,6 +11,7 @@ back into the entity's key columns here so the point-in-time builder can join on
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import polars as pl
@@ -51,12 +52,13 @@ def outcome_spine(
     max_delay_s: float = 7 * 86_400,
     now_us: int | None = None,
 ) -> pl.DataFrame:
-    """Labelled predictions of ``name`` over the newest ``days``: key columns, ``ts``, label.
+    """Labelled predictions of ``name`` over the last ``days``: key columns, ``ts``, label.
 
     One row per served request (champion or A/B arm; shadows scored the same requests and are
-    not counted twice), ``ts`` = the prediction time (UTC datetime), the moving range ending at
-    the newest labelled prediction (or at ``now_us`` when given). Outcomes later than
-    ``max_delay_s`` after their prediction do not count, as in the experiment report.
+    not counted twice), ``ts`` = the prediction time (UTC datetime), the moving range ending now
+    (or at ``now_us``): "the last 30 days" of traffic, so a retrain after a change in the world
+    can be limited to what came after it. Outcomes later than ``max_delay_s`` after their
+    prediction do not count, as in the experiment report.
     """
     from serving.experiments.join import join_outcomes
     from serving.experiments.records import OUTCOME_SCHEMA, PREDICTION_SCHEMA
@@ -78,10 +80,16 @@ def outcome_spine(
             f"no labelled predictions of {name} under {offline_dir}: the prediction log and "
             "outcomes come from `tessera experiment sink`; publish outcomes, or give --spine"
         )
-    end = now_us if now_us is not None else int(joined["ts"].max())
+    end = now_us if now_us is not None else time.time_ns() // 1000
+    newest = int(joined["ts"].max())
     joined = joined.filter(
         (pl.col("ts") > end - int(days * US_PER_DAY)) & (pl.col("ts") <= end)
     ).unique("request_id", keep="first")
+    if joined.height == 0:
+        raise MonitorError(
+            f"no labelled predictions of {name} in the last {days:g} days (the newest is from "
+            f"{(end - newest) / US_PER_DAY:.1f} days ago); widen --days"
+        )
     parts = pl.col("entity_key").str.split_exact("|", len(keys) - 1)
     bad = joined.filter(pl.col("entity_key").str.count_matches("|", literal=True) != len(keys) - 1)
     if bad.height:
@@ -102,7 +110,13 @@ def outcome_spine(
 
 
 def outcome_training_set(
-    name: str, registry, settings, days: float, label: str = "label", repo=None
+    name: str,
+    registry,
+    settings,
+    days: float,
+    label: str = "label",
+    repo=None,
+    now_us: int | None = None,
 ) -> Path:
     """``fresh_training_set`` over the outcome spine of ``name``: the champion's features as of
     each labelled prediction, from the offline store, saved under ``<models>/<name>/retrain``."""
@@ -111,6 +125,7 @@ def outcome_training_set(
 
     repo = repo if repo is not None else load_repo(settings)
     features = list(registry.get(name).features)
-    spine = outcome_spine(settings.offline_dir, name, entity_keys_of(features, repo), days, label)
+    keys = entity_keys_of(features, repo)
+    spine = outcome_spine(settings.offline_dir, name, keys, days, label, now_us=now_us)
     out_dir = settings.models_dir / name / "retrain"
     return fresh_training_set(spine, features, out_dir, days, "ts", repo=repo, settings=settings)

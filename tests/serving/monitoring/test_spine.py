@@ -45,11 +45,13 @@ def test_spine_keeps_labelled_served_predictions_in_the_moving_range(tmp_path):
     )
     keys = entity_keys_of(["card_pay:count_1h"], REPO)
     assert keys == ("bank", "card_id")
-    spine = outcome_spine(tmp_path, "m", keys, days=2)
+    spine = outcome_spine(tmp_path, "m", keys, days=2, now_us=t + 10 * S)
     assert spine.columns == ["bank", "card_id", "ts", "label"]
     assert spine.rows() == [("b1", "c2", spine["ts"][0], 0.0), ("b2", "c3", spine["ts"][1], 1.0)]
     assert spine["ts"].dt.epoch("us").to_list() == [t - DAY, t]  # prediction times
-    assert outcome_spine(tmp_path, "m", keys, days=10).height == 3
+    assert outcome_spine(tmp_path, "m", keys, days=10, now_us=t + 10 * S).height == 3
+    with pytest.raises(MonitorError, match="widen --days"):
+        outcome_spine(tmp_path, "m", keys, days=2, now_us=t + 5 * DAY)
 
 
 def test_spine_errors_say_what_to_do(tmp_path):
@@ -59,4 +61,4 @@ def test_spine_errors_say_what_to_do(tmp_path):
         outcome_spine(tmp_path, "m", ("bank", "card_id"), days=1)
     _log(tmp_path, [("a", DAY, "c1", "champion")], [(1.0, DAY + S, "a", None)])
     with pytest.raises(MonitorError, match="do not have the 2 parts"):
-        outcome_spine(tmp_path, "m", ("bank", "card_id"), days=1)
+        outcome_spine(tmp_path, "m", ("bank", "card_id"), days=1, now_us=DAY + S)
