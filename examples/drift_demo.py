@@ -128,11 +128,12 @@ class Live:
     def start_sink(self) -> None:
         self.spawn("sink", "experiment", "sink", "--idle", "0")
 
-    def start_scorer(self) -> ScorerClient:
+    def start_scorer(self, cache_s: float = 10) -> ScorerClient:
         port = free_port()
         self.spawn("scorer", "serve", "--model", MODEL, "--port", str(port), "--repo",
                    str(self.repo_path), TESSERA_SCORER_HOOK="serving.monitoring.hook:log_vectors",
-                   TESSERA_DASHBOARD_METRICS=f"http://127.0.0.1:{self.worker_metrics}/metrics")
+                   TESSERA_DASHBOARD_METRICS=f"http://127.0.0.1:{self.worker_metrics}/metrics",
+                   TESSERA_DASHBOARD_CACHE_S=str(cache_s))
         self.url = f"http://127.0.0.1:{port}"
         client = ScorerClient(self.url, timeout_s=30)
         _wait(lambda: _ok(client.ready), 60, "the scorer to be ready", self.procs[-1])
@@ -243,7 +244,7 @@ def run(home: Path, users: int = 1000, screenshots: Path | None = None, say=prin
         store.save(DeploymentSpec(MODEL, "1"), why="first deployment", who="demo")
         say(f"1. {len(events)} payments -> worker -> point-in-time training set -> {MODEL} v1 "
             f"(holdout AUC {first.metrics['auc']:.3f}); serving it over HTTP")
-        client = live.start_scorer()
+        client = live.start_scorer(cache_s=10 if screenshots is None else 0.5)  # one per step
         shots.open(live.url)
 
         def phase(prefix: str, drifted: bool) -> dict:

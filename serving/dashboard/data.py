@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -64,5 +66,25 @@ def audit_files(models_dir: Path | str, limit: int = 50) -> Provider:
                     rows.append({"model": model, **json.loads(line)})
         rows.sort(key=lambda r: str(r.get("when") or r.get("at") or r.get("ts") or ""))
         return rows[-limit:]
+
+    return read
+
+
+def cached(provider: Provider, ttl_s: float) -> Provider:
+    """``provider`` computed at most once per ``ttl_s``: page loads (and the page's own auto
+    refresh, in every open tab) reuse the last rows instead of recomputing whole reports; loads
+    that arrive while it is computing wait for that one computation. Failures are not cached."""
+    if ttl_s <= 0:
+        return provider
+    lock = threading.Lock()
+    last: list = []  # [(monotonic time, rows)]
+
+    def read() -> list[dict]:
+        with lock:
+            if last and time.monotonic() - last[0][0] < ttl_s:
+                return last[0][1]
+            rows = list(provider() or [])
+            last[:] = [(time.monotonic(), rows)]
+            return rows
 
     return read

@@ -1,18 +1,22 @@
 """Providers wired to what a Tessera home folder holds, and to Prometheus endpoints.
 
-``from_settings`` gives a ``DashboardData`` that reads, on every page load: each model's drift
-(reference + prediction log), its experiment report, and every audit log under ``models_dir``.
+``from_settings`` gives a ``DashboardData`` that reads each model's drift (reference + prediction
+log), its experiment report, and every audit log under ``models_dir``. The two reports are
+cached for ``cache_s`` (``TESSERA_DASHBOARD_CACHE_S``, default 10 s): they read and join whole
+logs, and a page that auto-refreshes in several tabs must not recompute them on every load.
 ``scrape`` reads freshness and throughput from ``/metrics`` endpoints (worker, scorer): gauges
 whose name ends in ``freshness_seconds`` labelled by ``view``, and counters whose name ends in
 ``events_total`` or ``requests_total``; a rate needs two scrapes, so the first load shows the
-totals with a rate of 0.
+totals with a rate of 0. Consumer lag per view comes from ``serving.dashboard.lag`` (applied
+offsets in Redis vs. the records on the broker) when a broker and Redis are configured.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from features.settings import Settings
-from serving.dashboard.data import DashboardData, Provider, audit_files
+from serving.dashboard.data import DashboardData, Provider, audit_files, cached
+from serving.dashboard.lag import EndOffsets, worker_lag
 from serving.monitoring.routes import run_monitor
 from serving.monitoring.sources import (
     PredictionLog,
@@ -155,23 +160,83 @@ def scrape(
     return freshness, throughput
 
 
+def with_lag(
+    fresh: Provider | None, lag: Callable[[], dict], topics: Callable[[], dict[str, str]]
+) -> Provider:
+    """Freshness rows with each view's consumer lag (``lag``: topic -> records behind;
+    ``topics``: view -> its source topic). Views the worker has offsets for but no freshness
+    gauge was scraped for still get a row, with the age unknown."""
+
+    def read() -> list[dict]:
+        rows = [dict(r) for r in (fresh() if fresh is not None else [])]
+        view_topic = topics()
+        try:
+            lags = lag()
+        except Exception as e:  # noqa: BLE001 - Redis or the broker down: say it in the cell
+            lags, why = {}, f"n/a ({type(e).__name__})"
+        else:
+            why = "n/a (no applied offsets in Redis)"
+        seen = {r["view"] for r in rows}
+        rows += [{"view": v, "age_s": None} for v, t in sorted(view_topic.items())
+                 if t in lags and v not in seen]
+        for r in rows:
+            topic = view_topic.get(r["view"])
+            r["lag"] = lags.get(topic, why) if topic is not None else r.get("lag")
+        return rows
+
+    return read
+
+
+def _view_topics(settings: Settings) -> Callable[[], dict[str, str]]:
+    """view -> source topic, from the applied feature definitions (empty if none applied)."""
+
+    def read() -> dict[str, str]:
+        from features.definitions import FeatureView
+        from features.errors import TesseraError
+        from features.registry import load_repo
+
+        try:
+            repo = load_repo(settings)
+        except (TesseraError, OSError):
+            return {}
+        return {n: v.source.topic for n, v in repo.views.items() if isinstance(v, FeatureView)}
+
+    return read
+
+
+def _lag_reader(settings: Settings) -> Callable[[], dict] | None:
+    if not (settings.kafka_bootstrap and settings.redis_url):
+        return None
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    return worker_lag(client, EndOffsets(settings.kafka_bootstrap))
+
+
 def from_settings(
     settings: Settings,
     metrics_urls: Sequence[str] = (),
     registry: Any = None,
     local_metrics: bool = False,
+    cache_s: float | None = None,
 ) -> DashboardData:
     """Everything the home folder, the registry and the ``/metrics`` endpoints can show
-    (``local_metrics``: also this process's own Prometheus registry, e.g. inside the scorer)."""
+    (``local_metrics``: also this process's own Prometheus registry, e.g. inside the scorer).
+    Reports are recomputed at most every ``cache_s`` seconds (0: on every load)."""
+    if cache_s is None:
+        cache_s = float(os.environ.get("TESSERA_DASHBOARD_CACHE_S", 10))
     fresh, through = (None, None)
     if metrics_urls or local_metrics:
         fresh, through = scrape(metrics_urls, local=local_metrics)
+    lag = _lag_reader(settings)
+    if lag is not None:
+        fresh = cached(with_lag(fresh, lag, _view_topics(settings)), min(cache_s, 2.0))
     return DashboardData(
         lineage=None if registry is None else lineage(registry),
         freshness=fresh,
         throughput=through,
-        monitors=monitors(settings.models_dir, settings.offline_dir, registry),
-        experiments=experiments(settings.models_dir, settings.offline_dir),
+        monitors=cached(monitors(settings.models_dir, settings.offline_dir, registry), cache_s),
+        experiments=cached(experiments(settings.models_dir, settings.offline_dir), cache_s),
         audit=audit_files(settings.models_dir),
     )
 
@@ -179,9 +244,16 @@ def from_settings(
 def mount(
     app: Any, settings: Settings, registry: Any = None, metrics_urls: Sequence[str] = ()
 ) -> Any:
-    """Add ``/ui`` and ``GET /v1/monitor/{name}`` to a FastAPI app (the scorer's: one line)."""
+    """Add ``/ui`` and ``GET /v1/monitor/{name}`` to a FastAPI app (the scorer's: one line).
+
+    ``TESSERA_DASHBOARD_METRICS`` (comma-separated ``/metrics`` URLs, e.g. the stream worker's
+    ``--metrics-port``) adds to ``metrics_urls``, so ``tessera serve`` can show worker freshness.
+    """
     from serving.dashboard.routes import dashboard_router
     from serving.monitoring.routes import monitor_router
+
+    extra = [u for u in os.environ.get("TESSERA_DASHBOARD_METRICS", "").split(",") if u]
+    metrics_urls = [*metrics_urls, *extra]
 
     app.include_router(
         dashboard_router(from_settings(settings, metrics_urls, registry, local_metrics=True))
