@@ -7,7 +7,9 @@
 5. build a point-in-time training set, label it with a known synthetic truth, train LightGBM,
    register it as champion, serve it over HTTP and score a few live users;
 6. run a champion + A/B arm + shadow experiment on live traffic with outcomes, print the verdict;
-7. inject drift, show the alert, retrain, run the new model as a shadow and promote it.
+7. the MLOps loop through the live path (``examples/drift_demo.py``): payments on Kafka, the
+   worker, ``tessera serve``, the prediction-log sink and outcomes; drift injected into the
+   events, the alert, a retrain from the outcome log run as a shadow, promoted when better.
 
 Everything lives under ``$TESSERA_HOME`` (default ``.tessera/demo``) and is started fresh.
 """
@@ -118,7 +120,7 @@ def _demo() -> None:
     step("6. champion + A/B arm + shadow on live traffic, outcomes, verdict")
     print(run("experiment", "demo", "--requests", "20000", "--rate", "4000").strip())
 
-    step("7. drift injected -> alert -> retrain as shadow -> promoted when better")
+    step("7. drift in the events -> alert -> retrain from outcomes -> shadow -> promoted")
     (HOME / "drift").mkdir(parents=True, exist_ok=True)
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "drift_demo.py"),
                           "--home", str(HOME / "drift")], capture_output=True, text=True,

@@ -203,13 +203,21 @@ def _score(live: Live, client: ScorerClient, users: list[str], batch: int = 100)
     return versions
 
 
+def _monitor(client: ScorerClient) -> dict:
+    return client.http.get(f"/v1/monitor/{MODEL}").json()
+
+
 def _served(live: Live) -> int:
     df = PredictionLog(live.settings.offline_dir).read()
     return df.filter((pl.col("model") == MODEL) & (pl.col("role") != "shadow")).height
 
 
-def run(home: Path, users: int = 1000, screenshots: Path | None = None, say=print) -> dict:
-    """The whole story under ``home``; returns timings (seconds) and what happened."""
+def run(
+    home: Path, users: int = 1000, screenshots: Path | None = None, say=print, probe: int = 0
+) -> dict:
+    """The whole story under ``home``; returns timings (seconds) and what happened. With
+    ``probe`` the drifted requests are sent ``probe`` at a time, the monitor asked after each
+    chunk, and ``alert_after`` = drifted predictions logged when it first alerted."""
     t_start = time.perf_counter()
     own: list = []
     settings = Settings.from_env(home)
@@ -247,23 +255,28 @@ def run(home: Path, users: int = 1000, screenshots: Path | None = None, say=prin
         client = live.start_scorer(cache_s=10 if screenshots is None else 0.5)  # one per step
         shots.open(live.url)
 
-        def phase(prefix: str, drifted: bool) -> dict:
+        def phase(prefix: str, drifted: bool, chunk: int = 0) -> dict:
             events, labels = behaviour(rng, prefix, users, now_us(), drifted)
             live.publish(events)
-            versions = _score(live, client, list(labels))
+            names, versions = list(labels), {}
+            for lo in range(0, users, chunk or users):
+                for v, n in _score(live, client, names[lo : lo + (chunk or users)]).items():
+                    versions[v] = versions.get(v, 0) + n
+                if chunk and "alert_after" not in out and _monitor(client)["status"] == "alert":
+                    out["alert_after"] = lo + chunk
             live.label(labels)
             return versions
 
         phase("a", drifted=False)
-        r = client.http.get(f"/v1/monitor/{MODEL}").json()
+        r = _monitor(client)
         out["status_before"] = r["status"]
         say(f"2. {users} users' payments and requests before the change: monitor {r['status']} "
             f"({r['rows']} predictions)")
 
         t_cut = now_us()
         t_drift = time.perf_counter()
-        phase("b", drifted=True)
-        r = client.http.get(f"/v1/monitor/{MODEL}").json()
+        phase("b", drifted=True, chunk=probe)
+        r = _monitor(client)
         out["alert_s"] = time.perf_counter() - t_drift
         out["status_after"], out["alerts"] = r["status"], r["alerts"]
         say(f"3. fraud changes shape: monitor {r['status']} over the newest {r['rows']} "
@@ -304,7 +317,7 @@ def run(home: Path, users: int = 1000, screenshots: Path | None = None, say=prin
         out["champion"] = registry.resolve(MODEL, "champion")
         time.sleep(1.5)  # the scorer follows the champion alias within a second
         versions = phase("d", drifted=True)
-        r = client.http.get(f"/v1/monitor/{MODEL}").json()
+        r = _monitor(client)
         out["status_promoted"], out["served_after"] = r["status"], versions
         say(f"6. champion is now v{out['champion']}: the next {users} requests were served by "
             f"{versions}; monitor {r['status']} against v{r.get('version')}'s reference; "
