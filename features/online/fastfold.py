@@ -23,19 +23,17 @@ _VECTOR_FNS = {"count", "sum", "mean", "min", "max"}
 VECTOR_MIN_ROWS = 8
 
 
-def _fold_min(flat: tuple, idx: list[int]) -> float | None:
+def _fold_min(values: list[float]) -> float | None:
     m = _INF
-    for i in idx:
-        v = flat[i]
+    for v in values:
         if not m <= v:
             m = v
     return None if m == _INF else m
 
 
-def _fold_max(flat: tuple, idx: list[int]) -> float | None:
+def _fold_max(values: list[float]) -> float | None:
     m = -_INF
-    for i in idx:
-        v = flat[i]
+    for v in values:
         if not m >= v:
             m = v
     return None if m == -_INF else m
@@ -59,6 +57,12 @@ class RingFold:
             for col, s in slots
         ]
         self.span = max(p[1] for p in self.plan)
+        # the scalar fold unpacks the header and tile indices, then only the tiles in a window
+        self.heads = struct.Struct("<q" + ("q" + f"{8 * hop.width}x") * hop.slots)
+        self.record = struct.Struct(f"<{hop.width}d")
+        self.value_offsets = [8 + s * 8 * stride + 8 for s in range(hop.slots)]
+        # what every feature of the ring is when no tile falls in its window (ring present)
+        self.empty = [(col, agg.finalize(agg.empty())) for col, _, _, _, agg in self.plan]
         self.vector = all(p[2] in _VECTOR_FNS for p in self.plan)
         # the features numpy cannot fold (last, stddev, ...) fold row by row in a sub-ring
         rest = [(c, s) for c, s in slots if s.fn not in _VECTOR_FNS]
@@ -72,8 +76,8 @@ class RingFold:
     def fold(self, blob: bytes | None, t: int, vals: list, miss: list) -> int | None:
         """Write values and missing flags into ``vals``/``miss``; return the ring's newest ts."""
         if not blob:
-            for col, _, _, _, agg in self.plan:
-                vals[col] = agg.finalize(agg.empty())
+            for col, value in self.empty:
+                vals[col] = value
                 miss[col] = True
             return None
         if len(blob) != self.ring.size:  # not this layout's shape: take the generic path
@@ -82,37 +86,46 @@ class RingFold:
                 vals[col] = value
                 miss[col] = flag
             return newest
-        flat = self.ring.unpack(blob)
+        heads = self.heads.unpack(blob)
         kt = t // self.hop
         first = kt - self.span
         # EMPTY_TILE (-2**63) is below any ``first``, so empty slots drop out here too
-        recs = sorted(
-            [(k, b) for k, b in zip(flat[1::self.stride], self.bases, strict=True)
+        found = sorted(
+            [(k, o) for k, o in zip(heads[1:], self.value_offsets, strict=True)
              if first <= k <= kt]
         )
+        if not found:  # no tile in any window of this ring (often so for short windows)
+            for col, value in self.empty:
+                vals[col] = value
+                miss[col] = False
+            return heads[0]
+        unpack = self.record.unpack_from
+        tiles = [(k, unpack(blob, o)) for k, o in found]
+        oldest = tiles[0][0]
         for col, span, fn, off, agg in self.plan:
             lo = kt - span
-            idx = [b + off for k, b in recs if k >= lo]
+            j = off - 1
+            inside = tiles if oldest >= lo else [kv for kv in tiles if kv[0] >= lo]
             if fn == "count":
-                value = int(sum([flat[i] for i in idx], 0.0))
+                value = int(sum([v[j] for _, v in inside], 0.0))
             elif fn == "sum":
-                value = sum([flat[i] for i in idx], 0.0)
+                value = sum([v[j] for _, v in inside], 0.0)
             elif fn == "mean":
-                c = sum([flat[i] for i in idx], 0.0)
-                value = sum([flat[i + 1] for i in idx], 0.0) / c if c else None
+                c = sum([v[j] for _, v in inside], 0.0)
+                value = sum([v[j + 1] for _, v in inside], 0.0) / c if c else None
             elif fn == "min":
-                value = _fold_min(flat, idx)
+                value = _fold_min([v[j] for _, v in inside])
             elif fn == "max":
-                value = _fold_max(flat, idx)
+                value = _fold_max([v[j] for _, v in inside])
             else:
                 w = agg.width
                 acc = agg.empty()
-                for i in idx:
-                    acc = agg.merge(acc, flat[i:i + w])
+                for _, v in inside:
+                    acc = agg.merge(acc, v[j:j + w])
                 value = agg.finalize(acc)
             vals[col] = value
             miss[col] = False
-        return flat[0]
+        return heads[0]
 
     def fold_many(
         self, blobs: list[bytes | None], t: int, vals: list[list], miss: list[list]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from features.definitions import Entity, FeatureRepo, FeatureView
-from features.errors import OnlineStoreError, UnknownFeatureError
+from features.errors import UnknownFeatureError
 from features.online.fastfold import RingFold
+from features.online.hmget import HashReads
 from features.online.layout import FeatureSlot, ViewLayout, entity_key
 
 
@@ -51,6 +51,17 @@ class _EntityPlan:
     rings: list[RingFold] = field(default_factory=list)
     ring_views: list[str] = field(default_factory=list)
 
+    def key(self, row: dict[str, Any]) -> str:
+        """The Redis key of ``row``'s entity (ValueError naming the missing key column)."""
+        try:
+            vals = [row[k] for k in self.entity.keys]
+        except KeyError as e:
+            raise ValueError(
+                f"entity row {row!r} lacks key {e.args[0]!r} of entity "
+                f"{self.entity.name!r} (needs {list(self.entity.keys)})"
+            ) from None
+        return entity_key(self.entity, vals)
+
     def compile(self) -> None:
         by_field: dict[str, list[tuple[int, FeatureSlot]]] = {}
         view_of: dict[str, str] = {}
@@ -86,6 +97,7 @@ class ReadPlan:
                 self.views.append(view.name)
         for ep in self.by_entity.values():
             ep.compile()
+        self.single = next(iter(self.by_entity.values())) if len(self.by_entity) == 1 else None
 
     @property
     def entity_keys(self) -> list[str]:
@@ -106,10 +118,14 @@ def _layout(view: FeatureView) -> ViewLayout:
 class OnlineStore:
     """Reads windowed features from Redis (the stream worker writes them)."""
 
-    def __init__(self, client: Any, repo: FeatureRepo, max_entities: int = 1000) -> None:
+    def __init__(
+        self, client: Any, repo: FeatureRepo, max_entities: int = 1000, spin_us: float = 200.0
+    ) -> None:
+        """``spin_us``: how long to busy-poll for Redis' reply before sleeping on it
+        (``features.online.hmget``); 0 never polls."""
         self.client = client
         self.repo = repo
-        self._local = threading.local()
+        self.reads = HashReads(client, spin_us)
         self.max_entities = max_entities
         self._plans: dict[tuple[str, ...], ReadPlan] = {}
 
@@ -134,17 +150,12 @@ class OnlineStore:
             )
         plan = self.plan(features)
         t = to_micros(at)
+        if len(entities) == 1 and len(plan.by_entity) == 1:
+            return self._get_one(plan, entities[0], t)
         keys: list[tuple[str, list[str]]] = []
         for row in entities:
             for ep in plan.by_entity.values():
-                try:
-                    vals = [row[k] for k in ep.entity.keys]
-                except KeyError as e:
-                    raise ValueError(
-                        f"entity row {row!r} lacks key {e.args[0]!r} of entity "
-                        f"{ep.entity.name!r} (needs {list(ep.entity.keys)})"
-                    ) from None
-                keys.append((entity_key(ep.entity, vals), ep.fields))
+                keys.append((ep.key(row), ep.fields))
         replies = self._fetch(keys)
         n, m = len(plan.refs), len(plan.by_entity)
         out_vals: list[list[Any]] = [[None] * n for _ in entities]
@@ -161,41 +172,24 @@ class OnlineStore:
                         ages[vname] = age if old is None else min(old, age)
         return OnlineResult(list(plan.refs), out_vals, out_missing, fresh)
 
-    def _connection(self) -> Any:
-        """This thread's own connection, made with the client's settings (timeouts, auth).
-
-        Sending on a held connection skips redis-py's pool checkout/release and command
-        dispatch: ~35 µs of a ~120 µs HMGET here. Clients without a pool use their own API.
-        """
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            pool = getattr(self.client, "connection_pool", None)
-            if pool is None or not hasattr(pool, "make_connection"):
-                return None
-            conn = self._local.conn = pool.make_connection()
-        return conn
+    def _get_one(self, plan: ReadPlan, row: dict[str, Any], t: int) -> OnlineResult:
+        """``get_features`` for one entity row: the same values without the batch
+        bookkeeping (per-row reply slicing, ``fold_many``), which is most of a one-entity call's
+        Python time."""
+        ep = plan.single
+        blobs = self._fetch([(ep.key(row), ep.fields)])[0]
+        n = len(plan.refs)
+        out: list[Any] = [None] * n
+        missing = [True] * n
+        newest: dict[str, int] = {}
+        for ring, vname, blob in zip(ep.rings, ep.ring_views, blobs, strict=True):
+            ts = ring.fold(blob, t, out, missing)
+            if ts is not None and (vname not in newest or ts > newest[vname]):
+                newest[vname] = ts
+        fresh: dict[str, float | None] = dict.fromkeys(plan.views)
+        for vname, ts in newest.items():
+            fresh[vname] = (t - ts) / 1e6
+        return OnlineResult(list(plan.refs), [out], [missing], [fresh])
 
     def _fetch(self, keys: list[tuple[str, list[str]]]) -> list[list[bytes | None]]:
-        import redis
-
-        conn = self._connection()
-        try:
-            if conn is None:
-                pipe = self.client.pipeline(transaction=False)
-                for k, f in keys:
-                    pipe.hmget(k, f)
-                return pipe.execute()
-            if len(keys) == 1:
-                k, f = keys[0]
-                conn.send_command("HMGET", k, *f)
-                return [conn.read_response()]
-            conn.send_packed_command(conn.pack_commands([("HMGET", k, *f) for k, f in keys]))
-            return [conn.read_response() for _ in keys]
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            if conn is not None:
-                conn.disconnect()  # a reply may still be in flight: never reuse this socket
-            raise OnlineStoreError(f"Redis unreachable or too slow: {e}") from e
-        except redis.RedisError:
-            if conn is not None:
-                conn.disconnect()
-            raise
+        return self.reads.fetch(keys)

@@ -125,10 +125,11 @@ class Scorer:
     ) -> tuple[np.ndarray, list[dict[str, float | None]]]:
         """Feature matrix (rows = entities, columns = the model's order) and freshness."""
         n, width = len(entities), len(plan.model.features)
-        x = np.full((n, width), NAN)
-        fresh: list[dict[str, float | None]] = [{} for _ in entities]
         missing = plan.metrics.missing
-        if plan.online_refs:
+        if not plan.online_refs:
+            x = np.full((n, width), NAN)
+            fresh: list[dict[str, float | None]] = [{} for _ in entities]
+        else:
             for row in entities:
                 for k in plan.entity_keys:
                     if k not in row:
@@ -139,8 +140,13 @@ class Scorer:
             res = self.store.get_features(plan.online_refs, entities, at)
             fresh = res.freshness_s
             cols = plan.online_cols
-            for i, (vals, miss) in enumerate(zip(res.values, res.missing, strict=True)):
-                x[i, cols] = [NAN if v is None else v for v in vals]
+            rows = [[NAN if v is None else v for v in vals] for vals in res.values]
+            if plan.request_names:
+                x = np.full((n, width), NAN)
+                x[:, cols] = rows
+            else:  # the model takes only online features, in the store's order
+                x = np.array(rows, dtype=np.float64)
+            for miss in res.missing:
                 if True in miss:
                     for c, mflag in zip(cols, miss, strict=True):
                         if mflag:

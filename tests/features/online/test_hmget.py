@@ -1,0 +1,51 @@
+"""HashReads against a real Redis: the busy-polled and the sleeping read give redis-py's replies,
+pipelines larger than a socket buffer work, error replies and timeouts are typed."""
+
+import time
+
+import pytest
+import redis
+
+from features.errors import OnlineStoreError
+from features.online.hmget import HashReads
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("spin_us", [0.0, 200.0])
+def test_replies_equal_redis_py_single_and_pipelined(redis_client, unique_name, spin_us):
+    big = bytes(range(256)) * 300  # 75 kB: more than one receive buffer
+    keys = [f"{unique_name}:{i}" for i in range(300)]
+    for i, k in enumerate(keys[:250]):
+        redis_client.hset(k, mapping={"a": str(i).encode(), "b": big if i % 50 == 0 else b"x"})
+    reads = HashReads(redis_client, spin_us=spin_us)
+    fields = ["a", "b", "nope"]
+    assert reads.fetch([(keys[3], fields)]) == [redis_client.hmget(keys[3], fields)]
+    want = [redis_client.hmget(k, fields) for k in keys]
+    assert reads.fetch([(k, fields) for k in keys]) == want  # 300 replies, ~400 kB
+    assert reads.fetch([(keys[-1], fields)]) == [[None, None, None]]  # absent key
+
+
+def test_error_reply_raises_and_the_connection_stays_usable(redis_client, unique_name):
+    redis_client.set(f"{unique_name}:str", b"not a hash")
+    redis_client.hset(f"{unique_name}:h", "a", b"1")
+    reads = HashReads(redis_client)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        reads.fetch([(f"{unique_name}:str", ["a"]), (f"{unique_name}:h", ["a"])])
+    assert reads.fetch([(f"{unique_name}:h", ["a"])]) == [[b"1"]]
+
+
+def test_slow_redis_times_out_with_the_client_timeout_then_recovers(redis_url, unique_name):
+    client = redis.Redis.from_url(redis_url, socket_timeout=0.1)
+    client.hset(unique_name, "a", b"1")
+    reads = HashReads(client, spin_us=200.0)
+    assert reads.fetch([(unique_name, ["a"])]) == [[b"1"]]  # connected: the read itself waits
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
+    t0 = time.monotonic()
+    with pytest.raises(OnlineStoreError, match="too slow"):
+        reads.fetch([(unique_name, ["a"])])
+    assert time.monotonic() - t0 < 0.4
+    time.sleep(0.6)
+    # the timed-out socket was dropped (its late reply must not answer the next call)
+    assert reads.fetch([(unique_name, ["a"])]) == [[b"1"]]
