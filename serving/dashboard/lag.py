@@ -83,12 +83,15 @@ class EndOffsets:
                     c.seek(tp, hw - 1)
                 else:
                     c.pause(tp)
-            while True:  # read the last batch of every partition to its end
+            waiting = {tp for tp in tps if marks.get(tp)}
+            while waiting:  # the last batch of each partition (once: producers keep going)
                 got = c.poll(timeout_ms=self.timeout_ms, max_records=100_000)
                 if not got:
                     break
                 for tp, msgs in got.items():
                     ends[tp] = max(ends[tp] or 0, msgs[-1].offset + 1)
+                    c.pause(tp)
+                    waiting.discard(tp)
             c.resume(*tps)
             return {(tp.topic, tp.partition): ends[tp] for tp in tps}
 

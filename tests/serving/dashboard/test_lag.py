@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from kafka import KafkaProducer
 
@@ -40,6 +43,25 @@ def test_end_offsets_count_the_records_of_the_last_batch(kafka_bootstrap, unique
         try:
             assert ends([(unique_name, 0), (unique_name, 1)]) == {
                 (unique_name, 0): 30, (unique_name, 1): 4}
+            # a producer that never stops: the probe reads one last batch, it does not chase it
+            sent, stop = [0], threading.Event()
+
+            def produce() -> None:
+                while not stop.is_set():
+                    producer.send(unique_name, b"z", partition=1)
+                    producer.flush()
+                    sent[0] += 1
+
+            busy = threading.Thread(target=produce, daemon=True)
+            busy.start()
+            try:
+                time.sleep(0.3)
+                before = 4 + sent[0]
+                end = ends([(unique_name, 1)])[(unique_name, 1)]
+            finally:
+                stop.set()
+                busy.join(5)
+            assert before <= end <= 4 + sent[0]
             assert ends([("no-such-topic-" + unique_name, 0)]) in (
                 {("no-such-topic-" + unique_name, 0): None},
                 {("no-such-topic-" + unique_name, 0): 0},
