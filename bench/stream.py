@@ -210,7 +210,14 @@ def main() -> None:
         out = subprocess.run(worker_cmd(max_idle=2), env=env, capture_output=True, text=True,
                              timeout=1800)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        stats = json.loads(out.stdout.strip().splitlines()[-1])
+        if out.returncode != 0 or not out.stdout.strip():
+            raise SystemExit(f"the worker failed:\n{out.stderr[-4000:]}")
+        try:  # the last JSON line (faust may print terminal escapes around it)
+            line = [x for x in out.stdout.splitlines() if '"first_record_at"' in x][-1]
+            stats = json.loads(line[line.index("{"):line.rindex("}") + 1])
+        except (ValueError, IndexError):
+            raise SystemExit(f"no stats from the worker:\n{out.stdout[-2000:]}"
+                             f"\n{out.stderr[-3000:]}") from None
         assert caught_up(client, source, end), out.stderr[-3000:]
         s = stats[source.topic]
         elapsed = stats["last_commit_at"] - stats["first_record_at"]

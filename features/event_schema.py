@@ -133,44 +133,6 @@ def decode(source: EventSource, raw: bytes) -> dict:
     return normalize(source, obj)
 
 
-def _parse_all(raws: list[bytes]) -> list | None:
-    """JSON of many messages in one orjson call, or None if any message is not one value."""
-    try:
-        objs = orjson.loads(b"[" + b",".join(raws) + b"]")
-    except orjson.JSONDecodeError:
-        return None
-    return objs if len(objs) == len(raws) else None
-
-
-_CHUNK = 256
-
-
-def decode_batch(
-    source: EventSource, raws: list[bytes]
-) -> tuple[list[dict | None], list[tuple[int, SchemaError]]]:
-    """Decode many messages: (events with None where invalid, [(index, error)]).
-
-    JSON is parsed a whole batch per orjson call; when a message is not valid JSON, only its
-    chunk of 256 falls back to one call per message.
-    """
-    objs = _parse_all(raws) if raws else []
-    events: list[dict | None] = []
-    errors: list[tuple[int, SchemaError]] = []
-    for lo in range(0, len(raws), _CHUNK):
-        part = raws[lo:lo + _CHUNK]
-        parsed = objs[lo:lo + _CHUNK] if objs is not None else _parse_all(part)
-        for j, raw in enumerate(part):
-            try:
-                if parsed is None:
-                    events.append(decode(source, raw))
-                else:
-                    events.append(normalize(source, parsed[j]))
-            except SchemaError as e:
-                events.append(None)
-                errors.append((lo + j, e))
-    return events, errors
-
-
 def encode(source: EventSource, event: dict) -> bytes:
     """Wire form of a normalised event (timestamps as ISO strings with µs)."""
     ts_fields = [k for k, t in source.schema.items() if t == "timestamp"]

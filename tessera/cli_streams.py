@@ -167,6 +167,10 @@ def register(app: typer.Typer) -> None:
         group: str = typer.Option("tessera-worker", "--group", envvar="TESSERA_GROUP"),
         lateness: str = typer.Option("1h", "--allowed-lateness"),
         max_records: int = typer.Option(10_000, "--max-records"),
+        commit_interval_s: float = typer.Option(
+            1.0, "--commit-interval",
+            help="while catching up, write Redis at least this often (s); a poll that drains "
+                 "the topics is always written at once"),
         session_timeout_ms: int = typer.Option(10_000, "--session-timeout-ms"),
         max_idle_s: float | None = typer.Option(None, "--max-idle-s",
                                                 help="exit after this long without events"),
@@ -188,7 +192,7 @@ def register(app: typer.Typer) -> None:
             bootstrap=settings.require_kafka(), redis_url=settings.require_redis(),
             offline_dir=settings.offline_dir, group=group, sources=tuple(source),
             allowed_lateness=lateness, max_records=max_records,
-            session_timeout_ms=session_timeout_ms,
+            session_timeout_ms=session_timeout_ms, commit_interval_s=commit_interval_s,
         )
         ensure_topics([fr.sources[s] for s in (source or fr.sources)], cfg.bootstrap)
         worker = Worker(fr, cfg)

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from features.definitions import EventSource, FeatureRepo, FeatureView
-from features.event_schema import decode_batch
+from features.event_columns import EventColumns, decode_columns
 from features.offline.event_log import EventLog
 from features.semantics.windows import parse_duration
 from streams.worker.dlq import DeadLetters, dead_letter
@@ -54,6 +54,10 @@ class WorkerConfig:
     checkpoint_every_s: float = 1.0
     fetch_max_wait_ms: int = 20
     checkpoint_rows: int = 200_000
+    # Redis commits: after every poll that drains the topic (fresh path), else once this many
+    # events or this much time has been folded (catching up: one write per entity per window)
+    commit_events: int = 200_000
+    commit_interval_s: float = 1.0
 
 
 class _Pipeline:
@@ -69,8 +73,10 @@ class _Pipeline:
         self.dlq = DeadLetters(cfg.bootstrap, source.dlq_topic)
         self.consumed = 0
 
-    def process(self, partition: int, records: list) -> list[tuple[int, dict | None]]:
-        events, errors = decode_batch(self.source, [r.value for r in records])
+    def process(self, partition: int, records: list) -> tuple[EventColumns, int]:
+        """The valid events as columns, and the partition's last offset in the batch."""
+        events, errors = decode_columns(self.source, [r.value for r in records],
+                                        [r.offset for r in records])
         if errors:
             wm = self.online.watermark(partition)
             self.dlq.send([
@@ -78,9 +84,8 @@ class _Pipeline:
                                              records[i].value, e))
                 for i, e in errors if records[i].offset > wm
             ])
-        out = [(r.offset, ev) for r, ev in zip(records, events, strict=True)]
         self.consumed += len(records)
-        return out
+        return events, records[-1].offset
 
 
 class Worker:
@@ -109,44 +114,81 @@ class Worker:
         }
         self.consumer: AIOKafkaConsumer | None = None
         self._lock = threading.Lock()  # processing vs. taking the offline buffer
-        self._positions: dict = {}  # TopicPartition -> next offset, of what the sinks hold
+        self._polled: dict = {}  # TopicPartition -> next offset, of what the sinks were given
+        self._folded_since: float | None = None  # oldest fold not yet submitted to Redis
         self._ckpt: asyncio.Task | None = None
         self._stop = False
         self._checkpointed = time.monotonic()
         self.first_record_at: float | None = None
-        self.last_commit_at: float | None = None
         self.on_tick: Callable[[Worker], None] | None = None  # each poll (metrics.update)
 
     def stop(self, *_: object) -> None:
         self._stop = True
 
     def _process(self, polled: dict) -> int:
-        """Sinks for one polled batch (runs in a thread; the event loop keeps heartbeating)."""
+        """Sinks for one polled batch (runs in a thread; the event loop keeps heartbeating).
+
+        Folds go into the cached rings at once; they are written to Redis after every poll
+        that drains the topics (the fresh path), else once enough events or time have been
+        folded (catching up: one write per entity for many events). Each write runs in the
+        background while the next polls are decoded and folded.
+        """
         t0 = time.time()
         with self._lock:
             if self.first_record_at is None:
                 self.first_record_at = time.time()
             n = 0
-            by_topic: dict[str, dict[int, list]] = {}
+            by_topic: dict[str, dict[int, tuple]] = {}
             for tp, records in polled.items():
-                self._positions[tp] = records[-1].offset + 1
+                self._polled[tp] = records[-1].offset + 1
                 pipe = self.pipelines[tp.topic]
                 by_topic.setdefault(tp.topic, {})[tp.partition] = pipe.process(
                     tp.partition, records)
                 n += len(records)
             for topic, batch in by_topic.items():
                 pipe = self.pipelines[topic]
-                pipe.online.apply(batch)
-                for partition, records in batch.items():
-                    pipe.offline.add(partition, records)
-            self.last_commit_at = time.time()
+                pipe.online.fold(batch)
+                for partition, (events, _) in batch.items():
+                    pipe.offline.add(partition, events)
+            if self._folded_since is None:
+                self._folded_since = time.monotonic()
+            pending = sum(p.online.pending for p in self.pipelines.values())
+            if (n < self.cfg.max_records or pending >= self.cfg.commit_events
+                    or time.monotonic() - self._folded_since >= self.cfg.commit_interval_s):
+                for p in self.pipelines.values():
+                    p.online.submit()
+                self._folded_since = None
             log.debug("batch %d records in %.1f ms", n, (time.time() - t0) * 1000)
             return n
+
+    def commit_online(self) -> None:
+        """Everything folded so far into Redis (blocks until it is there)."""
+        with self._lock:
+            for p in self.pipelines.values():
+                p.online.commit()
+            self._folded_since = None
+
+    @property
+    def last_commit_at(self) -> float | None:
+        """When the last write reached Redis (the features were readable from then on)."""
+        landed = [p.online.landed_at for p in self.pipelines.values()
+                  if p.online.landed_at is not None]
+        return max(landed) if landed else None
+
+    def _committable(self) -> dict:
+        """Kafka offsets safe to commit: what the sinks were given, but never past what is in
+        Redis (a crash must replay whatever Redis does not hold yet)."""
+        out = {}
+        for tp, pos in self._polled.items():
+            wm = self.pipelines[tp.topic].online.watermarks.get(tp.partition)
+            if wm is not None:
+                out[tp] = min(pos, wm + 1)
+        return out
 
     def _take(self) -> tuple[dict, dict]:
         with self._lock:
             bufs = {t: p.offline.take() for t, p in self.pipelines.items()}
-            return bufs, dict(self._positions)
+            return bufs, self._committable()
 
     def _write(self, bufs: dict) -> None:
         for topic, buf in bufs.items():
@@ -246,6 +288,8 @@ class Worker:
                             or self._buffered() >= cfg.checkpoint_rows):
                         await self.checkpoint()
                 else:
+                    if not all(p.online.idle for p in self.pipelines.values()):
+                        await asyncio.to_thread(self.commit_online)
                     if self._buffered():
                         await self.checkpoint()  # idle: the log and offsets catch up now
                     if not self.consumer.assignment():
@@ -259,6 +303,7 @@ class Worker:
                     last_stats = time.monotonic()
         finally:
             try:
+                await asyncio.to_thread(self.commit_online)
                 await self.checkpoint(wait=True)
             finally:
                 await self.consumer.stop()
@@ -274,9 +319,10 @@ class _Forget(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked) -> None:
         # Flush the offline buffer so the next owner replays less. Offsets are not committed
         # here; the next owner re-reads from the last checkpoint and skips by the watermarks.
+        await asyncio.to_thread(self.worker.commit_online)
         await self.worker.flush_offline()
         for tp in revoked:
-            self.worker._positions.pop(tp, None)
+            self.worker._polled.pop(tp, None)
             pipe = self.worker.pipelines.get(tp.topic)
             if pipe is not None:
                 pipe.online.forget([tp.partition])

@@ -26,6 +26,7 @@ def run_in_faust(
     """Block until the worker stops (signal, idle limit or error); re-raise its error."""
     cfg = worker.cfg
     outcome: dict[str, BaseException] = {}
+    datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         f"tessera-host-{cfg.group}",
         broker=f"kafka://{cfg.bootstrap}",

@@ -100,7 +100,7 @@ class WorkerMetrics:
             return
         assigned = consumer.assignment()
         lags = consumer_lag({tp: consumer.highwater(tp) for tp in assigned},
-                            worker._positions)
+                            worker._polled)
         labels = set()
         for tp, n in lags.items():
             labels.add((tp.topic, str(tp.partition)))

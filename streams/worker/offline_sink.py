@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pyarrow as pa
 
 from features.definitions import EventSource
+from features.event_columns import EventColumns
 from features.offline.event_log import EventLog
 
 _TYPES = {
@@ -25,14 +27,13 @@ _TYPES = {
 }
 
 
-def to_table(source: EventSource, records: list[tuple[int, dict]], ingest_us: int) -> pa.Table:
+def to_table(source: EventSource, events: EventColumns, ingest_us: int) -> pa.Table:
     """Columns of the schema (timestamps as µs UTC) plus ``_offset`` and ``_ingest_ts``."""
-    cols = {
-        name: pa.array([ev[name] for _, ev in records], type=_TYPES[t])
-        for name, t in source.schema.items()
-    }
-    cols["_offset"] = pa.array([o for o, _ in records], type=pa.int64())
-    cols["_ingest_ts"] = pa.array([ingest_us] * len(records), type=pa.timestamp("us", tz="UTC"))
+    cols = {name: pa.array(events.columns[name], type=_TYPES[t])
+            for name, t in source.schema.items()}
+    cols["_offset"] = pa.array(events.offsets, type=pa.int64())
+    cols["_ingest_ts"] = pa.array(np.full(len(events), ingest_us, dtype=np.int64),
+                                  type=pa.timestamp("us", tz="UTC"))
     return pa.table(cols)
 
 
@@ -42,25 +43,25 @@ class OfflineWriter:
         self.source = source
         self.written = 0
         self.buffered = 0
-        self._buf: dict[int, list[tuple[int, dict]]] = {}
+        self._buf: dict[int, list[EventColumns]] = {}
 
-    def add(self, partition: int, records: list[tuple[int, dict | None]]) -> None:
-        valid = [(o, ev) for o, ev in records if ev is not None]
-        self._buf.setdefault(partition, []).extend(valid)
-        self.buffered += len(valid)
+    def add(self, partition: int, events: EventColumns) -> None:
+        if len(events):
+            self._buf.setdefault(partition, []).append(events)
+            self.buffered += len(events)
 
-    def take(self) -> dict[int, list[tuple[int, dict]]]:
+    def take(self) -> dict[int, list[EventColumns]]:
         """Hand over the buffer (to write while new events are being buffered)."""
         buf, self._buf, self.buffered = self._buf, {}, 0
         return buf
 
-    def write(self, buf: dict[int, list[tuple[int, dict]]]) -> int:
+    def write(self, buf: dict[int, list[EventColumns]]) -> int:
         """Append a taken buffer; returns rows written (those above the log's watermark)."""
         n = 0
         ingest = time.time_ns() // 1000
-        for partition, valid in buf.items():
-            if valid:
-                table = to_table(self.source, valid, ingest)
+        for partition, parts in buf.items():
+            if parts:
+                table = to_table(self.source, EventColumns.concat(parts), ingest)
                 n += self.log.append(self.source, table, topic=self.source.topic,
                                      partition=partition)
         self.written += n

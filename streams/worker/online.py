@@ -1,9 +1,10 @@
 """The online half of a batch: skip what Redis already has, fold the rest, commit fenced.
 
-State per partition: the Redis watermark (last offset whose effects are in Redis) and the
-decoded rings of every entity the partition has touched. Entities are partitioned by key, so
-the partition's owner is the only writer of those rings and the cache stays true — unless the
-partition moved, which the watermark fence detects (then the cache is dropped and reloaded).
+State: per partition the Redis watermark (last offset whose effects are in Redis), and the
+decoded rings of every entity the worker's partitions have touched (``RingCache``, numpy).
+Entities are partitioned by key, so the partition's owner is the only writer of those rings and
+the cache stays true — unless the partition moved, which the watermark fence detects (then the
+partition's rows are dropped and reloaded).
 
 Late events: an event with ``ts < wall clock - (longest window + its hop + allowed lateness)``
 is not
@@ -14,18 +15,31 @@ could see it, so serving and the offline recomputation at any ``t >= now`` agree
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
 
 from features.definitions import EventSource, FeatureView
+from features.event_columns import EventColumns
 from features.online.layout import ViewLayout, entity_key, offset_key
 from streams.worker.redis_sink import RedisSink
-from streams.worker.tiles import HopPlan, Ring, fold, plan_views
+from streams.worker.tiles import HopPlan, RingCache, fields_needed, fold_batch, plan_views
+
+# HSET keeps a key's TTL, so the TTL is refreshed at most once an hour per entity: a key lives
+# between ttl and ttl + 1 h after its last write.
+TTL_REFRESH_S = 3600
 
 
 @dataclass
-class PartitionState:
-    watermark: int
-    rings: dict[str, list[Ring]] = field(default_factory=dict)
+class _Job:
+    """A write in flight: its batches (to refold if fenced off), counters and offsets."""
+
+    batches: list
+    counts: list
+    last: dict[int, int]
+    due: np.ndarray
+    result: Future
 
 
 @dataclass
@@ -58,110 +72,193 @@ class OnlineWriter:
             allowed_lateness_us
         )
         self.ttl_s = max(ViewLayout(v).ttl_seconds for v in views)
-        self.state: dict[int, PartitionState] = {}
+        self.watermarks: dict[int, int] = {}
+        self.cache = RingCache(self.plans)
+        self.value_fields = fields_needed(self.plans)
         self.stats = OnlineStats()
+        self._reset_pending()
+        self._inflight: _Job | None = None
+        self.landed_at: float | None = None  # when the last write reached Redis
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="redis-commit")
         keys = source.entity.keys
         ent = source.entity
-        if len(keys) == 1:  # same string as entity_key(), without its per-call checks
+        if len(keys) == 1:  # same strings as entity_key(), without its per-call checks
             prefix, k0 = entity_key(ent, ("",)), keys[0]
-            self._key = lambda ev: prefix + str(ev[k0])
+            self._keys = lambda c, ix: [prefix + str(v) for v in _values(c[k0], ix)]
         else:
-            self._key = lambda ev: entity_key(ent, [ev[k] for k in keys])
+            self._keys = lambda c, ix: [
+                entity_key(ent, vs) for vs in zip(*(_values(c[k], ix) for k in keys), strict=True)]
 
     def forget(self, partitions: list[int]) -> None:
-        """Drop cached state (partitions revoked): memory only, correctness is the fence's."""
+        """Commit what is pending, then drop the partitions' cached state (revoked)."""
+        self.commit()
         for p in partitions:
-            self.state.pop(p, None)
+            self.watermarks.pop(p, None)
+        self.cache.drop(partitions)
 
     def watermark(self, partition: int) -> int:
         """Last offset whose effects are in Redis (loaded on first use)."""
-        st = self.state.get(partition)
-        if st is None:
+        wm = self.watermarks.get(partition)
+        if wm is None:
             (wm,) = self.sink.watermarks([self._offset_key(partition)])
-            st = self.state[partition] = PartitionState(wm)
-        return st.watermark
+            self.watermarks[partition] = wm
+        return wm
 
     def _offset_key(self, partition: int) -> str:
         return offset_key(self.group, self.source.topic, partition)
 
-    def apply(self, batch: dict[int, list[tuple[int, dict | None]]]) -> None:
-        """Apply ``{partition: [(offset, event or None if invalid)]}`` (offsets ascending)."""
-        parts = [p for p, recs in batch.items() if recs]
-        if not parts:
+    @property
+    def pending(self) -> int:
+        """Events folded into the cache but not yet submitted to Redis."""
+        return self._pending_events
+
+    @property
+    def idle(self) -> bool:
+        """Nothing pending and no write in flight."""
+        return not self._pending and self._inflight is None
+
+    def apply(self, batch: dict[int, tuple[EventColumns, int]]) -> None:
+        """Fold and commit one batch (``fold`` then ``commit``)."""
+        self.fold(batch)
+        self.commit()
+
+    def fold(self, batch: dict[int, tuple[EventColumns, int]]) -> None:
+        """Fold ``{partition: (valid events, last offset of the batch)}`` into the cache; it
+        reaches Redis at the next ``commit``."""
+        if not batch:
             return
-        missing = [p for p in parts if p not in self.state]
+        missing = [p for p in batch if p not in self.watermarks]
         if missing:
             wms = self.sink.watermarks([self._offset_key(p) for p in missing])
-            for p, wm in zip(missing, wms, strict=True):
-                self.state[p] = PartitionState(wm)
-        while True:
-            writes, fences, counts = self._fold(batch, parts)
-            stale = self.sink.commit(writes, self.ttl_s, fences)
-            if stale is None:
-                self.stats.applied += counts[0]
-                self.stats.skipped_replay += counts[1]
-                self.stats.late += counts[2]
-                if counts[3] is not None:
-                    self.stats.newest_ts = max(self.stats.newest_ts or counts[3], counts[3])
-                for p in parts:
-                    st = self.state[p]
-                    st.watermark = max(st.watermark, batch[p][-1][0])
-                return
-            # Another worker wrote these partitions: our rings may be stale (and this batch's
-            # folds are in them). Reload everything from Redis and redo the batch.
-            self.stats.fence_retries += 1
-            for p in parts:
-                self.state[p] = PartitionState(stale[self._offset_key(p)])
+            self.watermarks.update(zip(missing, wms, strict=True))
+        self._pending.append(batch)
+        self._pending_events += sum(len(ev) for ev, _ in batch.values())
+        self._fold(batch)
 
-    def _fold(self, batch, parts):
+    def commit(self) -> None:
+        """Everything folded so far into Redis; returns when it is there."""
+        self.wait()
+        while self._pending:
+            self.submit()
+            self.wait()
+
+    def submit(self) -> None:
+        """Start writing what is pending in the background (after the previous write ended):
+        every ring the pending batches touched and the partitions' new watermarks, in one
+        fenced transaction. Folding goes on meanwhile; ``wait`` collects the outcome."""
+        self.wait()
+        if not self._pending:
+            return
+        last: dict[int, int] = {}
+        for batch in self._pending:
+            for p, (_, off) in batch.items():
+                last[p] = max(last.get(p, -1), off)
+        fences = {
+            self._offset_key(p): (self.watermarks[p], max(self.watermarks[p], off))
+            for p, off in last.items()
+        }
+        cache = self.cache
+        rows = np.nonzero(cache.dirty)[0]
+        cache.dirty[rows] = False
+        due = rows[cache.expire_due[rows] <= time.time()]
+        args = ([cache.keys[r] for r in rows.tolist()], self.fields, *cache.encode(rows),
+                [cache.keys[r] for r in due.tolist()], self.ttl_s + TTL_REFRESH_S, fences)
+        self._inflight = _Job(self._pending, self._counts, last, due,
+                              self._pool.submit(_timed, self.sink.commit, *args))
+        self._reset_pending()
+
+    def wait(self) -> bool:
+        """Collect the background write, if any: True if it landed. If another worker moved a
+        watermark since we loaded it, nothing was written: drop the rings of every partition
+        in flight or pending, reload them and refold those batches (pending again)."""
+        job, self._inflight = self._inflight, None
+        if job is None:
+            return True
+        # a Redis error propagates: the worker stops and a restart replays from Kafka
+        stale, landed_at = job.result.result()
+        cache = self.cache
+        if stale is None:
+            self.landed_at = landed_at
+            cache.expire_due[job.due] = time.time() + TTL_REFRESH_S
+            c = job.counts
+            self.stats.applied += c[0]
+            self.stats.skipped_replay += c[1]
+            self.stats.late += c[2]
+            if c[3] is not None:
+                self.stats.newest_ts = max(self.stats.newest_ts or c[3], c[3])
+            for p, off in job.last.items():
+                self.watermarks[p] = max(self.watermarks[p], off)
+            return True
+        self.stats.fence_retries += 1
+        batches = job.batches + self._pending
+        parts = sorted({p for b in batches for p in b})
+        cache.drop(parts)
+        for p in parts:
+            self.watermarks.pop(p, None)
+        self._reset_pending()
+        for batch in batches:
+            self.fold(batch)
+        return False
+
+    def _reset_pending(self) -> None:
+        self._pending: list[dict[int, tuple[EventColumns, int]]] = []
+        self._pending_events = 0
+        self._counts: list = [0, 0, 0, None]  # applied, skipped, late, newest ts
+
+    def _fold(self, batch: dict[int, tuple[EventColumns, int]]) -> None:
+        parts = list(batch)
         horizon = time.time_ns() // 1000 - self.horizon_us
         tsf = self.source.timestamp_field
-        applied = skipped = late = 0
-        newest = -(2**63)
-        todo: list[tuple[PartitionState, str, dict, int, int]] = []
+        skipped = late = 0
+        keys: list[str] = []
+        owner: list[int] = []
+        sel: list[EventColumns] = []
         for p in parts:
-            st = self.state[p]
-            for offset, ev in batch[p]:
-                if ev is None:
-                    continue
-                if offset <= st.watermark:
-                    skipped += 1
-                    continue
-                ts = ev[tsf]
-                if ts < horizon:
-                    late += 1
-                    continue
-                if ts > newest:
-                    newest = ts
-                todo.append((st, self._key(ev), ev, ts, offset))
+            ev = batch[p][0]
+            fresh = ev.offsets > self.watermarks[p]
+            on_time = ev.columns[tsf] >= horizon
+            skipped += int((~fresh).sum())
+            late += int((fresh & ~on_time).sum())
+            ix = np.nonzero(fresh & on_time)[0]
+            keys += self._keys(ev.columns, ix)
+            owner += [p] * len(ix)
+            sel.append(EventColumns(ev.offsets[ix], {
+                k: ev.columns[k][ix] for k in (tsf, *self.value_fields)}))
+        applied = len(keys)
+        cache = self.cache
         # load the rings this batch needs and the cache lacks, in one round trip
-        need: dict[str, PartitionState] = {}
-        for st, key, *_ in todo:
-            if key not in st.rings:
-                need[key] = st
+        need: dict[str, int] = {}
+        for key, p in zip(keys, owner, strict=True):
+            if key not in cache.rows and key not in need:
+                need[key] = p
         if need:
-            keys = list(need)
-            for key, blobs in zip(keys, self.sink.load(keys, self.fields), strict=True):
-                need[key].rings[key] = [
-                    plan.decode(b) for plan, b in zip(self.plans, blobs, strict=True)
-                ]
-        touched: dict[str, list[Ring]] = {}
-        plans = self.plans
-        for st, key, ev, ts, offset in todo:
-            rings = st.rings[key]
-            fold(rings, plans, ev, ts, offset)
-            touched[key] = rings
-            applied += 1
-        writes = {
-            key: {p.field: p.encode(r) for p, r in zip(plans, rings, strict=True)
-                  if r.newest != -(2**63)}
-            for key, rings in touched.items()
-        }
-        fences = {
-            self._offset_key(p): (
-                self.state[p].watermark,
-                max(self.state[p].watermark, batch[p][-1][0]),
-            )
-            for p in parts
-        }
-        return writes, fences, (applied, skipped, late, newest if todo else None)
+            nkeys = list(need)
+            cache.add(nkeys, list(need.values()), self.sink.load(nkeys, self.fields))
+        rows_of = cache.rows
+        rows = np.fromiter((rows_of[k] for k in keys), dtype=np.int64, count=applied)
+        ts_a = np.concatenate([e.columns[tsf] for e in sel]).astype(np.int64, copy=False)
+        seq_a = np.concatenate([e.offsets for e in sel])
+        cols = {f: np.concatenate([e.columns[f] for e in sel]).astype(np.float64, copy=False)
+                for f in self.value_fields}
+        for plan, arr in zip(self.plans, cache.arrays, strict=True):
+            fold_batch(arr, plan, rows, ts_a, seq_a, cols)
+        cache.dirty[rows] = True
+        c = self._counts
+        c[0] += applied
+        c[1] += skipped
+        c[2] += late
+        if applied:
+            newest = int(ts_a.max())
+            c[3] = newest if c[3] is None else max(c[3], newest)
+
+
+def _timed(fn, *args):
+    out = fn(*args)
+    return out, time.time()
+
+
+def _values(col, ix: np.ndarray) -> list:
+    """Python values of a column at ``ix`` (lists for strings, numpy arrays otherwise)."""
+    if isinstance(col, list):
+        return [col[i] for i in ix.tolist()]
+    return col[ix].tolist()

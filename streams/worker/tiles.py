@@ -1,37 +1,31 @@
-"""Folding events into tile rings (pure: no I/O).
+"""Folding a batch of events into tile rings (pure: numpy, no I/O).
 
-A ``Ring`` is the decoded value of one Redis hash field (``HopLayout``): the newest event time
-applied and ``{tile index: flat IR values}``. ``fold`` merges one event into every ring of its
-entity with the scalar algebra of ``features.semantics.aggregations`` — the same ``prepare`` and
-``merge`` the offline computation uses, so online and offline agree bit for bit on
-counts/min/max/last and to rounding on sums.
+The rings of one (view, hop) for every cached entity live in one numpy structured array whose
+row ``r`` is entity ``r``'s ring *byte for byte as stored in Redis* (``HopLayout``): decoding
+is ``frombuffer`` and encoding is ``tobytes``, and a batch folds with whole-array operations
+instead of a Python loop per event and ring.
+
+``fold_batch`` applies the algebra of ``features.semantics.aggregations`` per tile: tile
+sums add in log order with ``ufunc.at`` (as the scalar ``merge`` chain does), min/max and
+``last`` select, and ``stddev`` merges event by event with the algebra's own formula, so a
+folded tile equals the algebra's fold exactly (``tests/streams/test_tiles.py``).
+
+A ring keeps the newest ``slots`` tiles: after a batch, a tile ``<= top - slots`` (``top`` the
+ring's newest tile) is emptied, and an event whose tile is that old is skipped — no read at or
+after the ring's newest tile can see it.
 """
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
 
 from features.definitions import FeatureView
 from features.online.layout import EMPTY_TILE, HopLayout, ViewLayout
-from features.semantics.aggregations import Aggregation, get_aggregation
 
 NO_EVENT = -(2**63)
-
-
-class Ring:
-    """Mutable decoded ring: newest event time, top tile index, tiles."""
-
-    __slots__ = ("newest", "top", "tiles")
-
-    def __init__(self, newest: int = NO_EVENT, tiles: dict[int, list[float]] | None = None):
-        self.newest = newest
-        self.tiles = tiles if tiles is not None else {}
-        self.top = max(self.tiles) if self.tiles else NO_EVENT
-
-
-# Inlined ``merge(acc, prepare(value, ts, seq))`` per aggregation, in the algebra's exact
-# float operation order (tests check them against the algebra).
 COUNT, SUM, MEAN, MIN, MAX, LAST, STDDEV = range(7)
 _KINDS = {"count": COUNT, "sum": SUM, "mean": MEAN, "min": MIN, "max": MAX, "last": LAST,
           "stddev": STDDEV}
@@ -39,108 +33,238 @@ _KINDS = {"count": COUNT, "sum": SUM, "mean": MEAN, "min": MIN, "max": MAX, "las
 
 @dataclass(frozen=True)
 class HopPlan:
-    """How one event touches one ring: the tile size, ring length and IR parts to update."""
+    """How a batch touches one (view, hop) ring: tile size, ring length, IR parts to update."""
 
     layout: HopLayout
-    hop: int
-    slots: int
-    parts: tuple[tuple[Aggregation, str | None, int, int], ...]  # agg, event field, start, stop
-    empty: tuple[float, ...]
-    ops: tuple[tuple[int, int, str | None], ...] = field(default=())  # kind, start, field
-    packer: struct.Struct | None = None
+    ops: tuple[tuple[int, int, str | None], ...]  # kind, first IR index, event field
 
     @property
     def field(self) -> str:
         return self.layout.field
 
-    def decode(self, blob: bytes | None) -> Ring:
-        if not blob:
-            return Ring()
-        newest, tiles = self.layout.decode(blob)
-        return Ring(newest, {i: list(v) for i, v in tiles.items()})
+    @property
+    def hop(self) -> int:
+        return self.layout.hop
 
-    def encode(self, ring: Ring) -> bytes:
-        """Same bytes as ``HopLayout.encode`` (tested), packed with one struct call."""
-        floor = ring.top - self.slots
-        for idx in [i for i in ring.tiles if i <= floor]:
-            del ring.tiles[idx]
-        n = self.slots
-        by_slot: list = [None] * n
-        for idx in ring.tiles:
-            by_slot[idx % n] = idx
-        args: list = [ring.newest]
-        empty = self.empty
-        for idx in by_slot:
-            if idx is None:
-                args.append(EMPTY_TILE)
-                args.extend(empty)
-            else:
-                args.append(idx)
-                args.extend(ring.tiles[idx])
-        return self.packer.pack(*args)
+    @property
+    def slots(self) -> int:
+        return self.layout.slots
+
+    @cached_property
+    def dtype(self) -> np.dtype:
+        """One ring as a numpy record: the exact bytes of ``HopLayout.encode``."""
+        w = self.layout.width
+        tile = np.dtype([("i", "<i8"), ("v", "<f8", (w,))])
+        return np.dtype([("newest", "<i8"), ("t", tile, (self.layout.slots,))])
+
+    @cached_property
+    def empty_ring(self) -> bytes:
+        return self.layout.encode(NO_EVENT, {})
+
+    @cached_property
+    def empty(self) -> np.ndarray:
+        return np.array(self.layout.empty_values(), dtype=np.float64)
 
 
 def plan_views(views: list[FeatureView]) -> list[HopPlan]:
     """One ``HopPlan`` per (view, hop) ring of every view on a source."""
     plans = []
     for view in views:
-        for hop, hl in ViewLayout(view).hops.items():
-            parts, ops = [], []
-            for (fn, fld), start in zip(hl.parts, hl.offsets, strict=True):
-                agg = get_aggregation(fn)
-                parts.append((agg, fld, start, start + agg.width))
-                ops.append((_KINDS[fn], start, fld))
-            packer = struct.Struct("<q" + f"q{hl.width}d" * hl.slots)
-            plans.append(HopPlan(hl, hop, hl.slots, tuple(parts), tuple(hl.empty_values()),
-                                 tuple(ops), packer))
+        for hl in ViewLayout(view).hops.values():
+            ops = tuple(
+                (_KINDS[fn], start, fld)
+                for (fn, fld), start in zip(hl.parts, hl.offsets, strict=True)
+            )
+            plans.append(HopPlan(hl, ops))
     return plans
 
 
-def fold(rings: list[Ring], plans: list[HopPlan], event: dict, ts: int, seq: int) -> None:
-    """Merge one event (event time ``ts``, log position ``seq``) into its entity's rings.
+def fields_needed(plans: list[HopPlan]) -> list[str]:
+    """Event fields the folds read (as float64 columns)."""
+    return sorted({fld for p in plans for _, _, fld in p.ops if fld is not None})
 
-    A tile older than the ring can hold (``top - slots``) is skipped: no read at or after the
-    ring's newest tile can see it.
-    """
-    for ring, p in zip(rings, plans, strict=True):
-        idx = ts // p.hop
-        if idx <= ring.top - p.slots:
+
+def fold_batch(
+    rings: np.ndarray,
+    plan: HopPlan,
+    rows: np.ndarray,
+    ts: np.ndarray,
+    seq: np.ndarray,
+    cols: dict[str, np.ndarray],
+) -> None:
+    """Merge events (entity row, event time µs, log position, field columns), in log order,
+    into ``rings`` (a structured array of ``plan.dtype``) in place."""
+    if len(rows) == 0:
+        return
+    S = plan.slots
+    idx2 = rings["t"]["i"]  # (rows, slots) views into the records
+    val3 = rings["t"]["v"]
+    tidx = ts // plan.hop
+    urows, rinv = np.unique(rows, return_inverse=True)
+    top = idx2[urows].max(axis=1)
+    np.maximum.at(top, rinv, tidx)
+    keep = tidx > top[rinv] - S
+    if not keep.all():
+        if not keep.any():
+            return
+        rows, ts, seq, tidx = rows[keep], ts[keep], seq[keep], tidx[keep]
+        cols = {k: v[keep] for k, v in cols.items()}
+    slot = tidx % S
+    upos, inv = np.unique(rows * S + slot, return_inverse=True)
+    ur, us = upos // S, upos % S
+    cur = idx2[ur, us]
+    tgt = cur.copy()
+    np.maximum.at(tgt, inv, tidx)
+    tiles = val3[ur, us]  # a copy: (tiles, width)
+    tiles[tgt > cur] = plan.empty  # the slot moves on to a newer tile
+    on = tidx == tgt[inv]  # events of an older tile than their slot's newest are gone
+    if not on.all():
+        inv, ts, seq = inv[on], ts[on], seq[on]
+        cols = {k: v[on] for k, v in cols.items()}
+    for kind, a, fld in plan.ops:
+        if kind == COUNT:
+            np.add.at(tiles[:, a], inv, 1.0)
             continue
-        tile = ring.tiles.get(idx)
-        if tile is None:
-            tile = ring.tiles[idx] = list(p.empty)
-            if idx > ring.top:
-                ring.top = idx
-        for kind, a, fld in p.ops:
-            if kind == COUNT:
-                tile[a] += 1.0
-                continue
-            v = float(event[fld])
-            if kind == SUM:
-                tile[a] += v
-            elif kind == MEAN:
-                tile[a] += 1.0
-                tile[a + 1] += v
-            elif kind == MAX:
-                if v > tile[a]:
-                    tile[a] = v
-            elif kind == MIN:
-                if v < tile[a]:
-                    tile[a] = v
-            elif kind == LAST:
-                if (ts, seq) >= (tile[a], tile[a + 1]):
-                    tile[a] = float(ts)
-                    tile[a + 1] = float(seq)
-                    tile[a + 2] = v
-            else:  # STDDEV: Chan et al. merge of (n, mean, m2) with (1, v, 0)
-                na = tile[a]
-                if na == 0:
-                    tile[a], tile[a + 1], tile[a + 2] = 1.0, v, 0.0
-                else:
-                    n = na + 1.0
-                    d = v - tile[a + 1]
-                    tile[a + 1] = tile[a + 1] + d * 1.0 / n
-                    tile[a + 2] = tile[a + 2] + 0.0 + d * d * na * 1.0 / n
-                    tile[a] = n
-        if ts > ring.newest:
-            ring.newest = ts
+        v = cols[fld]
+        if kind == SUM:
+            np.add.at(tiles[:, a], inv, v)
+        elif kind == MEAN:
+            np.add.at(tiles[:, a], inv, 1.0)
+            np.add.at(tiles[:, a + 1], inv, v)
+        elif kind == MAX:
+            np.maximum.at(tiles[:, a], inv, v)
+        elif kind == MIN:
+            np.minimum.at(tiles[:, a], inv, v)
+        elif kind == LAST:
+            _fold_last(tiles, a, inv, ts, seq, v)
+        else:
+            _fold_stddev(tiles, a, inv, v)
+    idx2[ur, us] = tgt
+    val3[ur, us] = tiles
+    np.maximum.at(rings["newest"], rows, ts)
+    _prune(idx2, val3, urows, S, plan.empty)
+
+
+def _fold_last(tiles: np.ndarray, a: int, inv: np.ndarray, ts: np.ndarray, seq: np.ndarray,
+               v: np.ndarray) -> None:
+    """Per tile, the event with the greatest (ts, seq) replaces the state if not older."""
+    order = np.lexsort((seq, ts, inv))
+    g = inv[order]
+    last = order[np.r_[g[1:] != g[:-1], True]]
+    gi, t, s = inv[last], ts[last].astype(np.float64), seq[last].astype(np.float64)
+    at, aseq = tiles[gi, a], tiles[gi, a + 1]
+    win = (t > at) | ((t == at) & (s >= aseq))
+    gi = gi[win]
+    tiles[gi, a], tiles[gi, a + 1], tiles[gi, a + 2] = t[win], s[win], v[last][win]
+
+
+def _fold_stddev(tiles: np.ndarray, a: int, inv: np.ndarray, v: np.ndarray) -> None:
+    """Chan et al.'s merge with ``(1, v, 0)``, event by event, as the algebra does it."""
+    for g, x in zip(inv.tolist(), v.tolist(), strict=True):
+        na = tiles[g, a]
+        if na == 0:
+            tiles[g, a], tiles[g, a + 1], tiles[g, a + 2] = 1.0, x, 0.0
+        else:
+            n = na + 1.0
+            d = x - tiles[g, a + 1]
+            tiles[g, a + 1] = tiles[g, a + 1] + d * 1.0 / n
+            tiles[g, a + 2] = tiles[g, a + 2] + 0.0 + d * d * na * 1.0 / n
+            tiles[g, a] = n
+
+
+def _prune(idx2: np.ndarray, val3: np.ndarray, rows: np.ndarray, S: int,
+           empty: np.ndarray) -> None:
+    """Empty the tiles a ring no longer holds (older than its newest tile - slots)."""
+    i = idx2[rows]
+    top = i.max(axis=1)
+    stale = (i <= (top - S)[:, None]) & (i != EMPTY_TILE)
+    if stale.any():
+        r, s = np.nonzero(stale)
+        idx2[rows[r], s] = EMPTY_TILE
+        val3[rows[r], s] = empty
+
+
+class RingCache:
+    """The decoded rings of a source's entities, one structured array per plan.
+
+    Rows are handed out per entity key and remembered with the partition that owns the
+    entity, so a revoked or fenced-off partition's rows can be dropped and reloaded.
+    """
+
+    def __init__(self, plans: list[HopPlan], capacity: int = 1024) -> None:
+        self.plans = plans
+        self.rows: dict[str, int] = {}
+        self.keys: list[str | None] = []
+        self.partition = np.full(capacity, -1, dtype=np.int32)
+        self.expire_due = np.zeros(capacity, dtype=np.float64)  # when to refresh the key's TTL
+        self.dirty = np.zeros(capacity, dtype=bool)  # folded since the last commit
+        self.arrays = [np.zeros(capacity, dtype=p.dtype) for p in plans]
+        self._free: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _grow(self, need: int) -> None:
+        cap = len(self.partition)
+        if need <= cap:
+            return
+        new = max(need, cap * 2)
+        part = np.full(new, -1, dtype=np.int32)
+        part[:cap] = self.partition
+        self.partition = part
+        due = np.zeros(new, dtype=np.float64)
+        due[:cap] = self.expire_due
+        self.expire_due = due
+        dirty = np.zeros(new, dtype=bool)
+        dirty[:cap] = self.dirty
+        self.dirty = dirty
+        for j, arr in enumerate(self.arrays):
+            bigger = np.zeros(new, dtype=arr.dtype)
+            bigger[:cap] = arr
+            self.arrays[j] = bigger
+
+    def add(self, keys: list[str], partitions: list[int],
+            blobs: list[list[bytes | None]]) -> None:
+        """Cache entities from their stored rings (``blobs[i][j]``: key i, plan j; None = new)."""
+        if not keys:
+            return
+        rows = []
+        for key in keys:
+            if self._free:
+                r = self._free.pop()
+                self.keys[r] = key
+            else:
+                r = len(self.keys)
+                self.keys.append(key)
+            self.rows[key] = r
+            rows.append(r)
+        self._grow(len(self.keys))
+        rows_a = np.array(rows, dtype=np.int64)
+        self.partition[rows_a] = partitions
+        self.expire_due[rows_a] = 0.0
+        self.dirty[rows_a] = False
+        for j, (plan, arr) in enumerate(zip(self.plans, self.arrays, strict=True)):
+            size, empty = plan.dtype.itemsize, plan.empty_ring
+            raw = b"".join(
+                b[j] if b[j] is not None and len(b[j]) == size else empty for b in blobs
+            )
+            arr[rows_a] = np.frombuffer(raw, dtype=plan.dtype)
+
+    def drop(self, partitions: list[int]) -> None:
+        """Forget the entities of these partitions (revoked, or another writer moved them)."""
+        for r in np.nonzero(np.isin(self.partition, partitions))[0].tolist():
+            key = self.keys[r]
+            if key is not None:
+                del self.rows[key]
+                self.keys[r] = None
+                self._free.append(r)
+            self.partition[r] = -1
+            self.dirty[r] = False
+
+    def encode(self, rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """The rows' stored ring bytes, per plan a ``(rows, ring size)`` uint8 matrix, and
+        which rings have seen an event (the others are not written)."""
+        subs = [arr[rows] for arr in self.arrays]
+        present = np.stack([s["newest"] != NO_EVENT for s in subs], axis=1).reshape(
+            len(rows), len(subs))
+        return [s.view(np.uint8).reshape(len(rows), s.dtype.itemsize) for s in subs], present

@@ -12,7 +12,6 @@ from features.errors import SchemaError
 from features.event_schema import (
     datetime_to_us,
     decode,
-    decode_batch,
     encode,
     key_of,
     normalize,
@@ -70,22 +69,6 @@ def test_rejections_name_the_field_and_reason(payload, field, words):
         decode(transactions, payload)
     assert e.value.field == field
     assert words in str(e.value)
-
-
-def test_batch_matches_single_decoding_with_and_without_bad_json():
-    raws = [raw(user_id=f"u{i}", amount=float(i)) for i in range(50)]
-    raws[7] = raw(amount="x")
-    events, errors = decode_batch(transactions, raws)
-    assert [i for i, _ in errors] == [7] and errors[0][1].field == "amount"
-    assert events[7] is None
-    assert events[8] == decode(transactions, raws[8])
-    raws[3] = b'{"user_id": '  # broken JSON forces the per-message path
-    raws[4] = b'{"a":1},{"b":2}'  # two documents in one message must not shift the rest
-    events2, errors2 = decode_batch(transactions, raws)
-    assert sorted(i for i, _ in errors2) == [3, 4, 7]
-    assert [e for i, e in enumerate(events2) if i not in (3, 4)] == [
-        e for i, e in enumerate(events) if i not in (3, 4)
-    ]
 
 
 def test_encode_round_trips_microseconds():

@@ -55,7 +55,8 @@ class StreamEnv:
     def source(self):
         return self.repo.sources["txn"]
 
-    def start_worker(self, max_records: int = 200, metrics_port: int = 0) -> subprocess.Popen:
+    def start_worker(self, max_records: int = 200, metrics_port: int = 0,
+                     commit_interval: float = 1.0) -> subprocess.Popen:
         env = {**os.environ, "KAFKA_BOOTSTRAP": self.bootstrap, "REDIS_URL": self.redis_url,
                "TESSERA_HOME": str(self.home)}
         log = open(self.home / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
@@ -63,7 +64,7 @@ class StreamEnv:
             [sys.executable, "-c", "from tessera.cli import main; main()", "worker",
              "--repo", str(self.repo_path), "--group", self.group,
              "--max-records", str(max_records), "--session-timeout-ms", "6000",
-             "--metrics-port", str(metrics_port)],
+             "--metrics-port", str(metrics_port), "--commit-interval", str(commit_interval)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)

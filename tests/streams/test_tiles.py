@@ -1,17 +1,18 @@
-"""Tile folding (pure): the inlined merges equal the algebra, the packed rings equal the
-layout's encoding, and reads of the folded rings equal a brute-force reference."""
+"""Tile folding (pure): batch folds equal the algebra's event-by-event merges, the stored rings
+equal the layout's encoding, and reads of the folded rings equal a brute-force reference."""
 
 from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from features import Aggregate, Entity, EventSource, FeatureView
 from features.online.fold import fold_view
 from features.online.layout import ViewLayout
 from features.semantics.windows import MINUTE
-from streams.worker.tiles import Ring, fold, plan_views
+from streams.worker.tiles import RingCache, fold_batch, plan_views
 from tests.reference import brute_force, close
 
 user = Entity("user", keys=["user_id"])
@@ -19,66 +20,111 @@ src = EventSource("s", {"user_id": "string", "x": "float", "ts": "timestamp"}, "
 W = ["10m", "2h"]
 VIEW = FeatureView("v", src, [Aggregate(fn, W, field=None if fn == "count" else "x")
                               for fn in ("count", "sum", "mean", "min", "max", "last", "stddev")])
+PLANS = plan_views([VIEW])
 
 
-def algebra_fold(plans, events):
-    """The same rings built with the algebra's own prepare/merge."""
-    rings = [dict() for _ in plans]
-    for seq, (ts, x) in enumerate(events):
-        for tiles, p in zip(rings, plans, strict=True):
+def algebra_rings(events):
+    """Per plan and entity: newest ts and tiles, merged one event at a time by the algebra,
+    keeping the tiles newer than the ring's newest tile minus its slots."""
+    out = []
+    for p in PLANS:
+        per = {}
+        for seq, (ent, ts, x) in enumerate(events):
+            newest, tiles = per.get(ent, (None, {}))
             idx = ts // p.hop
-            tile = list(tiles.get(idx, p.empty))
-            for agg, _fld, a, b in p.parts:
-                tile[a:b] = agg.merge(tile[a:b], agg.prepare(x, ts, seq))
+            tile = list(tiles.get(idx, p.layout.empty_values()))
+            for (fn, _), a in zip(p.layout.parts, p.layout.offsets, strict=True):
+                from features.semantics.aggregations import get_aggregation
+
+                agg = get_aggregation(fn)
+                tile[a:a + agg.width] = agg.merge(tuple(tile[a:a + agg.width]),
+                                                  agg.prepare(x, ts, seq))
             tiles[idx] = tile
-    return rings
+            per[ent] = (ts if newest is None else max(newest, ts), tiles)
+        kept = {}
+        for ent, (newest, tiles) in per.items():
+            top = max(tiles)
+            kept[ent] = (newest, {i: t for i, t in tiles.items() if i > top - p.slots})
+        out.append(kept)
+    return out
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_fold_matches_algebra_and_brute_force(seed):
+def fold_in_batches(cache, events, rng):
+    """Fold ``events`` (entity, ts, x) through ``fold_batch`` in random batch splits."""
+    lo = 0
+    while lo < len(events):
+        hi = min(len(events), lo + rng.randrange(1, 80))
+        new = sorted({e for e, _, _ in events[lo:hi]} - set(cache.rows))
+        cache.add(new, [0] * len(new), [[None] * len(PLANS) for _ in new])
+        rows = np.array([cache.rows[e] for e, _, _ in events[lo:hi]], dtype=np.int64)
+        ts = np.array([t for _, t, _ in events[lo:hi]], dtype=np.int64)
+        seq = np.arange(lo, hi, dtype=np.int64)
+        cols = {"x": np.array([x for _, _, x in events[lo:hi]], dtype=np.float64)}
+        for plan, arr in zip(PLANS, cache.arrays, strict=True):
+            fold_batch(arr, plan, rows, ts, seq, cols)
+        lo = hi
+
+
+def random_events(rng, n_entities=4):
+    t0 = 1_800_000_000_000_000
+    events = [(f"e{rng.randrange(n_entities)}", t0 + rng.randrange(0, 150 * MINUTE),
+               round(rng.uniform(-50, 500), 2)) for _ in range(rng.randrange(1, 300))]
+    events.insert(rng.randrange(len(events) + 1), (events[0][0], events[0][1], 1.0))  # tie
+    return events
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batch_fold_matches_algebra_and_brute_force(seed):
     rng = random.Random(seed)
-    t0 = 1_800_000_000_000_000
-    events = [(t0 + rng.randrange(0, 150 * MINUTE), round(rng.uniform(-50, 500), 2))
-              for _ in range(rng.randrange(1, 300))]
-    if seed == 0:  # ties in event time: 'last' must follow log order
-        events += [(events[0][0], 1.0), (events[0][0], 2.0)]
-    plans = plan_views([VIEW])
-    rings = [Ring() for _ in plans]
-    for seq, (ts, x) in enumerate(events):
-        fold(rings, plans, {"x": x}, ts, seq)
-    ref = algebra_fold(plans, events)
-    top = max(ts for ts, _ in events)
-    for ring, tiles, p in zip(rings, ref, plans, strict=True):
-        keep = {i: v for i, v in tiles.items() if i > ring.top - p.slots}
-        assert {i: ring.tiles[i] for i in keep} == keep
-        blob = p.encode(ring)
-        assert blob == p.layout.encode(ring.newest, keep)
-        assert p.decode(blob).tiles == keep
+    events = random_events(rng)
+    cache = RingCache(PLANS, capacity=2)  # grows while folding
+    fold_in_batches(cache, events, rng)
+    ref = algebra_rings(events)
     layout = ViewLayout(VIEW)
-    blobs = {p.field: p.encode(r) for p, r in zip(plans, rings, strict=True)}
-    for t in (top + 1, top + 7 * MINUTE, top + 70 * MINUTE):
-        slots = list(layout.features.values())
-        values, missing, newest = fold_view(slots, blobs, t)
-        assert newest == top and not any(missing)
-        for slot, got in zip(slots, values, strict=True):
-            f = VIEW.feature(slot.name)
-            evs = [(ts, s, x if f.field else 1.0) for s, (ts, x) in enumerate(events)]
-            assert close(got, brute_force(evs, f.fn, t, f.window, f.hop)), (f.name, t)
+    for ent in {e for e, _, _ in events}:
+        blobs = {}
+        for p, arr, per in zip(PLANS, cache.arrays, ref, strict=True):
+            blob = arr[cache.rows[ent]].tobytes()
+            newest, tiles = per[ent]
+            assert blob == p.layout.encode(newest, tiles), (ent, p.field)
+            blobs[p.field] = blob
+        mine = [(ts, s, x) for s, (e, ts, x) in enumerate(events) if e == ent]
+        top = max(ts for ts, _, _ in mine)
+        for t in (top + 1, top + 7 * MINUTE, top + 70 * MINUTE):
+            slots = list(layout.features.values())
+            values, missing, newest = fold_view(slots, blobs, t)
+            assert newest == top and not any(missing)
+            for slot, got in zip(slots, values, strict=True):
+                f = VIEW.feature(slot.name)
+                evs = [(ts, s, x if f.field else 1.0) for ts, s, x in mine]
+                assert close(got, brute_force(evs, f.fn, t, f.window, f.hop)), (f.name, t)
 
 
-def test_patched_encoding_equals_full_encoding_across_batches_and_reloads():
+def test_rings_survive_a_reload_from_stored_bytes_and_dropped_partitions():
     rng = random.Random(9)
-    t0 = 1_800_000_000_000_000
-    plans = plan_views([VIEW])
-    rings = [Ring() for _ in plans]
-    seq = 0
-    for batch in range(6):  # time moves on, so old tiles are pruned between encodings
-        for _ in range(40):
-            ts = t0 + batch * 40 * MINUTE + rng.randrange(0, 45 * MINUTE)
-            fold(rings, plans, {"x": rng.uniform(0, 9)}, ts, seq)
-            seq += 1
-        blobs = [p.encode(r) for p, r in zip(plans, rings, strict=True)]
-        for p, r, blob in zip(plans, rings, blobs, strict=True):
-            assert blob == p.layout.encode(r.newest, r.tiles)
-        if batch % 2:  # continue from the stored bytes, as after a cache reload
-            rings = [p.decode(b) for p, b in zip(plans, blobs, strict=True)]
+    events = random_events(rng, n_entities=6)
+    half = len(events) // 2
+    cache = RingCache(PLANS)
+    fold_in_batches(cache, events[:half], rng)
+    stored = {e: [arr[r].tobytes() for arr in cache.arrays] for e, r in cache.rows.items()}
+    cache.drop([0])  # everything was partition 0
+    assert len(cache) == 0
+    reloaded = RingCache(PLANS)
+    keys = sorted(stored)
+    reloaded.add(keys, [0] * len(keys), [stored[k] for k in keys])
+    # continue both: the reloaded cache and a fresh one that sees every event
+    fresh = RingCache(PLANS)
+    fold_in_batches(fresh, events, random.Random(1))
+    seqd = [(e, t, x) for e, t, x in events]
+    rows = np.array([reloaded.rows.get(e, -1) for e, _, _ in seqd[half:]])
+    new = sorted({e for e, _, _ in seqd[half:]} - set(reloaded.rows))
+    reloaded.add(new, [0] * len(new), [[None] * len(PLANS) for _ in new])
+    rows = np.array([reloaded.rows[e] for e, _, _ in seqd[half:]], dtype=np.int64)
+    ts = np.array([t for _, t, _ in seqd[half:]], dtype=np.int64)
+    seq = np.arange(half, len(events), dtype=np.int64)
+    cols = {"x": np.array([x for _, _, x in seqd[half:]], dtype=np.float64)}
+    for plan, arr in zip(PLANS, reloaded.arrays, strict=True):
+        fold_batch(arr, plan, rows, ts, seq, cols)
+    for e in fresh.rows:
+        for a, b in zip(fresh.arrays, reloaded.arrays, strict=True):
+            assert a[fresh.rows[e]].tobytes() == b[reloaded.rows[e]].tobytes()

@@ -140,9 +140,10 @@ def test_dead_letters_hold_reason_and_original_bytes(stream_env, redis_client):
 def test_kill_9_mid_stream_loses_and_double_counts_nothing(stream_env, redis_client):
     env = stream_env
     produced = Produced()
-    produce(env, produced, 9000, seed=2)
+    produce(env, produced, 30000, seed=2)
     rng = random.Random(3)
-    proc = env.start_worker(max_records=60)
+    # small polls, a Redis write every 20 ms: kills land while folding, writing and flushing
+    proc = env.start_worker(max_records=60, commit_interval=0.02)
     kills = 0
     for _ in range(3):
         before = sum(watermarks(env, redis_client).values())
@@ -154,7 +155,7 @@ def test_kill_9_mid_stream_loses_and_double_counts_nothing(stream_env, redis_cli
             proc.wait(10)
             kills += 1
         done = all(watermarks(env, redis_client).get(p, -1) >= o for p, o in produced.end.items())
-        proc = env.start_worker(max_records=60)
+        proc = env.start_worker(max_records=60, commit_interval=0.02)
         if done:
             break
     assert kills >= 2
