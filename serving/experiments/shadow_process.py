@@ -1,15 +1,24 @@
 """Shadow scoring in a child process: the champion's GIL never runs a shadow tree walk.
 
 A thread in the scorer process, even at nice 19, shares the GIL with requests; two 300-tree
-shadows doubled the champion's p99 that way. Here a request only pays ``submit``: one
-``put_nowait`` of a small tuple (request id, time, entity key, versions, feature hash, the
-float64 vector as bytes) on a bounded ``multiprocessing.Queue``; a full queue drops and counts,
-never blocks. One daemon child per runner (spawn context, nice 19) loads each shadow version from
-the registry as LightGBM text (never a pickled model), drains the queue in batches, predicts once
-per version per batch. With ``kafka=(bootstrap, topic)`` the child logs the shadow records to
-Kafka itself (its own kafka-python producer), so building and sending them costs the scorer
-nothing; without it, it sends ``ShadowBatch``es back and a parent thread hands them to ``emit``
-(e.g. tests collecting records). Either way the parent only counts what was scored.
+shadows doubled the champion's p99 that way. Here a request only pays ``submit``: it appends a
+small tuple (request id, time, entity key, versions, feature hash, the float64 vector as bytes)
+to a buffer. Every ``batch`` jobs (or ``linger_s``) the request that fills it pickles the chunk
+(~10 µs for 64) and sends it as one message on a non-blocking Unix ``SOCK_SEQPACKET`` socket:
+no ``multiprocessing.Queue`` feeder thread to wake, no lock or GIL hand-off per chunk. The bound
+is in jobs: the child publishes how many it has taken in shared memory, and a chunk that would
+put more than ``maxsize`` jobs in flight (or finds the socket full) is dropped and counted,
+never queued without bound.
+
+The child (spawn context, ``SCHED_IDLE``, else nice 19) starts lazily on the first submit (or
+``start()``/``wait_ready()``), so attaching a router costs nothing; it loads each shadow version
+from the registry as LightGBM text (never a pickled model) and predicts once per version per
+batch. With ``kafka=(bootstrap, topic)`` it logs the shadow records to Kafka itself (its own
+producer); its counts (taken, scored, records its log dropped) are shared-memory integers the
+parent reads when it wants them, so nothing comes back per batch. Without Kafka it sends
+``ShadowBatch``es back and a parent thread hands them to ``emit`` (e.g. tests collecting
+records). The scorer's ``/metrics`` gets ``tessera_shadow_dropped_total`` and
+``tessera_shadow_log_dropped_total`` per model (``serving.experiments.metrics``).
 """
 
 from __future__ import annotations
@@ -17,20 +26,26 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 
+from serving.experiments.metrics import ShadowMetrics
 from serving.experiments.records import FeatureLogging
 from serving.experiments.shadow import ShadowBatch, ShadowJob
 
 log = logging.getLogger(__name__)
-_STOP = "stop"
-_READY = "ready"
+_STOP = b"stop"
 _DONE = "done"
+# shared counters: written by the child, read by the parent
+_TAKEN, _SCORED, _LOG_DROPPED, _READY = range(4)
+_MAX_MESSAGE = 1 << 20
+_CHUNK_BYTES = 64 * 1024  # a chunk also goes when it is this big (wide vectors)
 
 
 def _lower_priority(nice: int) -> None:
@@ -54,12 +69,14 @@ def _child(
     registry_uri: str,
     model: str,
     preload: tuple[str, ...],
-    jobs: mp.Queue,
-    results: mp.Queue,
+    jobs: socket.socket,
+    counts,
+    results: mp.Queue | None,
     batch: int,
     with_vectors: bool,
     nice: int,
     kafka: tuple[str, str] | None,
+    log_queue: int,
 ) -> None:
     """Child main loop: load versions by name from the registry, score batches, send results
     (to Kafka itself when ``kafka`` = (bootstrap, topic), else back to the parent)."""
@@ -68,7 +85,7 @@ def _child(
     if kafka is not None:
         from serving.experiments.kafka_log import KafkaRecordLog
 
-        sink = KafkaRecordLog(*kafka)
+        sink = KafkaRecordLog(*kafka, maxsize=log_queue)
     from serving.registry import ModelRegistry
     from serving.scorer.fast import FastPredictor
 
@@ -85,31 +102,36 @@ def _child(
             predictor(v)
         except Exception:  # reported per record when it is used
             log.exception("shadow %s v%s failed to load", model, v)
-    results.put((_READY, 0, []))
+    counts[_READY] = 1
+    jobs.setblocking(True)
     stop = False
     while not stop:
-        first = jobs.get()
-        if first == _STOP:
+        msg = jobs.recv(_MAX_MESSAGE)
+        if not msg or msg == _STOP:
             break
-        items = list(first)
+        items = pickle.loads(msg)
         while len(items) < batch:
             try:
-                nxt = jobs.get_nowait()
-            except queue.Empty:
+                msg = jobs.recv(_MAX_MESSAGE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
                 break
-            if nxt == _STOP:
+            if not msg or msg == _STOP:
                 stop = True
                 break
-            items.extend(nxt)
+            items.extend(pickle.loads(msg))
+        counts[_TAKEN] += len(items)
         batches = _score(model, items, predictor, with_vectors)
         if sink is not None:
             for b in batches:
-                sink.log(b)
-            batches = []
-        results.put((_READY, len(items), batches))
+                if not sink.log(b):
+                    counts[_LOG_DROPPED] += len(b.jobs)
+        elif results is not None:
+            results.put(batches)
+        counts[_SCORED] += len(items)
     if sink is not None:
         sink.close()
-    results.put((_DONE, 0, []))
+    if results is not None:
+        results.put(_DONE)
 
 
 def _score(model: str, items: list, predictor, with_vectors: bool) -> list[ShadowBatch]:
@@ -145,107 +167,179 @@ class ProcessShadowRunner:
         preload: tuple[str, ...] = (),
         maxsize: int = 1024,
         batch: int = 64,
-        linger_s: float = 0.02,
+        linger_s: float = 0.5,
         nice: int = 19,
         kafka: tuple[str, str] | None = None,
+        log_queue: int = 100_000,
     ) -> None:
+        """``log_queue``: shadow batches the child's Kafka log may hold before it drops."""
         self.model = model
         self._emit = emit
         self.dropped = 0
         self.submitted = 0
-        self.scored = 0
-        self._ready = threading.Event()
-        self._buffer: list[tuple] = []
-        self._since = 0.0
+        self._maxsize = maxsize
         self._chunk = max(1, min(batch, maxsize // 8))
         self._linger = linger_s
+        self._buffer: list[tuple] = []
+        self._bytes = 0
+        self._since = 0.0
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._metrics = ShadowMetrics(model)
+        self._log_dropped_seen = 0
         ctx = mp.get_context("spawn")
-        # the queue holds chunks of jobs: a put wakes the queue's feeder thread, so one put per
-        # chunk (or per ``linger_s``) instead of one per request keeps GIL handoffs rare
-        self._jobs = ctx.Queue(maxsize=max(1, maxsize // self._chunk))
-        self._results = ctx.Queue()
+        self._counts = ctx.RawArray("q", 4)
+        self._sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._sock.setblocking(False)
+        self._results = ctx.Queue() if kafka is None else None
         self._proc = ctx.Process(
             target=_child,
-            args=(registry_uri, model, tuple(preload), self._jobs, self._results, batch,
-                  features == "vector", nice, kafka),
+            args=(registry_uri, model, tuple(preload), child_sock, self._counts, self._results,
+                  batch, features == "vector", nice, kafka, log_queue),
             name=f"shadow-{model}",
             daemon=True,
         )
+        self._child_sock = child_sock
+        self._spawned = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the child if not yet started (in the background: spawning takes ~5 ms)."""
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"shadow-{self.model}",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        """The parent's helper thread: spawn the child, then flush lingering jobs (and hand
+        results back to ``emit`` when the child sends them)."""
         self._proc.start()
-        self._reader = threading.Thread(target=self._read, name=f"shadow-{model}-results",
-                                         daemon=True)
-        self._reader.start()
+        self._child_sock.close()  # the child holds its own copy
+        self._spawned.set()
+        if self._results is not None:
+            self._read()
+        else:
+            while not self._stopping.wait(max(self._linger, 0.1)):
+                self._flush_if_stale()
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
-        """True once the child has started and loaded the preloaded versions."""
-        return self._ready.wait(timeout)
+        """Start the child if needed; True once it has loaded the preloaded versions."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        if not self._spawned.wait(timeout):
+            return False
+        while not self._counts[_READY]:
+            if time.monotonic() > deadline or not self._proc.is_alive():
+                return False
+            time.sleep(0.01)
+        return True
 
     def submit(self, job: ShadowJob) -> bool:
-        """Queue ``job`` for the child; False (counted in ``dropped``) when the queue is full."""
-        item = (job.request_id, job.ts, job.entity_key, job.versions, job.features_hash,
-                np.ascontiguousarray(job.x, dtype=np.float64).tobytes())
+        """Buffer ``job`` for the child; False (counted in ``dropped``) when its chunk is dropped
+        because the child is ``maxsize`` jobs behind."""
+        raw = np.ascontiguousarray(job.x, dtype=np.float64).tobytes()
+        item = (job.request_id, job.ts, job.entity_key, job.versions, job.features_hash, raw)
         with self._lock:
             if not self._buffer:
                 self._since = time.monotonic()
             self._buffer.append(item)
-            if len(self._buffer) >= self._chunk or time.monotonic() - self._since > self._linger:
+            self._bytes += len(raw) + 128
+            if (len(self._buffer) >= self._chunk or self._bytes >= _CHUNK_BYTES
+                    or time.monotonic() - self._since > self._linger):
                 return self._flush()
         return True
 
     def _flush(self) -> bool:
-        """Hand the buffered jobs to the child (caller holds the lock); a full queue drops them."""
-        chunk, self._buffer = self._buffer, []
+        """Send the buffered jobs to the child as one message (caller holds the lock)."""
+        chunk, self._buffer, self._bytes = self._buffer, [], 0
         if not chunk:
             return True
+        self._start()
+        self._sync_metrics()
+        if self.submitted - self._counts[_TAKEN] + len(chunk) > self._maxsize:
+            return self._drop(len(chunk))
         try:
-            self._jobs.put_nowait(chunk)
-        except queue.Full:
-            self.dropped += len(chunk)
-            return False
+            self._sock.send(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # full (BlockingIOError), too big, or the child is gone
+            return self._drop(len(chunk))
         self.submitted += len(chunk)
         return True
 
+    def _drop(self, n: int) -> bool:
+        self.dropped += n
+        self._metrics.dropped.inc(n)
+        return False
+
+    def _sync_metrics(self) -> None:
+        """Bring the child's log drops into this process's metrics."""
+        seen = self._counts[_LOG_DROPPED]
+        if seen > self._log_dropped_seen:
+            self._metrics.log_dropped.inc(seen - self._log_dropped_seen)
+            self._log_dropped_seen = seen
+
+    def _flush_if_stale(self) -> None:
+        with self._lock:
+            if self._buffer and time.monotonic() - self._since > self._linger:
+                self._flush()
+            self._sync_metrics()
+
     def _read(self) -> None:
+        """Hand the batches the child sends back to ``emit``; flush lingering jobs meanwhile."""
         while True:
             try:
-                kind, n, batches = self._results.get(timeout=self._linger)
+                batches = self._results.get(timeout=self._linger)
             except queue.Empty:
                 if not self._proc.is_alive():
                     return
-                if self._buffer and time.monotonic() - self._since > self._linger:
-                    with self._lock:
-                        self._flush()
+                self._flush_if_stale()
                 continue
             except (EOFError, OSError):
                 return
-            if kind == _DONE:
+            if batches == _DONE:
                 return
-            self._ready.set()
             for b in batches:
                 try:
                     self._emit(b)
                 except Exception:  # a logging failure must not stop shadow results
                     log.exception("emitting a shadow batch of %s failed", self.model)
-            self.scored += n
+
+    @property
+    def scored(self) -> int:
+        return self._counts[_SCORED]
+
+    @property
+    def log_dropped(self) -> int:
+        """Shadow records the child's own Kafka log dropped (its queue was full)."""
+        return self._counts[_LOG_DROPPED]
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish queued work, stop the child (terminate if it does not stop), join both."""
         with self._lock:
             self._flush()
-        if self._proc.is_alive():
-            try:
-                self._jobs.put(_STOP, timeout=timeout)
-            except queue.Full:
-                pass
-        self._reader.join(timeout)
-        self._proc.join(timeout)
-        if self._proc.is_alive():
-            self._proc.terminate()
+        self._stopping.set()
+        if self._thread is None:
+            self._child_sock.close()
+        elif self._spawned.wait(timeout):
+            if self._proc.is_alive():
+                self._sock.settimeout(timeout)
+                try:
+                    self._sock.send(_STOP)
+                except OSError:
+                    pass
             self._proc.join(timeout)
-        self._jobs.close()
-        self._jobs.cancel_join_thread()
-        self._results.close()
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(timeout)
+            self._thread.join(timeout)
+            self._sync_metrics()
+        self._sock.close()
+        if self._results is not None:
+            self._results.close()
+            self._results.cancel_join_thread()
 
     @property
     def pid(self) -> int | None:
@@ -253,4 +347,4 @@ class ProcessShadowRunner:
 
     @property
     def alive(self) -> bool:
-        return self._proc.is_alive()
+        return self._spawned.is_set() and self._proc.is_alive()

@@ -26,7 +26,6 @@ def attach_router(
     store: DeploymentStore,
     name: str,
     log: Callable[[Any], object] | None = None,
-    ready_timeout_s: float = 30.0,
     shadow_kafka: tuple[str, str] | None = None,
     **kwargs: Any,
 ) -> ExperimentRouter:
@@ -50,7 +49,8 @@ def attach_router(
         return models.version(name, version).predictor.predict_one(x)
 
     # shadows score in a child process that loads them from the registry: in a thread they
-    # would share the GIL with requests (two shadows doubled the champion's p99 that way)
+    # would share the GIL with requests (two shadows doubled the champion's p99 that way). It
+    # starts with the first shadow job, so attaching costs nothing (it took ~1 s when waited for)
     shadows = ProcessShadowRunner(
         models.registry.storage.uri,
         name,
@@ -58,12 +58,9 @@ def attach_router(
         features=kwargs.get("features", "hash"),
         preload=spec.shadows,
         maxsize=kwargs.get("shadow_queue", 1024),
-        batch=kwargs.get("shadow_batch", 64),
+        batch=kwargs.get("shadow_batch", 256),
         kafka=shadow_kafka,
     )
-    if not shadows.wait_ready(ready_timeout_s):
-        log_.warning("shadow process for %s not ready after %.0f s; dropping until it is",
-                     name, ready_timeout_s)
     router = ExperimentRouter(
         store,
         name,

@@ -54,9 +54,9 @@ def test_a_full_queue_drops_and_counts_and_close_leaves_no_child(registry):
     accepted = sum(runner.submit(ShadowJob(str(i), 0, "k", x[i], ("2",), "h")) for i in range(500))
     assert accepted < 500
     assert runner.dropped == 500 - accepted
-    pid = runner.pid
     runner.close()
-    assert not runner.alive
+    pid = runner.pid  # the child started with the first job (lazily, in the background)
+    assert pid is not None and not runner.alive
     assert runner.scored == accepted == len(log.records)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
@@ -96,5 +96,50 @@ def test_child_logs_shadow_records_to_kafka(registry, kafka_bootstrap, unique_na
         assert df["role"].to_list() == ["shadow"] * 50
         assert df["score"].to_list() == pytest.approx(list(boosters["2"].predict(x[:50])),
                                                       abs=1e-12)
+    finally:
+        delete_topics(kafka_bootstrap, [unique_name])
+
+
+def test_the_child_starts_with_the_first_job_not_before(registry):
+    root, _, x = registry
+    log = Collect()
+    runner = ProcessShadowRunner(root, "m", log, batch=1)
+    time.sleep(0.2)
+    assert runner.pid is None and not runner.alive  # constructing costs no process
+    assert runner.submit(ShadowJob("r", 0, "k", x[0], ("2",), "h"))
+    assert runner.wait_ready(30) and runner.alive
+    runner.close()
+    assert runner.scored == 1 and len(log.records) == 1
+
+
+def _metric(name: str, model: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, {"model": model}) or 0.0
+
+
+@pytest.mark.integration
+def test_the_childs_log_drops_reach_the_scorers_metrics(
+    registry, kafka_bootstrap, unique_name, tmp_path
+):
+    from serving.experiments.kafka_log import delete_topics, ensure_topics
+    from serving.experiments.records import PREDICTION_SCHEMA
+    from serving.experiments.sink import ParquetSink
+
+    root, _, x = registry
+    ensure_topics(kafka_bootstrap, [unique_name], partitions=1)
+    before = _metric("tessera_shadow_log_dropped_total", "m")
+    try:
+        # a one-batch log queue: batches scored while the log thread lingers are dropped
+        runner = ProcessShadowRunner(root, "m", Collect(), preload=("2",), batch=8,
+                                     kafka=(kafka_bootstrap, unique_name), log_queue=1)
+        for i in range(400):
+            assert runner.submit(ShadowJob(f"r{i}", i, "k", x[i % len(x)], ("2",), "h"))
+        runner.close()
+        assert runner.scored == 400 and runner.log_dropped > 0
+        assert _metric("tessera_shadow_log_dropped_total", "m") - before == runner.log_dropped
+        sink = ParquetSink(kafka_bootstrap, unique_name, tmp_path / "o", PREDICTION_SCHEMA)
+        assert sink.run(idle_s=1.0) == 400 - runner.log_dropped  # every record sent or counted
+        sink.close()
     finally:
         delete_topics(kafka_bootstrap, [unique_name])
