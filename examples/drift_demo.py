@@ -163,6 +163,7 @@ class Live:
 
     def close(self) -> None:
         self.outcomes.close()
+        self.redis.close()
         for p in reversed(self.procs):
             if p.poll() is None:  # the sink flushes and commits on Ctrl-C
                 p.send_signal(signal.SIGINT if p.args[3] == "experiment" else signal.SIGTERM)
