@@ -11,9 +11,12 @@ worker writes them (3 views, 20 windowed features, rings through ``HopLayout.enc
    alone.
 2. Baseline in the same run: redis-py ``HGETALL`` of the entity's hash, the readable fold
    (``fold_view``), ``Booster.predict`` -- and the p99 ratio.
-3. HTTP: ``tessera serve --workers 2`` in a subprocess; a raw asyncio HTTP/1.1 keep-alive load
-   generator (cheaper than any Python HTTP client, so it measures the server) at concurrency 1
-   and 16, one entity per request; then the same with 100 entities per request.
+3. HTTP: ``tessera serve --workers 2`` in a subprocess; keep-alive load at concurrency 1 and 16,
+   one entity per request, then the same with 100 entities per request. The load comes from
+   ``wrk`` when it is installed (``apt-get install wrk``; ``bench/wrk_load.py``: C, a few µs of
+   CPU per request, fixed-duration runs), else from a raw asyncio HTTP/1.1 generator here
+   (~30 µs of Python per request, taken from the same 2 cores as the server).
+   ``load_generator`` in the JSON says which.
 
 ``--quick`` runs everything at a tenth of the size and writes the same keys.
 Writes ``bench/results/serve.json`` and prints a table. The machine has 2 cores shared by the
@@ -58,6 +61,10 @@ from serving.scorer.synthetic import (  # noqa: E402
     write_users,
 )
 from tessera.local import free_port, start_redis, stop  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from wrk_load import available as wrk_available  # noqa: E402
+from wrk_load import wrk_load  # noqa: E402
 
 
 def pct(samples_ns: list[int], q: float) -> float:
@@ -149,6 +156,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a tenth of the size")
     args = ap.parse_args()
     scale = 0.1 if args.quick else 1.0
+    load_start = round(os.getloadavg()[0], 2)
     n_users, n_train, calls = int(100_000 * scale), int(20_000 * scale), int(20_000 * scale)
     work = Path(tempfile.mkdtemp(prefix="tessera-bench-serve-"))
     handle = None
@@ -229,18 +237,26 @@ def main() -> None:
                "TESSERA_FEATURE_REPO": str(work / "repo.py"),
                "PYTHONPATH": str(ROOT), "TESSERA_REDIS_TIMEOUT_MS": "1000"}
         server = start_server(port, env, workers=2)
-        one = [_request("/v1/predict/fraud", json.dumps({"entities": [e]}).encode())
-               for e in ents[:2000]]
-        hundred = [
-            _request("/v1/predict/fraud",
-                     json.dumps({"entities": ents[k * 100:(k + 1) * 100]}).encode())
-            for k in range(max(1, min(200, calls // 100)))
-        ]
-        http_load(port, one, 1000, 16)  # warm both workers
-        c1 = http_load(port, one, max(1000, calls // 4), 1)
-        c16 = http_load(port, one, max(3200, calls), 16)
-        b1 = http_load(port, hundred, max(100, calls // 40), 1)
-        b16 = http_load(port, hundred, max(160, calls // 20), 16)
+        path = "/v1/predict/fraud"
+        one = [json.dumps({"entities": [e]}).encode() for e in ents[:2000]]
+        hundred = [json.dumps({"entities": ents[k * 100:(k + 1) * 100]}).encode()
+                   for k in range(max(1, min(200, calls // 100)))]
+        generator = wrk_available()
+        if generator:  # C load generator: its CPU does not come out of the server's share
+            secs = 2 if args.quick else 8
+
+            def load(bodies, total, concurrency):
+                return wrk_load(port, path, bodies, secs, concurrency)
+        else:
+            generator = "python asyncio (bench/serve.py)"
+
+            def load(bodies, total, concurrency):
+                return http_load(port, [_request(path, b) for b in bodies], total, concurrency)
+        load(one, 1000, 16)  # warm both workers
+        c1 = load(one, max(1000, calls // 4), 1)
+        c16 = load(one, max(3200, calls), 16)
+        b1 = load(hundred, max(100, calls // 40), 1)
+        b16 = load(hundred, max(160, calls // 20), 16)
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
@@ -256,6 +272,8 @@ def main() -> None:
         "trees": booster.num_trees(),
         "calls": calls,
         "server_workers": 2,
+        "load_avg_1m_at_start": load_start,
+        "load_generator": generator,
         "inproc_p50_us": pct(inproc, 50) / 1e3,
         "inproc_p99_us": pct(inproc, 99) / 1e3,
         "baseline_inproc_p50_us": pct(base, 50) / 1e3,
@@ -275,8 +293,13 @@ def main() -> None:
         "batch100_rps_c1": b1["rps"],
         "batch100_c16_p99_ms": b16["p99_ms"],
         "batch100_rps_c16": b16["rps"],
+        "http_requests": {"c1": c1["requests"], "c16": c16["requests"],
+                          "batch100_c1": b1["requests"], "batch100_c16": b16["requests"]},
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         "goals": {"inproc_p99_us": 300, "http_p99_ms": 2, "http_rps_c16": 3000},
-        "note": "2 shared cores: server workers, load generator and Redis compete for them",
+        "note": "2 shared cores: server workers, load generator and Redis compete for them; "
+                "with wrk each HTTP figure is a fixed-duration run (2 s quick, 8 s full) "
+                "instead of a fixed request count",
     }
     dest = ROOT / "bench" / "results" / "serve.json"
     dest.parent.mkdir(parents=True, exist_ok=True)

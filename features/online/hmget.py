@@ -108,7 +108,8 @@ class HashReads:
                 wire.send(hiredis.pack_command(("HMGET", k, *f)))
             else:
                 wire.send(b"".join([hiredis.pack_command(("HMGET", k, *f)) for k, f in keys]))
-            replies = [self._reply(wire, sock) for _ in keys]
+            spin_until = time.perf_counter_ns() + self.spin_ns  # one budget for the whole call
+            replies = [self._reply(wire, sock, spin_until) for _ in keys]
         except (redis.ConnectionError, redis.TimeoutError, OSError, hiredis.HiredisError) as e:
             wire.drop()
             raise OnlineStoreError(f"Redis unreachable or too slow: {e!r}") from e
@@ -117,22 +118,18 @@ class HashReads:
                 raise r
         return replies
 
-    def _reply(self, wire: _Wire, sock: socket.socket) -> Any:
+    def _reply(self, wire: _Wire, sock: socket.socket, spin_until: int) -> Any:
         reader, buf = wire.reader, wire.buf
         reply = reader.gets()
-        if reply is not False:
-            return reply
-        deadline = time.perf_counter_ns() + self.spin_ns
-        while True:
+        while reply is False:
             try:
                 n = sock.recv_into(buf)
             except BlockingIOError:
-                if time.perf_counter_ns() > deadline:
+                if time.perf_counter_ns() > spin_until:
                     wire.wait(readable=True)
                 continue
             if n == 0:
                 raise redis.ConnectionError("Redis closed the connection")
             reader.feed(buf, 0, n)
             reply = reader.gets()
-            if reply is not False:
-                return reply
+        return reply
