@@ -158,7 +158,10 @@ class Worker:
                 for p in self.pipelines.values():
                     p.online.submit()
                 self._folded_since = None
-            log.debug("batch %d records in %.1f ms", n, (time.time() - t0) * 1000)
+            if log.isEnabledFor(logging.DEBUG):
+                oldest = min(r[0].timestamp for r in polled.values())
+                log.debug("batch %d records in %.1f ms, oldest record %.1f ms old", n,
+                          (time.time() - t0) * 1000, t0 * 1000 - oldest)
             return n
 
     def commit_online(self) -> None:

@@ -57,13 +57,11 @@ class OfflineWriter:
 
     def write(self, buf: dict[int, list[EventColumns]]) -> int:
         """Append a taken buffer; returns rows written (those above the log's watermark)."""
-        n = 0
         ingest = time.time_ns() // 1000
-        for partition, parts in buf.items():
-            if parts:
-                table = to_table(self.source, EventColumns.concat(parts), ingest)
-                n += self.log.append(self.source, table, topic=self.source.topic,
-                                     partition=partition)
+        tables = {p: to_table(self.source, EventColumns.concat(parts), ingest)
+                  for p, parts in buf.items() if parts}
+        n = self.log.append_partitions(self.source, tables, topic=self.source.topic) if tables \
+            else 0
         self.written += n
         return n
 

@@ -14,9 +14,10 @@ could see it, so serving and the offline recomputation at any ``t >= now`` agree
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +26,8 @@ from features.event_columns import EventColumns
 from features.online.layout import ViewLayout, entity_key, offset_key
 from streams.worker.redis_sink import RedisSink
 from streams.worker.tiles import HopPlan, RingCache, fields_needed, fold_batch, plan_views
+
+log = logging.getLogger("tessera.worker")
 
 # HSET keeps a key's TTL, so the TTL is refreshed at most once an hour per entity: a key lives
 # between ttl and ttl + 1 h after its last write.
@@ -40,6 +43,7 @@ class _Job:
     last: dict[int, int]
     due: np.ndarray
     result: Future
+    submitted_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -176,6 +180,7 @@ class OnlineWriter:
             return True
         # a Redis error propagates: the worker stops and a restart replays from Kafka
         stale, landed_at = job.result.result()
+        log.debug("redis write %.1f ms after submit", (landed_at - job.submitted_at) * 1000)
         cache = self.cache
         if stale is None:
             self.landed_at = landed_at

@@ -188,10 +188,12 @@ class RingCache:
     """The decoded rings of a source's entities, one structured array per plan.
 
     Rows are handed out per entity key and remembered with the partition that owns the
-    entity, so a revoked or fenced-off partition's rows can be dropped and reloaded.
+    entity, so a revoked or fenced-off partition's rows can be dropped and reloaded. The arrays
+    start large (zeroed pages cost no memory until a row is written) and double when full:
+    each doubling copies every ring, a pause worth avoiding on the fresh path.
     """
 
-    def __init__(self, plans: list[HopPlan], capacity: int = 1024) -> None:
+    def __init__(self, plans: list[HopPlan], capacity: int = 65536) -> None:
         self.plans = plans
         self.rows: dict[str, int] = {}
         self.keys: list[str | None] = []
