@@ -217,9 +217,14 @@ class ProcessShadowRunner:
     def _run(self) -> None:
         """The parent's helper thread: spawn the child, then flush lingering jobs (and hand
         results back to ``emit`` when the child sends them)."""
-        self._proc.start()
-        self._child_sock.close()  # the child holds its own copy
-        self._spawned.set()
+        try:
+            self._proc.start()
+        except Exception:  # jobs pile up to ``maxsize`` in flight, then drop and count
+            log.exception("the shadow process of %s could not start", self.model)
+            return
+        finally:
+            self._child_sock.close()  # the child holds its own copy
+            self._spawned.set()
         if self._results is not None:
             self._read()
         else:
@@ -323,7 +328,7 @@ class ProcessShadowRunner:
         self._stopping.set()
         if self._thread is None:
             self._child_sock.close()
-        elif self._spawned.wait(timeout):
+        elif self._spawned.wait(timeout) and self._proc.pid is not None:
             if self._proc.is_alive():
                 self._sock.settimeout(timeout)
                 try:
