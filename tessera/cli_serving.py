@@ -171,6 +171,7 @@ def register(app: typer.Typer) -> None:
             models=list(model),
             feature_repo=str(repo.resolve()) if repo else None,
             redis_timeout_ms=redis_timeout_ms,
+            redis_spin_us=float(os.environ.get("TESSERA_REDIS_SPIN_US", 200)),
             max_entities=max_entities,
             reload_s=reload_s,
         )

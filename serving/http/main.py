@@ -4,7 +4,9 @@ Configuration is by environment so uvicorn worker processes can rebuild it (``ap
 an app factory): ``TESSERA_HOME``, ``REDIS_URL``, ``TESSERA_MODELS_URI`` (default
 ``$TESSERA_HOME/models``), ``TESSERA_SERVE_MODELS`` (comma-separated ``name`` or
 ``name@alias``), ``TESSERA_FEATURE_REPO`` (a repo file; default the applied registry),
-``TESSERA_REDIS_TIMEOUT_MS`` (default 100), ``TESSERA_MAX_ENTITIES`` (default 1000),
+``TESSERA_REDIS_TIMEOUT_MS`` (default 100), ``TESSERA_REDIS_SPIN_US`` (default 200: how long a
+request busy-polls for Redis' reply before sleeping, see ``features.online.hmget``; 0 when the
+workers outnumber the cores), ``TESSERA_MAX_ENTITIES`` (default 1000),
 ``TESSERA_RELOAD_S`` (default 1), ``TESSERA_SCORER_HOOK`` (``module:function`` called with the
 ``Scorer`` in every worker once it is built: how experiments attach ``scorer.routers``).
 """
@@ -48,6 +50,7 @@ class ServeConfig:
     models: list[str]
     feature_repo: str | None = None
     redis_timeout_ms: float = 100.0
+    redis_spin_us: float = 200.0
     max_entities: int = 1000
     reload_s: float = 1.0
     hook: str | None = None
@@ -62,6 +65,7 @@ class ServeConfig:
             models=models,
             feature_repo=os.environ.get("TESSERA_FEATURE_REPO") or None,
             redis_timeout_ms=float(os.environ.get("TESSERA_REDIS_TIMEOUT_MS", 100)),
+            redis_spin_us=float(os.environ.get("TESSERA_REDIS_SPIN_US", 200)),
             max_entities=int(os.environ.get("TESSERA_MAX_ENTITIES", 1000)),
             reload_s=float(os.environ.get("TESSERA_RELOAD_S", 1.0)),
             hook=os.environ.get("TESSERA_SCORER_HOOK") or None,
@@ -73,6 +77,7 @@ class ServeConfig:
             "TESSERA_MODELS_URI": self.models_uri,
             "TESSERA_SERVE_MODELS": ",".join(self.models),
             "TESSERA_REDIS_TIMEOUT_MS": str(self.redis_timeout_ms),
+            "TESSERA_REDIS_SPIN_US": str(self.redis_spin_us),
             "TESSERA_MAX_ENTITIES": str(self.max_entities),
             "TESSERA_RELOAD_S": str(self.reload_s),
         }
@@ -90,7 +95,8 @@ def build_scorer(cfg: ServeConfig) -> Scorer:
     for m in cfg.models:
         name, _, ref = m.partition("@")
         models.serve(name, ref or CHAMPION)
-    scorer = Scorer(OnlineStore(client, repo, max_entities=cfg.max_entities), models)
+    store = OnlineStore(client, repo, max_entities=cfg.max_entities, spin_us=cfg.redis_spin_us)
+    scorer = Scorer(store, models)
     attach_experiments(scorer)
     if cfg.hook:
         run_hook(cfg.hook, scorer)
