@@ -22,7 +22,6 @@ from features.definitions import EventSource
 from features.errors import SchemaError
 from features.event_schema import normalize
 
-_CHUNK = 256
 _NP_TYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "timestamp": np.int64}
 
 
@@ -68,30 +67,17 @@ class EventColumns:
 
 
 def _parse(raws: list[bytes]) -> tuple[list, dict[int, SchemaError]]:
-    """JSON of every message: one orjson call per batch, per chunk, then per message."""
+    """JSON of every message, one orjson call each: as fast here as one call for a joined
+    batch, and a message can never borrow a neighbour's bytes to look valid."""
+    objs: list = []
     bad: dict[int, SchemaError] = {}
-    try:
-        objs = orjson.loads(b"[" + b",".join(raws) + b"]")
-        if len(objs) == len(raws):
-            return objs, bad
-    except orjson.JSONDecodeError:
-        pass
-    objs = []
-    for lo in range(0, len(raws), _CHUNK):
-        part = raws[lo:lo + _CHUNK]
+    loads, err = orjson.loads, orjson.JSONDecodeError
+    for i, raw in enumerate(raws):
         try:
-            got = orjson.loads(b"[" + b",".join(part) + b"]")
-            if len(got) == len(part):
-                objs.extend(got)
-                continue
-        except orjson.JSONDecodeError:
-            pass
-        for j, raw in enumerate(part):
-            try:
-                objs.append(orjson.loads(raw))
-            except orjson.JSONDecodeError as e:
-                objs.append(None)
-                bad[lo + j] = SchemaError(f"not valid JSON: {e}", None)
+            objs.append(loads(raw))
+        except err as e:
+            objs.append(None)
+            bad[i] = SchemaError(f"not valid JSON: {e}", None)
     return objs, bad
 
 

@@ -245,8 +245,9 @@ class OnlineWriter:
         seq_a = np.concatenate([e.offsets for e in sel])
         cols = {f: np.concatenate([e.columns[f] for e in sel]).astype(np.float64, copy=False)
                 for f in self.value_fields}
+        unique_rows = np.unique(rows, return_inverse=True)
         for plan, arr in zip(self.plans, cache.arrays, strict=True):
-            fold_batch(arr, plan, rows, ts_a, seq_a, cols)
+            fold_batch(arr, plan, rows, ts_a, seq_a, cols, unique_rows)
         cache.dirty[rows] = True
         c = self._counts
         c[0] += applied

@@ -91,16 +91,18 @@ def fold_batch(
     ts: np.ndarray,
     seq: np.ndarray,
     cols: dict[str, np.ndarray],
+    unique_rows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Merge events (entity row, event time µs, log position, field columns), in log order,
-    into ``rings`` (a structured array of ``plan.dtype``) in place."""
+    into ``rings`` (a structured array of ``plan.dtype``) in place. ``unique_rows`` is
+    ``np.unique(rows, return_inverse=True)`` when the caller has it (same for every plan)."""
     if len(rows) == 0:
         return
     S = plan.slots
     idx2 = rings["t"]["i"]  # (rows, slots) views into the records
     val3 = rings["t"]["v"]
     tidx = ts // plan.hop
-    urows, rinv = np.unique(rows, return_inverse=True)
+    urows, rinv = unique_rows or np.unique(rows, return_inverse=True)
     top = idx2[urows].max(axis=1)
     np.maximum.at(top, rinv, tidx)
     keep = tidx > top[rinv] - S

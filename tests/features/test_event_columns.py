@@ -86,3 +86,14 @@ def test_all_valid_batch_is_parsed_in_bulk_and_kept_in_order():
     assert got.columns["ts"].dtype == np.int64
     assert got.columns["ts"].tolist() == [e["ts"] for e in evs]
     assert got.columns["user_id"] == [e["user_id"] for e in evs]
+
+
+def test_a_message_cannot_borrow_its_neighbours_bytes():
+    good = encode(transactions, normalize(transactions, {
+        "user_id": "u1", "merchant_id": "m", "amount": 1.0, "country": "FR", "ts": T0 // 1000}))
+    # joined as one JSON array these two would parse as two objects, the first a valid event
+    raws = [good[:-1] + b'},{"x":1', b'"y":2}', good]
+    got, errors = decode_columns(transactions, raws, [0, 1, 2])
+    assert [i for i, _ in errors] == [0, 1]
+    assert all("not valid JSON" in str(e) for _, e in errors)
+    assert got.offsets.tolist() == [2]
