@@ -178,6 +178,8 @@ class DeploymentStore:
         return new
 
     def audit(self, name: str, entry: dict) -> None:
+        """Append one audit record (stamped with the time unless it has one)."""
+        entry = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
         folder = self.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "audit.jsonl", "a") as f:

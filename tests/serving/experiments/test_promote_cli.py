@@ -25,6 +25,7 @@ def test_promote_then_rollback_moves_alias_and_audits(tmp_path):
     assert (p.champion, p.arms, p.shadows) == ("2", (), ("3",))
     assert aliases == [("fraud", "champion", "2")]
     assert store.audit_log("fraud")[-2]["why"] == "promote challenger (v2) over v1"
+    assert all(e["when"] for e in store.audit_log("fraud"))  # alias moves are stamped too
     s = promote(store, "fraud", "3", set_alias=set_alias)
     assert (s.champion, s.shadows) == ("3", ())
     r = rollback(store, "fraud", set_alias=set_alias)
