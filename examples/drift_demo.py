@@ -208,9 +208,11 @@ def _monitor(client: ScorerClient) -> dict:
     return client.http.get(f"/v1/monitor/{MODEL}").json()
 
 
-def _served(live: Live) -> int:
-    df = PredictionLog(live.settings.offline_dir).read()
-    return df.filter((pl.col("model") == MODEL) & (pl.col("role") != "shadow")).height
+def _served(live: Live, role: str | None = None) -> int:
+    """Predictions of the model in the log: served ones, or those of ``role``."""
+    df = PredictionLog(live.settings.offline_dir).read().filter(pl.col("model") == MODEL)
+    return df.filter(pl.col("role") != "shadow" if role is None
+                     else pl.col("role") == role).height
 
 
 def run(
@@ -304,6 +306,9 @@ def run(
         time.sleep(1.5)  # the router re-reads the spec within a second
         phase("c", drifted=True)
         _wait(lambda: _labelled(settings) >= 3 * users, 60, "the outcomes")
+        # the shadow's predictions reach the log later (its own process, chunked): the decision
+        # must see them all, or it may judge on a part
+        _wait(lambda: _served(live, role="shadow") >= users, 60, "the shadow's predictions")
         t = time.perf_counter()
         decided = subprocess.run([sys.executable, "-m", "tessera", "retrain", MODEL],
                                  capture_output=True, text=True, env=live.env, cwd=home)
