@@ -138,6 +138,10 @@ def shadow_overhead(bootstrap: str, work: Path, requests: int, rounds: int, rate
     out["p99_ratio_1_vs_0"] = round(out["p99_ms_1_shadow"] / out["p99_ms_0_shadows"], 3)
     out["p99_ratio_0_again_vs_0"] = round(
         out["p99_ms_0_shadows_again"] / out["p99_ms_0_shadows"], 3)
+    for name, k in (("2_vs_0", 2), ("0_again_vs_0", 3)):  # round by round, then the median
+        out[f"p99_ratio_{name}_paired"] = round(float(np.median(
+            [np.percentile(a, 99) / np.percentile(b, 99)
+             for a, b in zip(lat[k], lat[0], strict=True)])), 3)
     out["p99_ratio_2_vs_0_pooled"] = round(
         out["p99_ms_pooled_2_shadows"] / out["p99_ms_pooled_0_shadows"], 3)
     out["p99_is"] = f"median over {rounds} interleaved rounds of each round's p99"
@@ -219,7 +223,9 @@ def main() -> None:
             f"{key:<16}{result['p50_ms_' + key]:>10.3f}{result['p99_ms_' + key]:>10.3f}"
             f"{result['requests_' + key]:>10}"
         )
-    print(f"p99 ratio 0 again vs 0 (noise floor): {result['p99_ratio_0_again_vs_0']}")
+    print(f"p99 ratio 0 again vs 0 (noise floor): {result['p99_ratio_0_again_vs_0']}, "
+          f"paired by round {result['p99_ratio_0_again_vs_0_paired']}; 2 vs 0 paired by round "
+          f"{result['p99_ratio_2_vs_0_paired']}")
     print(f"shadow_dropped {result['shadow_dropped']}, p99 ratio 2 vs 0: "
           f"{result['p99_ratio_2_vs_0']}")
     print(f"report: {result['report_predictions']} predictions, {result['report_labels']} labels "

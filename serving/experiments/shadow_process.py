@@ -167,7 +167,7 @@ class ProcessShadowRunner:
         preload: tuple[str, ...] = (),
         maxsize: int = 1024,
         batch: int = 64,
-        linger_s: float = 0.5,
+        linger_s: float = 0.05,
         nice: int = 19,
         kafka: tuple[str, str] | None = None,
         log_queue: int = 100_000,

@@ -49,8 +49,10 @@ def attach_router(
         return models.version(name, version).predictor.predict_one(x)
 
     # shadows score in a child process that loads them from the registry: in a thread they
-    # would share the GIL with requests (two shadows doubled the champion's p99 that way). It
-    # starts with the first shadow job, so attaching costs nothing (it took ~1 s when waited for)
+    # would share the GIL with requests (two shadows doubled the champion's p99 that way). It is
+    # started in the background, not waited for (attaching took ~1 s that way): ready by the
+    # time a shadow is deployed to a running scorer, whose first records would otherwise wait
+    # for the child's ~1.5 s start
     shadows = ProcessShadowRunner(
         models.registry.storage.uri,
         name,
@@ -61,6 +63,7 @@ def attach_router(
         batch=kwargs.get("shadow_batch", 256),
         kafka=shadow_kafka,
     )
+    shadows.start()
     router = ExperimentRouter(
         store,
         name,
