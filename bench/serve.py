@@ -13,9 +13,9 @@ worker writes them (3 views, 20 windowed features, rings through ``HopLayout.enc
    (``fold_view``), ``Booster.predict`` -- and the p99 ratio.
 3. HTTP: ``tessera serve --workers 2`` in a subprocess; keep-alive load at concurrency 1 and 16,
    one entity per request, then the same with 100 entities per request. The load comes from
-   ``wrk`` when it is installed (``apt-get install wrk``; ``bench/wrk_load.py``: C, a few µs of
-   CPU per request, fixed-duration runs), else from a raw asyncio HTTP/1.1 generator here
-   (~30 µs of Python per request, taken from the same 2 cores as the server).
+   ``wrk`` when it is installed (``apt-get install wrk``; ``bench/wrk_load.py``: C, fixed-duration
+   runs), else from a raw asyncio HTTP/1.1 generator here (Python, whose CPU comes out of the
+   same 2 cores as the server's).
    ``load_generator`` in the JSON says which.
 
 ``--quick`` runs everything at a tenth of the size and writes the same keys.
