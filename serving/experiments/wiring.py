@@ -59,7 +59,7 @@ def attach_router(
         log if log is not None else _drop,
         features=kwargs.get("features", "hash"),
         preload=spec.shadows,
-        maxsize=kwargs.get("shadow_queue", 1024),
+        maxsize=kwargs.get("shadow_queue", 2048),
         batch=kwargs.get("shadow_batch", 256),
         kafka=shadow_kafka,
     )

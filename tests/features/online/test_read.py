@@ -35,3 +35,18 @@ def test_unknown_feature_is_a_clear_error(redis_client):
         store.get_features(["user_txn:nope"], [{"user_id": "u1"}])
     with pytest.raises(ValueError, match="lacks key 'user_id'"):
         store.get_features(["user_txn:count_10m"], [{"uid": "u1"}])
+
+
+def test_one_entity_reads_equal_the_batch_path(redis_client):
+    events = [(m * MINUTE, m, float(m)) for m in range(0, 50, 7)]
+    redis_client.hset(entity_key(USER, ["u1"]), mapping=build_blobs(events))
+    store = OnlineStore(redis_client, FeatureRepo.of([VIEW]))
+    refs = [f"user_txn:{f.name}" for f in VIEW.features]
+    rows = [{"user_id": "u1"}, {"user_id": "nobody"}]
+    for t in (50 * MINUTE, 75 * MINUTE):
+        both = store.get_features(refs, rows, at=t)
+        for i, row in enumerate(rows):
+            one = store.get_features(refs, [row], at=t)  # the one-entity path
+            assert one.features == refs
+            assert one.values == [both.values[i]] and one.missing == [both.missing[i]]
+            assert one.freshness_s == [both.freshness_s[i]]
