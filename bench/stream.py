@@ -9,8 +9,7 @@
 2. Freshness: a fresh worker process on the same group, then a steady 5,000 events/s for a
    while; freshness = time from ``send`` to the Redis offset watermark covering the event
    (the watermark is written in the same MULTI/EXEC as the tiles, so that is when the feature
-   becomes readable), sampled every 2 ms. In the same run, ``delivery``: the same producer and
-   rate to a bare consumer, how old records are when polled — the part no worker can remove.
+   becomes readable), sampled every 2 ms.
 3. Skew check (1,000 random users per view against the offline log) and Redis bytes per entity.
 4. Baseline: the idiomatic faust agent updating windowed faust Tables per event
    (``bench/faust_baseline.py``) on fewer events (see the JSON's ``faust_baseline_events``).
@@ -45,7 +44,6 @@ from features.online.layout import offset_key  # noqa: E402
 from features.skew import skew_check  # noqa: E402
 from streams.generate import transactions  # noqa: E402
 from streams.topics import delete_topics, ensure_topics  # noqa: E402
-from streams.worker.app import WorkerConfig  # noqa: E402
 from tessera.cli_streams import load_repo  # noqa: E402
 from tessera.local import LocalServices  # noqa: E402
 
@@ -151,65 +149,6 @@ def freshness(source, bootstrap: str, client, rate: int, seconds: float, users: 
     return out
 
 
-def delivery(source, bootstrap: str, rate: int, seconds: float, users: int,
-             warm_s: float = 5.0) -> list[float]:
-    """The floor under freshness: publish the same way at ``rate``/s and measure how old each
-    record is when a bare aiokafka consumer in another process (the worker's client and fetch
-    settings) gets it — producer, broker and fetch, no Tessera work."""
-    consumer = subprocess.Popen(
-        [sys.executable, __file__, "--delivery-consumer", bootstrap, source.topic,
-         str(warm_s)], stdout=subprocess.PIPE, text=True)
-    assert consumer.stdout.readline().strip() == "ready"
-    prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
-    gen = transactions(int(rate * (seconds + warm_s)), start_us=time.time_ns() // 1000,
-                       rate=rate, users=users, late_fraction=0, malformed_fraction=0, seed=98)
-    t0 = time.time()
-    for i, e in enumerate(gen):
-        due = t0 + i / rate
-        now = time.time()
-        if due > now:
-            time.sleep(due - now)
-        ev = normalize(source, {**e, "ts": time.time_ns() // 1000 // 1000})
-        prod.send(source.topic, value=encode(source, ev), key=key_of(source, ev).encode())
-    prod.flush()
-    prod.close()
-    time.sleep(1.0)
-    consumer.terminate()  # SIGTERM: it prints what it measured and exits
-    out, _ = consumer.communicate(timeout=30)
-    return json.loads(out)
-
-
-def _delivery_consumer(bootstrap: str, topic: str, warm_s: float) -> None:
-    import asyncio
-    import signal
-
-    from aiokafka import AIOKafkaConsumer
-
-    ages: list[float] = []
-
-    async def consume() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"{GROUP}-delivery",
-                             auto_offset_reset="latest",
-                             fetch_max_wait_ms=WorkerConfig.fetch_max_wait_ms,
-                             session_timeout_ms=6000)
-        await c.start()
-        while not c.assignment():
-            await c.getmany(timeout_ms=200)
-        print("ready", flush=True)
-        t0 = time.time()
-        while not stop.is_set():
-            polled = await c.getmany(timeout_ms=200, max_records=20_000)
-            now_ms = time.time() * 1000
-            if time.time() - t0 > warm_s:
-                ages.extend(now_ms - r.timestamp for recs in polled.values() for r in recs)
-        await c.stop()
-
-    asyncio.run(consume())
-    print(json.dumps(ages))
-
-
 def warm_up(source, bootstrap: str, client, timeout: float = 90) -> None:
     """Wait until the new worker owns the partitions: one event per partition comes through."""
     prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -245,9 +184,6 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--delivery-consumer"]:
-        _delivery_consumer(sys.argv[2], sys.argv[3], float(sys.argv[4]))
-        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-baseline", action="store_true")
@@ -304,12 +240,7 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
-        base = delivery(source, svc.bootstrap, 5000, fresh_s, users)
         result.update({
-            "delivery_p50_ms": round(pct(base, 0.5), 2),
-            "delivery_p99_ms": round(pct(base, 0.99), 2),
-            "delivery_note": "age of each record when a bare aiokafka consumer (no Tessera work) "
-                             "polls it, same producer and rate: the floor under freshness",
             "freshness_rate_per_s": 5000,
             "freshness_events": len(lat),
             "freshness_warmup_s_excluded": 5,
