@@ -25,12 +25,12 @@ def test_drift_in_the_events_leads_to_a_retrained_champion(
     except Exception:  # noqa: BLE001 - not created yet
         pass
     lines: list[str] = []
-    out = demo.run(tmp_path, users=400, say=lines.append)
+    out = demo.run(tmp_path, users=1000, say=lines.append)
     assert out["status_before"] == "ok"
     assert out["status_after"] == "alert"
     drifted = {a["column"] for a in out["alerts"] if a["kind"] == "drift"}
     assert drifted and all(c.startswith("pay_amount:") or c == "score" for c in drifted), drifted
     assert out["final_step"] == "promoted" and out["champion"] == "2", (out, lines)
     assert any("the challenger is better" in line for line in lines)
-    assert out["served_after"] == {"2": 400}  # the scorer followed the promotion
+    assert out["served_after"] == {"2": 1000}  # the scorer followed the promotion
     assert out["status_promoted"] == "ok"  # and the new champion's reference fits the new world
