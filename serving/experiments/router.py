@@ -64,7 +64,9 @@ class ExperimentRouter:
         self._predict = predict
         self._one = predict_one or (lambda v, x: predict(v, x.reshape(1, -1))[0])
         self._log = log
-        self._features = features
+        # what the prediction log keeps of each vector: "hash" or "vector" (drift monitoring
+        # needs the values); may be changed while serving
+        self.feature_logging: FeatureLogging = features
         self._reload_every = reload_every_s
         self._spec = store.current(name)
         self._checked = time.monotonic()
@@ -117,7 +119,7 @@ class ExperimentRouter:
                 latency_ms=latency,
                 error=error,
                 features_hash=fhash,
-                features=x.tolist() if self._features == "vector" else None,
+                features=x.tolist() if self.feature_logging == "vector" else None,
             )
         )
         if arm != CHAMPION:

@@ -15,5 +15,5 @@ from typing import Any
 def log_vectors(scorer: Any) -> None:
     """Make every experiment router of ``scorer`` log feature vectors, not only their hash."""
     for router in scorer.routers.values():
-        if hasattr(router, "_features"):  # ExperimentRouter: the flag it reads per request
-            router._features = "vector"
+        if hasattr(router, "feature_logging"):  # ExperimentRouter: read per request
+            router.feature_logging = "vector"
