@@ -32,6 +32,9 @@ log = logging.getLogger("tessera.worker")
 # HSET keeps a key's TTL, so the TTL is refreshed at most once an hour per entity: a key lives
 # between ttl and ttl + 1 h after its last write.
 TTL_REFRESH_S = 3600
+# Cached rings of entities idle beyond the late horizon are dropped this often, so the worker's
+# memory follows the active entities, as Redis's does.
+EVICT_EVERY_S = 60.0
 
 
 @dataclass
@@ -83,6 +86,7 @@ class OnlineWriter:
         self._reset_pending()
         self._inflight: _Job | None = None
         self.landed_at: float | None = None  # when the last write reached Redis
+        self._evicted_at = time.monotonic()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="redis-commit")
         keys = source.entity.keys
         ent = source.entity
@@ -193,6 +197,9 @@ class OnlineWriter:
                 self.stats.newest_ts = max(self.stats.newest_ts or c[3], c[3])
             for p, off in job.last.items():
                 self.watermarks[p] = max(self.watermarks[p], off)
+            if time.monotonic() - self._evicted_at > EVICT_EVERY_S:
+                self._evicted_at = time.monotonic()
+                cache.evict(time.time_ns() // 1000 - self.horizon_us)
             return True
         self.stats.fence_retries += 1
         batches = job.batches + self._pending

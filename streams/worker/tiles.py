@@ -265,6 +265,23 @@ class RingCache:
             self.partition[r] = -1
             self.dirty[r] = False
 
+    def evict(self, older_than_us: int) -> int:
+        """Forget clean rows whose newest event is older than ``older_than_us`` (no read at
+        "now" can see them; if the entity comes back its rings are reloaded). Only while no
+        write is in flight: an evicted row must be in Redis as cached. Returns rows freed."""
+        n = len(self.keys)
+        if n == 0:
+            return 0
+        newest = np.max(np.stack([a["newest"][:n] for a in self.arrays]), axis=0)
+        live = np.array([k is not None for k in self.keys], dtype=bool)
+        old = np.nonzero((newest < older_than_us) & live & ~self.dirty[:n])[0].tolist()
+        for r in old:
+            del self.rows[self.keys[r]]
+            self.keys[r] = None
+            self.partition[r] = -1
+            self._free.append(r)
+        return len(old)
+
     def encode(self, rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """The rows' stored ring bytes, per plan a ``(rows, ring size)`` uint8 matrix, and
         which rings have seen an event (the others are not written)."""

@@ -128,3 +128,19 @@ def test_rings_survive_a_reload_from_stored_bytes_and_dropped_partitions():
     for e in fresh.rows:
         for a, b in zip(fresh.arrays, reloaded.arrays, strict=True):
             assert a[fresh.rows[e]].tobytes() == b[reloaded.rows[e]].tobytes()
+
+
+def test_eviction_frees_only_clean_rows_older_than_the_cutoff():
+    cache = RingCache(PLANS, capacity=4)
+    t0 = 1_800_000_000_000_000
+    cache.add(["old", "new", "dirty"], [0, 0, 0], [[None] * len(PLANS)] * 3)
+    rows = np.array([cache.rows[k] for k in ("old", "new", "dirty")], dtype=np.int64)
+    ts = np.array([t0, t0 + 100 * MINUTE, t0], dtype=np.int64)
+    for plan, arr in zip(PLANS, cache.arrays, strict=True):
+        fold_batch(arr, plan, rows, ts, np.arange(3), {"x": np.ones(3)})
+    cache.dirty[cache.rows["dirty"]] = True
+    assert cache.evict(t0 + MINUTE) == 1
+    assert set(cache.rows) == {"new", "dirty"}
+    cache.add(["again"], [0], [[None] * len(PLANS)])  # the freed row is reused
+    assert len(cache.keys) == 3 and cache.rows["again"] not in (cache.rows["new"],
+                                                                cache.rows["dirty"])
