@@ -143,3 +143,16 @@ def test_the_childs_log_drops_reach_the_scorers_metrics(
         sink.close()
     finally:
         delete_topics(kafka_bootstrap, [unique_name])
+
+
+def test_chunks_cross_the_socket_exactly_without_pickle():
+    import numpy as np
+
+    from serving.experiments.shadow_process import decode_chunk, encode_chunk
+
+    x = np.array([0.1, np.nan, -np.inf, 1e300, 5e-324])
+    items = [("r1", 17, "user:u1", ("2", "3"), "ab12", x.tobytes()),
+             ("r2", 18, "user:ü", (), "", np.array([], dtype=np.float64).tobytes())]
+    back = decode_chunk(encode_chunk(items))
+    assert back == items
+    assert np.frombuffer(back[0][5], dtype=np.float64).tobytes() == x.tobytes()
