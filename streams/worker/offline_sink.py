@@ -64,6 +64,3 @@ class OfflineWriter:
             else 0
         self.written += n
         return n
-
-    def flush(self) -> int:
-        return self.write(self.take())

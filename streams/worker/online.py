@@ -106,11 +106,14 @@ class OnlineWriter:
 
     def watermark(self, partition: int) -> int:
         """Last offset whose effects are in Redis (loaded on first use)."""
-        wm = self.watermarks.get(partition)
-        if wm is None:
-            (wm,) = self.sink.watermarks([self._offset_key(partition)])
-            self.watermarks[partition] = wm
-        return wm
+        self._load_watermarks([partition])
+        return self.watermarks[partition]
+
+    def _load_watermarks(self, partitions) -> None:
+        missing = [p for p in partitions if p not in self.watermarks]
+        if missing:
+            wms = self.sink.watermarks([self._offset_key(p) for p in missing])
+            self.watermarks.update(zip(missing, wms, strict=True))
 
     def _offset_key(self, partition: int) -> str:
         return offset_key(self.group, self.source.topic, partition)
@@ -135,10 +138,7 @@ class OnlineWriter:
         reaches Redis at the next ``commit``."""
         if not batch:
             return
-        missing = [p for p in batch if p not in self.watermarks]
-        if missing:
-            wms = self.sink.watermarks([self._offset_key(p) for p in missing])
-            self.watermarks.update(zip(missing, wms, strict=True))
+        self._load_watermarks(batch)
         self._pending.append(batch)
         self._pending_events += sum(len(ev) for ev, _ in batch.values())
         self._fold(batch)
@@ -175,13 +175,13 @@ class OnlineWriter:
                               self._pool.submit(_timed, self.sink.commit, *args))
         self._reset_pending()
 
-    def wait(self) -> bool:
-        """Collect the background write, if any: True if it landed. If another worker moved a
+    def wait(self) -> None:
+        """Collect the background write, if any. If another worker moved a
         watermark since we loaded it, nothing was written: drop the rings of every partition
         in flight or pending, reload them and refold those batches (pending again)."""
         job, self._inflight = self._inflight, None
         if job is None:
-            return True
+            return
         # a Redis error propagates: the worker stops and a restart replays from Kafka
         stale, landed_at = job.result.result()
         log.debug("redis write %.1f ms after submit", (landed_at - job.submitted_at) * 1000)
@@ -200,7 +200,7 @@ class OnlineWriter:
             if time.monotonic() - self._evicted_at > EVICT_EVERY_S:
                 self._evicted_at = time.monotonic()
                 cache.evict(time.time_ns() // 1000 - self.horizon_us)
-            return True
+            return
         self.stats.fence_retries += 1
         batches = job.batches + self._pending
         parts = sorted({p for b in batches for p in b})
@@ -210,7 +210,6 @@ class OnlineWriter:
         self._reset_pending()
         for batch in batches:
             self.fold(batch)
-        return False
 
     def _reset_pending(self) -> None:
         self._pending: list[dict[int, tuple[EventColumns, int]]] = []

@@ -13,12 +13,15 @@ sent only for entities whose expiry is due (the caller decides).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import hiredis
 import numpy as np
 import redis
 
+from features.online.hmget import HashReads
 from streams.worker.resp import hset_commands
 
 _pack = hiredis.pack_command
@@ -27,13 +30,24 @@ _pack = hiredis.pack_command
 class RedisSink:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._reads = HashReads(client, spin_us=0)
 
     def watermarks(self, keys: list[str]) -> list[int]:
         """Last offset applied per partition key (-1 when none)."""
         return [int(v) if v is not None else -1 for v in self.client.mget(keys)]
 
-    def _connection(self):
-        return self.client.connection_pool.get_connection()
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection; dropped (not reused) if anything fails on it mid-exchange."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            yield conn
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     @staticmethod
     def _send(conn, commands: list[bytes], n_replies: int) -> list:
@@ -47,26 +61,12 @@ class RedisSink:
                 out.append(e)
         return out
 
-    def _roundtrip(self, commands: list[bytes], n_replies: int) -> list:
-        conn = self._connection()
-        try:
-            return self._send(conn, commands, n_replies)
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            self.client.connection_pool.release(conn)
-
     def load(self, keys: list[str], fields: list[str]) -> list[list[bytes | None]]:
-        """``HMGET key *fields`` for many keys in one round trip."""
+        """``HMGET key *fields`` for many keys in one round trip (the online store's reader,
+        without its busy-poll: the worker is not latency-bound per call)."""
         if not keys:
             return []
-        fields_b = [f.encode() for f in fields]
-        replies = self._roundtrip([_pack((b"HMGET", k, *fields_b)) for k in keys], len(keys))
-        for r in replies:
-            if isinstance(r, Exception):
-                raise r
-        return replies
+        return self._reads.fetch([(k, fields) for k in keys])
 
     def commit(
         self,
@@ -83,8 +83,7 @@ class RedisSink:
         fence key from its expected to its new offset, atomically. Returns None on success,
         else the current watermarks (another worker moved one; nothing was written)."""
         fkeys = list(fences)
-        conn = self._connection()
-        try:
+        with self._connection() as conn:
             _, current = self._send(conn, [_pack(("WATCH", *fkeys)), _pack(("MGET", *fkeys))], 2)
             current = [int(v) if v is not None else -1 for v in current]
             if any(c != fences[k][0] for k, c in zip(fkeys, current, strict=True)):
@@ -98,11 +97,6 @@ class RedisSink:
             cmds += [_pack(("SET", k, fences[k][1])) for k in fkeys]
             cmds.append(_pack(("EXEC",)))
             replies = self._send(conn, cmds, 2 + n_hset + len(expire) + len(fkeys))
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            self.client.connection_pool.release(conn)
         errors = [r for r in replies if isinstance(r, Exception)]
         errors += [r for r in replies[-1] or () if isinstance(r, Exception)]
         if errors:
