@@ -213,19 +213,16 @@ class RingCache:
         if need <= cap:
             return
         new = max(need, cap * 2)
-        part = np.full(new, -1, dtype=np.int32)
-        part[:cap] = self.partition
-        self.partition = part
-        due = np.zeros(new, dtype=np.float64)
-        due[:cap] = self.expire_due
-        self.expire_due = due
-        dirty = np.zeros(new, dtype=bool)
-        dirty[:cap] = self.dirty
-        self.dirty = dirty
-        for j, arr in enumerate(self.arrays):
-            bigger = np.zeros(new, dtype=arr.dtype)
-            bigger[:cap] = arr
-            self.arrays[j] = bigger
+
+        def bigger(arr: np.ndarray, fill: object = 0) -> np.ndarray:
+            out = np.full(new, fill, dtype=arr.dtype)
+            out[:cap] = arr
+            return out
+
+        self.partition = bigger(self.partition, -1)
+        self.expire_due = bigger(self.expire_due)
+        self.dirty = bigger(self.dirty)
+        self.arrays = [bigger(arr) for arr in self.arrays]
 
     def add(self, keys: list[str], partitions: list[int],
             blobs: list[list[bytes | None]]) -> None:
@@ -256,14 +253,7 @@ class RingCache:
 
     def drop(self, partitions: list[int]) -> None:
         """Forget the entities of these partitions (revoked, or another writer moved them)."""
-        for r in np.nonzero(np.isin(self.partition, partitions))[0].tolist():
-            key = self.keys[r]
-            if key is not None:
-                del self.rows[key]
-                self.keys[r] = None
-                self._free.append(r)
-            self.partition[r] = -1
-            self.dirty[r] = False
+        self._release(np.nonzero(np.isin(self.partition, partitions))[0].tolist())
 
     def evict(self, older_than_us: int) -> int:
         """Forget clean rows whose newest event is older than ``older_than_us`` (no read at
@@ -275,12 +265,19 @@ class RingCache:
         newest = np.max(np.stack([a["newest"][:n] for a in self.arrays]), axis=0)
         live = np.array([k is not None for k in self.keys], dtype=bool)
         old = np.nonzero((newest < older_than_us) & live & ~self.dirty[:n])[0].tolist()
-        for r in old:
-            del self.rows[self.keys[r]]
-            self.keys[r] = None
-            self.partition[r] = -1
-            self._free.append(r)
+        self._release(old)
         return len(old)
+
+    def _release(self, rows: list[int]) -> None:
+        """Free cached rows (their keys are no longer cached; the rows are reused)."""
+        for r in rows:
+            key = self.keys[r]
+            if key is not None:
+                del self.rows[key]
+                self.keys[r] = None
+                self._free.append(r)
+            self.partition[r] = -1
+            self.dirty[r] = False
 
     def encode(self, rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """The rows' stored ring bytes, per plan a ``(rows, ring size)`` uint8 matrix, and
