@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+from percentile import pct  # noqa: E402  (bench/ is on the path)
 
 from tessera.local import start_broker, stop  # noqa: E402
 
@@ -41,10 +42,6 @@ def broker_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
 def publish(bootstrap: str, linger_ms: int, stop_at: float) -> None:

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
+from percentile import pct  # noqa: E402  (bench/ is on the path)
 
 from features.event_schema import encode, key_of, normalize  # noqa: E402
 from features.offline.event_log import EventLog  # noqa: E402
@@ -186,10 +187,6 @@ def bytes_per_entity(client, sample: int = 500) -> float:
     sizes = [client.memory_usage(k, samples=0) or 0 for k in keys]
     return statistics.mean(sizes) if sizes else 0.0
 
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
 def main() -> None:
