@@ -43,7 +43,6 @@ def broker_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-
 def publish(bootstrap: str, linger_ms: int, stop_at: float) -> None:
     prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms)
     t0 = time.time()

@@ -12,9 +12,9 @@
    written in the same MULTI/EXEC as the tiles, so that is when the feature becomes
    readable), sampled every 2 ms; also per 10 s, so a drift shows. Why not a shorter linger:
    Tansu's memory storage keeps one object per produced batch and lists them all on every
-   fetch, so tiny batches (linger 2 ms) make each fetch slower as the run goes on — delivery
-   alone reached p99 > 500 ms after 30 s here, against < 50 ms with linger 20 ms
-   (``docs/streams.md``). Apache Kafka indexes its segments and has no such drift.
+   fetch, so tiny batches (linger 2 ms) make each fetch slower as the run goes on
+   (``bench/broker_delivery.py`` measures it; ``docs/streams.md``). Apache Kafka indexes
+   its segments and has no such drift.
 3. Skew check (1,000 random users per view against the offline log) and Redis bytes per entity.
 4. Baseline: the idiomatic faust agent updating windowed faust Tables per event
    (``bench/faust_baseline.py``) on 10k events, not 100k (see the JSON's
@@ -186,7 +186,6 @@ def bytes_per_entity(client, sample: int = 500) -> float:
             break
     sizes = [client.memory_usage(k, samples=0) or 0 for k in keys]
     return statistics.mean(sizes) if sizes else 0.0
-
 
 
 def main() -> None:
