@@ -73,7 +73,7 @@ class OnlineWriter:
         self.sink = sink
         self.group = group
         self.plans: list[HopPlan] = plan_views(views)
-        self.fields = [p.field for p in self.plans]
+        self.fields = [p.layout.field for p in self.plans]
         # a window at t reaches back up to W + h (its tail is aligned to the hop grid)
         self.horizon_us = max(f.window + f.hop for v in views for f in v.features) + (
             allowed_lateness_us

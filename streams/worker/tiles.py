@@ -38,18 +38,6 @@ class HopPlan:
     layout: HopLayout
     ops: tuple[tuple[int, int, str | None], ...]  # kind, first IR index, event field
 
-    @property
-    def field(self) -> str:
-        return self.layout.field
-
-    @property
-    def hop(self) -> int:
-        return self.layout.hop
-
-    @property
-    def slots(self) -> int:
-        return self.layout.slots
-
     @cached_property
     def dtype(self) -> np.dtype:
         """One ring as a numpy record: the exact bytes of ``HopLayout.encode``."""
@@ -98,10 +86,10 @@ def fold_batch(
     ``np.unique(rows, return_inverse=True)`` when the caller has it (same for every plan)."""
     if len(rows) == 0:
         return
-    S = plan.slots
+    S = plan.layout.slots
     idx2 = rings["t"]["i"]  # (rows, slots) views into the records
     val3 = rings["t"]["v"]
-    tidx = ts // plan.hop
+    tidx = ts // plan.layout.hop
     urows, rinv = unique_rows or np.unique(rows, return_inverse=True)
     top = idx2[urows].max(axis=1)
     np.maximum.at(top, rinv, tidx)

@@ -31,7 +31,7 @@ def algebra_rings(events):
         per = {}
         for seq, (ent, ts, x) in enumerate(events):
             newest, tiles = per.get(ent, (None, {}))
-            idx = ts // p.hop
+            idx = ts // p.layout.hop
             tile = list(tiles.get(idx, p.layout.empty_values()))
             for (fn, _), a in zip(p.layout.parts, p.layout.offsets, strict=True):
                 from features.semantics.aggregations import get_aggregation
@@ -44,7 +44,7 @@ def algebra_rings(events):
         kept = {}
         for ent, (newest, tiles) in per.items():
             top = max(tiles)
-            kept[ent] = (newest, {i: t for i, t in tiles.items() if i > top - p.slots})
+            kept[ent] = (newest, {i: t for i, t in tiles.items() if i > top - p.layout.slots})
         out.append(kept)
     return out
 
@@ -87,7 +87,7 @@ def test_batch_fold_matches_algebra_and_brute_force(seed):
             blob = arr[cache.rows[ent]].tobytes()
             newest, tiles = per[ent]
             assert blob == p.layout.encode(newest, tiles), (ent, p.field)
-            blobs[p.field] = blob
+            blobs[p.layout.field] = blob
         mine = [(ts, s, x) for s, (e, ts, x) in enumerate(events) if e == ent]
         top = max(ts for ts, _, _ in mine)
         for t in (top + 1, top + 7 * MINUTE, top + 70 * MINUTE):
