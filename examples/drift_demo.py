@@ -59,7 +59,7 @@ from serving.monitoring.spine import outcome_training_set  # noqa: E402
 from serving.registry import ModelRegistry  # noqa: E402
 from serving.registry.training import train  # noqa: E402
 from streams.producer import Publisher  # noqa: E402
-from tessera.local import free_port, start_broker, start_redis, stop  # noqa: E402
+from tessera.local import LocalServices, free_port  # noqa: E402
 
 MODEL, GROUP = "fraud", "drift-worker"
 HOUR_US, DAY_US = 3_600_000_000, 86_400_000_000
@@ -222,13 +222,11 @@ def run(
     ``probe`` the drifted requests are sent ``probe`` at a time, the monitor asked after each
     chunk, and ``alert_after`` = drifted predictions logged when it first alerted."""
     t_start = time.perf_counter()
-    own: list = []
     settings = Settings.from_env(home)
+    services = LocalServices(home)  # a broker / Redis of its own for what is not configured
     if not settings.kafka_bootstrap or not settings.redis_url:
-        broker, bootstrap = start_broker(home / "broker")
-        redis_handle, redis_url = start_redis(home / "redis")
-        own += [broker, redis_handle]
-        settings = Settings(home, bootstrap, redis_url)
+        services.start()
+        settings = Settings(home, services.bootstrap, services.redis_url)
     repo_path = home / "drift_repo.py"
     repo_path.write_text(REPO.format(topic=f"payments-{uuid.uuid4().hex[:8]}"))
     live = Live(home, repo_path, settings)
@@ -332,8 +330,7 @@ def run(
     finally:
         shots.close()
         live.close()
-        for h in reversed(own):
-            stop(h)
+        services.stop()
     out["total_s"] = time.perf_counter() - t_start
     return out
 
