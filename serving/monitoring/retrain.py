@@ -29,9 +29,12 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.monitoring.errors import MonitorError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 WHO = "tessera-retrain"
 
@@ -47,7 +50,7 @@ class RetrainPlan:
 
 
 def fresh_training_set(
-    spine: Path | str | Any,
+    spine: Path | str | pl.DataFrame,
     features: list[str],
     out_dir: Path | str,
     days: float,
