@@ -39,9 +39,12 @@ def entity_key(entity: Entity, values: tuple | list) -> str:
     return f"{KEY_PREFIX}:{entity.name}:{json.dumps([str(v) for v in values])}"
 
 
+OFFSET_KEY_PREFIX = f"{KEY_PREFIX}:offsets:"
+
+
 def offset_key(group: str, topic: str, partition: int) -> str:
     """Where the worker stores the last Kafka offset whose effects are in Redis."""
-    return f"{KEY_PREFIX}:offsets:{group}:{topic}:{partition}"
+    return f"{OFFSET_KEY_PREFIX}{group}:{topic}:{partition}"
 
 
 @dataclass(frozen=True)

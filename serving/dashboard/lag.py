@@ -15,14 +15,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
-from features.online.layout import KEY_PREFIX
+from features.online.layout import OFFSET_KEY_PREFIX
 
 NO_WATERMARK = "n/a (broker reports no watermark)"
 
 
 def applied_offsets(redis_client) -> dict[tuple[str, str, int], int]:
     """(group, topic, partition) -> last offset the worker applied, from Redis."""
-    prefix = f"{KEY_PREFIX}:offsets:"
+    prefix = OFFSET_KEY_PREFIX
     keys = list(redis_client.scan_iter(match=prefix + "*", count=1000))
     values = redis_client.mget(keys) if keys else []
     out = {}
