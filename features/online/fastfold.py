@@ -1,11 +1,12 @@
-"""Compiled read-time folds: every requested feature of one hop ring from one ``struct`` unpack.
+"""Compiled read-time folds: every requested feature of one hop ring from a few ``struct`` unpacks.
 
 ``fold.fold_view`` is the readable definition (decode the ring into a dict, merge tile by
 tile); this module computes the same values on the serving hot path with less Python per
-feature: the whole ring is unpacked at once, the tiles inside the window are found once per ring,
-and count/sum/mean/min/max fold with builtins in the same tile order and with the same
-comparison as their ``merge``. Other aggregations fold through their own ``merge``. Equality with
-``fold_view`` is a property test (``tests/features/online/test_fastfold.py``).
+feature: the ring's tile indices are unpacked at once, only the tiles inside the longest window
+are decoded (once per ring), and count/sum/mean/min/max fold with builtins in the same tile
+order and with the same comparison as their ``merge``. Other aggregations fold through their
+own ``merge``. Equality with ``fold_view`` is a property test
+(``tests/features/online/test_fastfold.py``).
 """
 
 from __future__ import annotations
@@ -48,8 +49,6 @@ class RingFold:
         self.hop = hop.hop
         stride = hop.width + 1
         self.ring = struct.Struct("<q" + ("q" + "d" * hop.width) * hop.slots)
-        self.stride = stride
-        self.bases = [1 + s * stride for s in range(hop.slots)]
         self.slots = slots
         # (column, tiles back from the current one, fn, first value index in a record, agg)
         self.plan = [
