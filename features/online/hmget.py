@@ -35,10 +35,11 @@ class _Wire:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.sock: socket.socket | None = None
-        self.reader = hiredis.Reader(replyError=redis.ResponseError)
         self.buf = bytearray(1 << 16)
+        # set per socket by ``socket()`` (a dropped socket's half-read reply must not leak)
+        self.reader: hiredis.Reader
+        self.readable: select.poll
         self.timeout_s: float | None = None
-        self.readable = select.poll()
 
     def socket(self) -> socket.socket:
         if self.sock is None:

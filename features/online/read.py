@@ -150,13 +150,13 @@ class OnlineStore:
             )
         plan = self.plan(features)
         t = to_micros(at)
-        if len(entities) == 1 and len(plan.by_entity) == 1:
-            return self._get_one(plan, entities[0], t)
+        if len(entities) == 1 and plan.single is not None:
+            return self._get_one(plan, plan.single, entities[0], t)
         keys: list[tuple[str, list[str]]] = []
         for row in entities:
             for ep in plan.by_entity.values():
                 keys.append((ep.key(row), ep.fields))
-        replies = self._fetch(keys)
+        replies = self.reads.fetch(keys)
         n, m = len(plan.refs), len(plan.by_entity)
         out_vals: list[list[Any]] = [[None] * n for _ in entities]
         out_missing: list[list[bool]] = [[True] * n for _ in entities]
@@ -172,12 +172,13 @@ class OnlineStore:
                         ages[vname] = age if old is None else min(old, age)
         return OnlineResult(list(plan.refs), out_vals, out_missing, fresh)
 
-    def _get_one(self, plan: ReadPlan, row: dict[str, Any], t: int) -> OnlineResult:
+    def _get_one(
+        self, plan: ReadPlan, ep: _EntityPlan, row: dict[str, Any], t: int
+    ) -> OnlineResult:
         """``get_features`` for one entity row: the same values without the batch
         bookkeeping (per-row reply slicing, ``fold_many``), which is most of a one-entity call's
         Python time."""
-        ep = plan.single
-        blobs = self._fetch([(ep.key(row), ep.fields)])[0]
+        blobs = self.reads.fetch([(ep.key(row), ep.fields)])[0]
         n = len(plan.refs)
         out: list[Any] = [None] * n
         missing = [True] * n
@@ -190,6 +191,3 @@ class OnlineStore:
         for vname, ts in newest.items():
             fresh[vname] = (t - ts) / 1e6
         return OnlineResult(list(plan.refs), [out], [missing], [fresh])
-
-    def _fetch(self, keys: list[tuple[str, list[str]]]) -> list[list[bytes | None]]:
-        return self.reads.fetch(keys)
