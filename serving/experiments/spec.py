@@ -169,7 +169,6 @@ class DeploymentStore:
             spec.name,
             {
                 "who": who or _who(),
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "why": why,
                 "before": before.to_dict() if before else None,
                 "after": new.to_dict(),

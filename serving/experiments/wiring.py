@@ -7,7 +7,6 @@ registry records each version's feature list; train challengers on the same refs
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ from serving.experiments.kafka_log import PREDICTIONS_TOPIC, KafkaRecordLog, ens
 from serving.experiments.router import ExperimentRouter, _drop
 from serving.experiments.shadow_process import ProcessShadowRunner
 from serving.experiments.spec import DeploymentStore
-
-log_ = logging.getLogger(__name__)
 
 
 def attach_router(
