@@ -262,7 +262,6 @@ class Retrainer:
                     {
                         "who": WHO,
                         "why": f"retrain {run}: v{version} kept as a shadow: {verdict['sentence']}",
-                        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     },
                 )
             state.update(step="shadow", reason=verdict["sentence"])
