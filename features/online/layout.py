@@ -154,3 +154,25 @@ class ViewLayout:
         """Key TTL: the longest window plus its hop plus an hour of slack."""
         longest = max(f.window + f.hop for f in self.view.features)
         return longest // 1_000_000 + 3600
+
+
+# The online store's own state, one hash beside the entity keys:
+#   generation            set by every worker write; absent = the store is empty or lost its data
+#   rebuilding:<what>     present while a worker rebuilds rings from the event log (value: JSON
+#                         with the reason and when it started); removed when done
+STORE_KEY = f"{KEY_PREFIX}:store"
+GENERATION_FIELD = "generation"
+REBUILDING_PREFIX = "rebuilding:"
+
+
+def store_readiness(fields: dict[bytes | str, bytes | str]) -> tuple[bool, str]:
+    """Whether the online store can serve, from ``HGETALL tessera:store``, and why not."""
+    names = {f.decode() if isinstance(f, bytes) else f for f in fields}
+    rebuilding = sorted(n[len(REBUILDING_PREFIX):] for n in names
+                        if n.startswith(REBUILDING_PREFIX))
+    if rebuilding:
+        return False, f"rebuilding the online store from the event log: {', '.join(rebuilding)}"
+    if GENERATION_FIELD not in names:
+        return False, ("the online store holds no data (no worker has written it yet, or Redis "
+                       "lost its data and a worker has not rebuilt it yet)")
+    return True, "ok"
