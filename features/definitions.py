@@ -66,6 +66,9 @@ class Entity:
         return {"name": self.name, "keys": list(self.keys)}
 
 
+DEFAULT_MAX_FUTURE = "1m"
+
+
 @dataclass(frozen=True)
 class EventSource:
     """A Kafka topic of events: its schema, event-time field and the entity it is keyed by.
@@ -82,6 +85,10 @@ class EventSource:
     entity: Entity
     partitions: int = 4
     description: str = ""
+    # events stamped more than this ahead of the clock that receives them are dead-lettered
+    # (reason future_timestamp) online and left out of training sets: a device with a wrong
+    # clock must not move every window of its entity into the future
+    max_future: str = DEFAULT_MAX_FUTURE
 
     def __init__(
         self,
@@ -92,6 +99,7 @@ class EventSource:
         topic: str | None = None,
         partitions: int = 4,
         description: str = "",
+        max_future: str = DEFAULT_MAX_FUTURE,
     ):
         _check_name(name, "source")
         norm = {k: _norm_type(v, f"source {name!r} field {k!r}") for k, v in schema.items()}
@@ -115,6 +123,15 @@ class EventSource:
         object.__setattr__(self, "entity", entity)
         object.__setattr__(self, "partitions", partitions)
         object.__setattr__(self, "description", description)
+        try:
+            parse_duration(max_future)
+        except ValueError as e:
+            raise DefinitionError(f"source {name!r}: max_future: {e}") from None
+        object.__setattr__(self, "max_future", max_future)
+
+    @property
+    def max_future_us(self) -> int:
+        return parse_duration(self.max_future)
 
     @property
     def dlq_topic(self) -> str:
@@ -127,6 +144,8 @@ class EventSource:
             "schema": self.schema,
             "timestamp_field": self.timestamp_field,
             "entity": self.entity.spec(),
+            # only when set: versions of definitions made before the rule existed stay the same
+            **({"max_future": self.max_future} if self.max_future != DEFAULT_MAX_FUTURE else {}),
         }
 
 

@@ -12,9 +12,13 @@ class DefinitionError(TesseraError):
 class SchemaError(TesseraError):
     """An event does not match its source's schema."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None,
+                 reason: str = "invalid_event") -> None:
         super().__init__(message)
         self.field = field
+        # a stable code for dead letters and metrics: invalid_json, invalid_event, null_value,
+        # empty_value, future_timestamp
+        self.reason = reason
 
 
 class UnknownFeatureError(TesseraError):

@@ -20,7 +20,7 @@ import orjson
 
 from features.definitions import EventSource
 from features.errors import SchemaError
-from features.event_schema import normalize
+from features.event_schema import normalize, parse_json
 
 _NP_TYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "timestamp": np.int64}
 
@@ -75,9 +75,12 @@ def _parse(raws: list[bytes]) -> tuple[list, dict[int, SchemaError]]:
     for i, raw in enumerate(raws):
         try:
             objs.append(loads(raw))
-        except err as e:
+        except err:
             objs.append(None)
-            bad[i] = SchemaError(f"not valid JSON: {e}", None)
+            try:  # the slow path names the reason (null, empty, not JSON)
+                parse_json(raw)
+            except SchemaError as e:
+                bad[i] = e
     return objs, bad
 
 
@@ -110,11 +113,23 @@ def _fast(kind: str, vals: list) -> tuple[list[bool], Any]:
     return ok, us
 
 
+def future_error(source: EventSource, ts_us: int, max_ts_us: int) -> SchemaError:
+    """The dead-letter reason of an event stamped too far ahead of the clock."""
+    return SchemaError(
+        f"{source.timestamp_field} is {(ts_us - max_ts_us) / 1e6 + source.max_future_us / 1e6:.3f}"
+        f" s ahead of the clock, more than the source's max_future "
+        f"({source.max_future_us / 1e6:g} s): fix the producer's clock, or raise max_future",
+        source.timestamp_field, reason="future_timestamp")
+
+
 def decode_columns(
-    source: EventSource, raws: list[bytes], offsets: Sequence[int]
+    source: EventSource, raws: list[bytes | None], offsets: Sequence[int],
+    max_ts_us: int | None = None,
 ) -> tuple[EventColumns, list[tuple[int, SchemaError]]]:
     """Decode messages (with their log offsets): the valid ones as columns, and
-    ``[(index, error)]`` for the invalid ones, with ``normalize``'s reasons."""
+    ``[(index, error)]`` for the invalid ones, with ``normalize``'s reasons. Events stamped
+    after ``max_ts_us`` (the clock plus the source's ``max_future``) are invalid too, with
+    reason ``future_timestamp``."""
     n = len(raws)
     objs, bad = _parse(raws) if n else ([], {})
     good = np.ones(n, dtype=bool)
@@ -151,7 +166,13 @@ def decode_columns(
                 good[i] = False
                 errors.append((i, SchemaError(
                     f"a number of this event does not fit in 64 bits: {objs[i]!r:.200}", None)))
-        errors.sort(key=lambda x: x[0])
+    if max_ts_us is not None:
+        tsf = source.timestamp_field
+        ahead = good & (cols[tsf] > max_ts_us)
+        for i in np.nonzero(ahead)[0].tolist():
+            good[i] = False
+            errors.append((i, future_error(source, int(cols[tsf][i]), max_ts_us)))
+    errors.sort(key=lambda x: x[0])
     idx = np.nonzero(good)[0]
     batch = EventColumns(np.asarray(offsets, dtype=np.int64), cols)
     return (batch if len(idx) == n else batch.take(idx)), errors

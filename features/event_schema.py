@@ -126,11 +126,23 @@ def normalize(source: EventSource, obj: object) -> dict:
 
 def decode(source: EventSource, raw: bytes) -> dict:
     """Parse and validate one message value; raise ``SchemaError`` naming the field."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise SchemaError(f"not valid JSON: {e}", None) from None
+    obj = parse_json(raw)
     return normalize(source, obj)
+
+
+def parse_json(raw: bytes | None) -> object:
+    """The JSON of one record value; a null or empty value (a tombstone) is a ``SchemaError``
+    with its own reason, so it is dead-lettered like any other bad record."""
+    if raw is None:
+        raise SchemaError("the record value is null (a tombstone); events need a JSON object",
+                          None, reason="null_value")
+    if len(raw) == 0:
+        raise SchemaError("the record value is empty; events need a JSON object", None,
+                          reason="empty_value")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise SchemaError(f"not valid JSON: {e}", None, reason="invalid_json") from None
 
 
 def encode(source: EventSource, event: dict) -> bytes:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.definitions import (
+    DEFAULT_MAX_FUTURE,
     Aggregate,
     AnyView,
     BatchFeatureView,
@@ -125,7 +126,8 @@ def _entity(spec: dict) -> Entity:
 
 def _source(spec: dict, partitions: int) -> EventSource:
     return EventSource(spec["name"], spec["schema"], spec["timestamp_field"],
-                       _entity(spec["entity"]), topic=spec["topic"], partitions=partitions)
+                       _entity(spec["entity"]), topic=spec["topic"], partitions=partitions,
+                       max_future=spec.get("max_future", DEFAULT_MAX_FUTURE))
 
 
 def view_from_record(rec: dict) -> AnyView:

@@ -47,6 +47,15 @@ def offset_key(group: str, topic: str, partition: int) -> str:
     return f"{OFFSET_KEY_PREFIX}{group}:{topic}:{partition}"
 
 
+def ring_slots(window: int, hop: int, max_future: int) -> int:
+    """Tiles a ring keeps: a read at "now" folds the ``window / hop + 1`` newest complete and
+    current tiles, and an event up to ``max_future`` ahead may already have moved the ring's
+    newest tile ``ceil(max_future / hop)`` tiles past the current one (at least one is kept
+    spare, the layout before ``max_future`` existed)."""
+    ahead = max(1, -(-max_future // hop))
+    return window // hop + 1 + ahead
+
+
 @dataclass(frozen=True)
 class HopLayout:
     """The ring of one (view, hop): which IR parts a record holds and at which offsets."""
@@ -131,7 +140,7 @@ class ViewLayout:
             self.hops[hop] = HopLayout(
                 field=f"{view.name}@{view.version}:{format_duration(hop)}",
                 hop=hop,
-                slots=longest // hop + 2,
+                slots=ring_slots(longest, hop, view.source.max_future_us),
                 parts=tuple(parts),
                 offsets=tuple(offsets),
                 width=width,
