@@ -75,14 +75,15 @@ class _Pipeline:
 
     def process(self, partition: int, records: list) -> tuple[EventColumns, int]:
         """The valid events as columns, and the partition's last offset in the batch."""
+        max_ts = time.time_ns() // 1000 + self.source.max_future_us
         events, errors = decode_columns(self.source, [r.value for r in records],
-                                        [r.offset for r in records])
+                                        [r.offset for r in records], max_ts_us=max_ts)
         if errors:
             wm = self.online.watermark(partition)
+            topic = self.source.topic
             self.dlq.send([
-                (records[i].key, dead_letter(self.source.topic, partition, records[i].offset,
-                                             records[i].value, e))
-                for i, e in errors if records[i].offset > wm
+                dead_letter(topic, partition, r.offset, r.key, r.value, r.headers, e)
+                for i, e in errors if (r := records[i]).offset > wm
             ])
         self.consumed += len(records)
         return events, records[-1].offset

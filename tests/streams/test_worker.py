@@ -7,7 +7,6 @@ check's recomputation from the offline log; and (3) the log holds each offset ex
 
 from __future__ import annotations
 
-import base64
 import random
 import threading
 import time
@@ -25,6 +24,7 @@ from features.online.read import OnlineStore
 from features.skew import skew_check
 from streams.generate import transactions
 from streams.producer import Publisher
+from streams.worker.dlq import context
 from tests.reference import brute_force, close
 from tests.streams.conftest import VIEWS, wait_for
 
@@ -123,15 +123,17 @@ def test_dead_letters_hold_reason_and_original_bytes(stream_env, redis_client):
     tp = TopicPartition(env.source.dlq_topic, 0)
     c.assign([tp])
     c.seek_to_beginning(tp)
-    dead = [orjson.loads(m.value) for m in c]
+    dead = list(c)
     c.close()
     assert len(dead) == len(produced.malformed) > 0
-    assert sorted(base64.b64decode(d["value"]) for d in dead) == sorted(produced.malformed)
-    for d in dead:
+    assert sorted(m.value for m in dead) == sorted(produced.malformed)
+    for m in dead:
+        ctx = context(m.headers)
         with pytest.raises(SchemaError) as e:
-            decode(env.source, base64.b64decode(d["value"]))
-        assert d["error"] == str(e.value) and d["field"] == e.value.field
-        assert d["topic"] == env.source.topic and d["offset"] >= 0
+            decode(env.source, m.value)
+        assert ctx["error"] == str(e.value) and ctx["field"] == (e.value.field or "")
+        assert ctx["reason"] == e.value.reason
+        assert ctx["topic"] == env.source.topic and int(ctx["offset"]) >= 0
     check_exactly_once(env, redis_client, produced)
     # the worker process is a faust-streaming app (its data folder is the faust app's)
     assert (env.home / "faust" / "v1" / "tables").is_dir()

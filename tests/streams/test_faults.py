@@ -1,0 +1,129 @@
+"""Faults an operator meets, on the real broker and Redis, each checked against the brute-force
+reference (not only the skew check: both stores can be wrong the same way).
+
+Foreign producers are confluent-kafka (librdkafka), as a Go or .NET service would be.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+from kafka import KafkaConsumer, TopicPartition
+
+from features.event_schema import decode, us_to_iso
+from streams.worker.dlq import context
+from tests.streams.test_worker import (
+    HOUR_US,
+    Produced,
+    check_exactly_once,
+    produce,
+    wait_done,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+def foreign_producer(env, **conf) -> Producer:
+    return Producer({"bootstrap.servers": env.bootstrap, "acks": "all", "linger.ms": 5,
+                     "message.max.bytes": 4 * 1024 * 1024, **conf})
+
+
+def send_foreign(env, produced: Produced, records: list[tuple], **conf) -> None:
+    """Send (key, value, headers) with confluent-kafka and note where each landed."""
+    p = foreign_producer(env, **conf)
+    landed: list = []
+
+    def done(err, msg):
+        assert err is None, err
+        landed.append((msg.partition(), msg.offset()))
+
+    for key, value, headers in records:
+        p.produce(env.source.topic, key=key, value=value, headers=headers, on_delivery=done)
+    assert p.flush(30) == 0
+    assert len(landed) == len(records)
+    for part, off in landed:
+        produced.note(part, off)
+
+
+def read_dlq(env, expect: int, timeout: float = 30) -> list:
+    c = KafkaConsumer(bootstrap_servers=env.bootstrap, enable_auto_commit=False,
+                      consumer_timeout_ms=2000, max_partition_fetch_bytes=8 * 1024 * 1024,
+                      fetch_max_bytes=16 * 1024 * 1024)
+    tp = TopicPartition(env.source.dlq_topic, 0)
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    out: list = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expect and time.monotonic() < deadline:
+        out += list(c)
+    c.close()
+    return out
+
+
+def event(user: str, ts_us: int, amount: float = 1.0) -> dict:
+    return {"user_id": user, "merchant_id": "m1", "amount": amount, "country": "FR",
+            "ts": us_to_iso(ts_us)}
+
+
+def test_poison_records_are_dead_lettered_and_the_worker_keeps_going(stream_env, redis_client):
+    """Tombstones, empty values, null keys, bytes that are not UTF-8, a 1 MB value and headers:
+    each is applied or dead-lettered with its reason; the worker never dies on data."""
+    env = stream_env
+    produced = Produced()
+    produce(env, produced, 600, seed=3)
+    now = time.time_ns() // 1000
+    good = event("u-poison", now - 60_000_000)
+    poison = [
+        (b"u1", None, None),                                  # tombstone
+        (b"u2", b"", None),                                   # empty value
+        (None, b"\xff\xfe\x00garbage", None),                 # null key, not UTF-8
+        (b"u3", b"x" * (1024 * 1024), [("trace", b"abc")]),   # 1 MB, not JSON, a header
+        (b"u4", b"[1, 2]", [("trace", b"\xff")]),             # JSON, not an object
+        (None, orjson.dumps(good), [("h", b"v")]),            # valid, null key, headers
+    ]
+    send_foreign(env, produced, poison, partitioner="murmur2_random")
+    produced.valid.append(decode(env.source, orjson.dumps(good)))
+    proc = env.start_worker(max_records=300)
+    wait_done(env, redis_client, produced)
+    assert proc.poll() is None, "the worker died on a record"
+    dead = read_dlq(env, len(produced.malformed) + 5)
+    reasons = sorted(context(m.headers)["reason"] for m in dead
+                     if m.value is None or m.value not in produced.malformed)
+    assert reasons == ["empty_value", "invalid_event", "invalid_json", "invalid_json",
+                       "null_value"]
+    by_reason = {context(m.headers)["reason"]: m for m in dead}
+    assert by_reason["null_value"].value is None and by_reason["null_value"].key == b"u1"
+    big = [m for m in dead if m.value is not None and len(m.value) == 1024 * 1024]
+    assert len(big) == 1 and ("trace", b"abc") in big[0].headers
+    check_exactly_once(env, redis_client, produced)
+    # a restart does not die on (or re-send) the same records either
+    env.stop_all()
+    proc = env.start_worker(max_records=300)
+    time.sleep(8)
+    assert proc.poll() is None
+    assert len(read_dlq(env, 10_000, timeout=4)) == len(dead)
+
+
+def test_future_timestamps_are_dead_lettered_and_erase_no_window(stream_env, redis_client):
+    """A day ahead or in year 9999: dead-lettered (future_timestamp); the entity's windows
+    at "now" stay what the brute-force reference says."""
+    env = stream_env
+    produced = Produced()
+    now = time.time_ns() // 1000
+    on_time = [event("u-clock", now - k * 600_000_000, float(k)) for k in range(1, 4)]
+    near = event("u-clock", now + 5_000_000, 7.0)  # 5 s ahead: within max_future (1m)
+    ahead = [event("u-clock", now + 24 * HOUR_US, 100.0),
+             {**event("u-clock", now, 5.0), "ts": "9999-12-31T23:59:59.999999Z"}]
+    recs = [(b"u-clock", orjson.dumps(e), None) for e in [*on_time, near, *ahead]]
+    send_foreign(env, produced, recs, partitioner="murmur2_random")
+    produced.valid += [decode(env.source, orjson.dumps(e)) for e in [*on_time, near]]
+    env.start_worker(max_records=300)
+    wait_done(env, redis_client, produced)
+    dead = read_dlq(env, 2)
+    assert sorted(context(m.headers)["reason"] for m in dead) == ["future_timestamp"] * 2
+    # read after the near-future event (reads are exact at or after the newest event)
+    time.sleep(max(0.0, (now + 6_000_000 - time.time_ns() // 1000) / 1e6))
+    check_exactly_once(env, redis_client, produced)
