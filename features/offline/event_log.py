@@ -11,6 +11,15 @@ renamed; only then is the manifest replaced (temp + rename) under a lock, listin
 and advancing the watermark of (topic, partition). Readers read only the files the manifest
 lists, so files left behind by a crash are invisible, and the next append of that partition
 deletes them. Rows at or below the watermark are dropped, so replays are idempotent.
+
+Readers work from one ``Snapshot`` (one manifest read). Compaction therefore does not delete the
+files it merged: it *retires* them (the manifest stops listing them) and deletes them only once
+``retire_after_s`` has passed, so a reader that took its snapshot before the swap still finds
+every file it lists.
+
+Epochs: Kafka offsets restart at 0 when a topic is recreated or a broker loses data. The worker
+then calls ``begin_epoch``; the partition's watermark restarts and every row records the
+epoch it was written in (``_epoch``), so offsets are unique per (topic, partition, epoch).
 """
 
 from __future__ import annotations
@@ -19,9 +28,11 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -42,7 +53,9 @@ _ARROW = {
     "timestamp": TS_TYPE,
 }
 META = [("_topic", pa.string()), ("_partition", pa.int32()), ("_offset", pa.int64()),
-        ("_ingest_ts", TS_TYPE)]
+        ("_ingest_ts", TS_TYPE), ("_epoch", pa.int32())]
+_FILLED = ("_topic", "_partition", "_epoch")  # set by the log, not taken from the caller
+RETIRE_AFTER_S = 600.0
 IMPORT_TOPIC_PREFIX = "import."
 _DAY_US = 86_400_000_000
 
@@ -77,11 +90,37 @@ def _write_parquet_atomic(table: pa.Table, path: Path) -> int:
     return path.stat().st_size
 
 
-class EventLog:
-    """Append-only, hive-partitioned Parquet log of one or more sources' events."""
+@dataclass(frozen=True)
+class Snapshot:
+    """One read of a source's manifest: the files committed at that moment and the log's
+    progress. A reader lists and opens files of one snapshot only, so what it fingerprints is
+    what it reads, even while a compaction swaps files."""
 
-    def __init__(self, root: Path | str) -> None:
+    source: str
+    generation: int
+    files: dict  # rel path -> {"rows", "bytes"}
+    watermarks: dict  # "topic/partition" -> highest offset of the current epoch
+    epochs: dict  # "topic/partition" -> current epoch (absent = 0)
+
+
+def _read_table(path: Path) -> pa.Table:
+    """A committed file; files written before epochs existed read as epoch 0."""
+    table = pq.read_table(path)
+    if "_epoch" not in table.column_names:
+        table = table.append_column("_epoch", pa.array([0] * table.num_rows, pa.int32()))
+    return table
+
+
+class EventLog:
+    """Append-only, hive-partitioned Parquet log of one or more sources' events.
+
+    ``retire_after_s``: how long files merged away by ``compact`` stay on disk for readers of
+    older snapshots (0 = delete at once).
+    """
+
+    def __init__(self, root: Path | str, *, retire_after_s: float = RETIRE_AFTER_S) -> None:
         self.root = Path(root)
+        self.retire_after_s = retire_after_s
         self._clean: set[str] = set()  # sources whose crash leftovers this instance removed
 
     # -- paths and manifest -------------------------------------------------------------------
@@ -95,15 +134,19 @@ class EventLog:
 
     def _read_manifest(self, source: EventSource | str) -> dict:
         path = self._manifest_path(source)
-        if not path.exists():
-            return {"watermarks": {}, "files": {}}
         try:
-            return json.loads(path.read_text())
+            manifest = json.loads(path.read_text())
+        except FileNotFoundError:
+            manifest = {}
         except json.JSONDecodeError as e:
             raise OfflineStoreError(
                 f"event log manifest {path} is corrupt ({e}); restore it from a backup or "
                 "delete the source's folder and re-import its events"
             ) from e
+        for k in ("watermarks", "files", "epochs", "epoch_history", "retired"):
+            manifest.setdefault(k, {})
+        manifest.setdefault("generation", 0)
+        return manifest
 
     @contextmanager
     def _locked(self, source: EventSource | str) -> Iterator[dict]:
@@ -118,19 +161,58 @@ class EventLog:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _commit(self, source: EventSource | str, manifest: dict) -> None:
+        """The atomic step: until this rename, nothing a writer did is visible."""
+        manifest["generation"] = int(manifest.get("generation", 0)) + 1
         data = json.dumps(manifest, sort_keys=True, indent=0).encode()
         _write_atomic(self._manifest_path(source), data)
+
+    def snapshot(self, source: EventSource | str) -> Snapshot:
+        """The committed state of ``source`` now; pass it to ``files``/``scan``."""
+        m = self._read_manifest(source)
+        name = source if isinstance(source, str) else source.name
+        return Snapshot(name, int(m["generation"]), m["files"], m["watermarks"], m["epochs"])
+
+    # -- epochs -------------------------------------------------------------------------------
+
+    def current_epoch(self, source: EventSource | str, topic: str, partition: int) -> int:
+        """The epoch new rows of (topic, partition) are written in; 0 until ``begin_epoch``."""
+        return int(self._read_manifest(source)["epochs"].get(f"{topic}/{partition}", 0))
+
+    def begin_epoch(self, source: EventSource | str, topic: str, partition: int,
+                    epoch: int) -> bool:
+        """Start ``epoch`` for (topic, partition) if the current one is lower; returns whether
+        anything changed (calling it again is a no-op).
+
+        The old epoch's last offset goes to the partition's epoch history and its watermark is
+        reset, so offsets from 0 are accepted again. Rows already written keep their epoch.
+        """
+        key = f"{topic}/{partition}"
+        with self._locked(source) as manifest:
+            current = int(manifest["epochs"].get(key, 0))
+            if epoch <= current:
+                return False
+            manifest["epoch_history"].setdefault(key, []).append(
+                {"epoch": current, "last_offset": manifest["watermarks"].pop(key, None)})
+            manifest["epochs"][key] = int(epoch)
+            self._commit(source, manifest)
+        return True
+
+    def epoch_history(self, source: EventSource | str, topic: str,
+                      partition: int) -> list[tuple[int, int | None]]:
+        """Closed epochs of (topic, partition) as (epoch, last offset written in it or None)."""
+        hist = self._read_manifest(source)["epoch_history"].get(f"{topic}/{partition}", [])
+        return [(int(h["epoch"]), h["last_offset"]) for h in hist]
 
     # -- writing ------------------------------------------------------------------------------
 
     def committed_offset(self, source: EventSource | str, topic: str, partition: int) -> int | None:
-        """Highest offset of (topic, partition) durably in the log, or None if none yet."""
+        """Highest offset of (topic, partition) durably in the log in the current epoch, or
+        None if none yet."""
         return self._read_manifest(source)["watermarks"].get(f"{topic}/{partition}")
 
     def _conform(self, source: EventSource, rows: pa.Table) -> pa.Table:
         schema = arrow_schema(source)
-        missing = [n for n in schema.names if n not in rows.column_names
-                   and n not in ("_topic", "_partition")]
+        missing = [n for n in schema.names if n not in rows.column_names and n not in _FILLED]
         if missing:
             raise SchemaError(
                 f"events for source {source.name!r} lack columns {missing}; give every schema "
@@ -139,7 +221,7 @@ class EventLog:
             )
         cols = []
         for f in schema:
-            if f.name in ("_topic", "_partition"):
+            if f.name in _FILLED:
                 cols.append(pa.chunked_array([pa.nulls(rows.num_rows, f.type)]))
                 continue
             col = rows.column(f.name)
@@ -162,42 +244,55 @@ class EventLog:
                 )
         return table
 
-    def append(self, source: EventSource, rows: pa.Table, *, topic: str, partition: int) -> int:
+    def append(self, source: EventSource, rows: pa.Table, *, topic: str, partition: int,
+               epoch: int | None = None) -> int:
         """Write the events of ``rows`` above the committed watermark; returns rows written.
 
         ``rows`` has the source's schema columns plus ``_offset`` (Kafka offset, log order) and
         ``_ingest_ts``. Safe to call again with the same or overlapping offsets after a crash.
+        ``epoch``, if given, must be the partition's current epoch (a writer still in an older
+        epoch gets an ``OfflineStoreError`` instead of writing old offsets into the new one).
         """
-        return self.append_partitions(source, {partition: rows}, topic=topic)
+        epochs = None if epoch is None else {partition: epoch}
+        return self.append_partitions(source, {partition: rows}, topic=topic, epochs=epochs)
 
     def append_partitions(self, source: EventSource, tables: dict[int, pa.Table], *,
-                          topic: str) -> int:
+                          topic: str, epochs: dict[int, int] | None = None) -> int:
         """``append`` for several partitions of one topic under one manifest update (one lock,
         one manifest rewrite and fsync per flush instead of one per partition)."""
         with self._locked(source) as manifest:
             if source.name not in self._clean:  # once per process: orphans come from crashes
-                self._remove_orphans(source, set(manifest["files"]))
+                self._remove_orphans(source, set(manifest["files"]) | set(manifest["retired"]))
                 self._clean.add(source.name)
             written, files, marks = 0, {}, {}
             try:
                 for partition, rows in tables.items():
-                    table = self._above_mark(source, rows, manifest, topic, partition)
+                    epoch = int(manifest["epochs"].get(f"{topic}/{partition}", 0))
+                    if epochs is not None and partition in epochs and epochs[partition] != epoch:
+                        raise OfflineStoreError(
+                            f"{source.name!r} {topic}/{partition} is in epoch {epoch}, not "
+                            f"{epochs[partition]}; call begin_epoch first (or drop the stale "
+                            "writer's events)")
+                    table = self._above_mark(source, rows, manifest, topic, partition, epoch)
                     if table is None:
                         continue
-                    files.update(self._write_by_date(source, table, f"{topic}-{partition}-"))
+                    prefix = f"{topic}-{partition}-" + (f"e{epoch}-" if epoch else "")
+                    files.update(self._write_by_date(source, table, prefix))
                     marks[f"{topic}/{partition}"] = int(pc.max(table.column("_offset")).as_py())
                     written += table.num_rows
                 if marks:
                     manifest["files"].update(files)
                     manifest["watermarks"].update(marks)
+                    expired = self._expire_retired(manifest)
                     self._commit(source, manifest)
+                    self._delete(source, expired)
             except BaseException:
                 self._clean.discard(source.name)  # our own leftovers: remove them next time
                 raise
         return written
 
     def _above_mark(self, source: EventSource, rows: pa.Table, manifest: dict, topic: str,
-                    partition: int) -> pa.Table | None:
+                    partition: int, epoch: int) -> pa.Table | None:
         """The rows above the partition's watermark, conformed and in offset order."""
         table = self._conform(source, rows)
         mark = manifest["watermarks"].get(f"{topic}/{partition}")
@@ -205,12 +300,11 @@ class EventLog:
             table = table.filter(pc.greater(table.column("_offset"), mark))
         if table.num_rows == 0:
             return None
-        table = table.set_column(
-            schema_index(table, "_topic"), "_topic",
-            pa.array([topic] * table.num_rows, pa.string()))
-        table = table.set_column(
-            schema_index(table, "_partition"), "_partition",
-            pa.array([partition] * table.num_rows, pa.int32()))
+        n = table.num_rows
+        for name, value, typ in (("_topic", topic, pa.string()),
+                                 ("_partition", partition, pa.int32()),
+                                 ("_epoch", epoch, pa.int32())):
+            table = table.set_column(schema_index(table, name), name, pa.array([value] * n, typ))
         table = table.take(pc.sort_indices(table, [("_offset", "ascending")]))
         offsets = table.column("_offset").to_numpy()
         if len(offsets) > 1 and (offsets[1:] == offsets[:-1]).any():
@@ -234,23 +328,43 @@ class EventLog:
 
     def _remove_orphans(self, source: EventSource, listed: set[str]) -> None:
         """Delete data and temp files a crash left behind. Every write happens under the lock,
-        so with the lock held any file the manifest does not list is an orphan."""
-        for path in self.source_dir(source).glob("date=*/*"):
+        so with the lock held any file the manifest does not list (or keep as retired) is an
+        orphan."""
+        d = self.source_dir(source)
+        for path in d.glob("date=*/*"):
             if f"{path.parent.name}/{path.name}" not in listed:
                 path.unlink(missing_ok=True)
+        for path in d.glob("._manifest.json.*.tmp"):  # a manifest write that failed midway
+            path.unlink(missing_ok=True)
+
+    def _expire_retired(self, manifest: dict) -> list[str]:
+        """Drop retired files older than the grace period from the manifest; returns them, to
+        delete once the manifest without them is committed."""
+        now = time.time()
+        gone = [rel for rel, info in manifest["retired"].items()
+                if now - float(info["at"]) >= self.retire_after_s]
+        for rel in gone:
+            del manifest["retired"][rel]
+        return gone
+
+    def _delete(self, source: EventSource | str, rels: list[str]) -> None:
+        for rel in rels:
+            (self.source_dir(source) / rel).unlink(missing_ok=True)
 
     # -- reading ------------------------------------------------------------------------------
 
     def files(
-        self, source: EventSource | str, start: int | None = None, end: int | None = None
+        self, source: EventSource | str, start: int | None = None, end: int | None = None, *,
+        snapshot: Snapshot | None = None,
     ) -> list[tuple[str, int]]:
         """Committed files (path relative to the source folder, bytes) that may hold events
-        with ``start <= ts < end``, sorted by path: what a reader reads and fingerprints."""
-        manifest = self._read_manifest(source)
+        with ``start <= ts < end``, sorted by path: what a reader of ``snapshot`` (default: a
+        fresh one) reads."""
+        snap = snapshot or self.snapshot(source)
         lo = _day(start).isoformat() if start is not None else None
         hi = _day(end - 1).isoformat() if end is not None else None
         out = []
-        for rel, info in manifest["files"].items():
+        for rel, info in snap.files.items():
             d = rel.split("/", 1)[0].removeprefix("date=")
             if (lo is not None and d < lo) or (hi is not None and d > hi):
                 continue
@@ -258,16 +372,24 @@ class EventLog:
         return sorted(out)
 
     def scan(
-        self, source: EventSource, start: int | None = None, end: int | None = None
+        self, source: EventSource, start: int | None = None, end: int | None = None, *,
+        snapshot: Snapshot | None = None,
     ) -> pl.LazyFrame:
-        """Committed events with ``start <= ts < end`` (µs UTC; None = unbounded).
+        """Committed events with ``start <= ts < end`` (µs UTC; None = unbounded), of every
+        epoch (``_epoch`` is 0 for rows written before epochs existed).
 
-        Only the date partitions that can hold such events are opened.
+        Only the date partitions that can hold such events are opened. Collect it soon:
+        files of an old snapshot are deleted ``retire_after_s`` after a compaction (a
+        ``FileNotFoundError`` then: take a new snapshot and scan again).
         """
-        paths = [str(self.source_dir(source) / rel) for rel, _ in self.files(source, start, end)]
-        if not paths:
-            return pl.LazyFrame(schema=pl.from_arrow(arrow_schema(source).empty_table()).schema)
-        lf = pl.scan_parquet(paths, hive_partitioning=False)
+        rels = self.files(source, start, end, snapshot=snapshot)
+        schema = pl.from_arrow(arrow_schema(source).empty_table()).schema
+        if not rels:
+            return pl.LazyFrame(schema=schema)
+        paths = [str(self.source_dir(source) / rel) for rel, _ in rels]
+        lf = pl.scan_parquet(paths, hive_partitioning=False, schema=schema,
+                             missing_columns="insert")
+        lf = lf.with_columns(pl.col("_epoch").fill_null(0))
         ts = pl.col(source.timestamp_field).dt.epoch("us")
         if start is not None:
             lf = lf.filter(ts >= start)
@@ -311,37 +433,42 @@ class EventLog:
     # -- maintenance --------------------------------------------------------------------------
 
     def compact(self, source: EventSource, min_files: int = 2) -> int:
-        """Merge each date partition's files into one; returns the number of files removed.
+        """Merge each date partition's files into one; returns the number of files merged away.
 
         The merged file holds the same rows (sorted by log coordinates), so ``scan`` results do
-        not change; the watermarks stay, so later appends remain idempotent.
+        not change; the watermarks stay, so later appends remain idempotent. The merged-away
+        files are retired, not deleted: readers of an older snapshot can still open them until
+        ``retire_after_s`` has passed (then a later compaction or append deletes them).
+        ``min_files=1`` rewrites partitions that already are one file.
         """
         removed = 0
         with self._locked(source) as manifest:
             by_date: dict[str, list[str]] = {}
             for rel in sorted(manifest["files"]):
                 by_date.setdefault(rel.split("/", 1)[0], []).append(rel)
-            doomed: list[Path] = []
+            gen = int(manifest["generation"]) + 1  # the generation this commit creates
+            now = time.time()
             for d, rels in by_date.items():
                 if len(rels) < min_files:
                     continue
                 paths = [self.source_dir(source) / r for r in rels]
-                table = pa.concat_tables([pq.read_table(p) for p in paths])
+                table = pa.concat_tables([_read_table(p) for p in paths])
+                table = table.select(arrow_schema(source).names)
                 table = table.take(pc.sort_indices(
                     table, [("_topic", "ascending"), ("_partition", "ascending"),
-                            ("_offset", "ascending")]))
-                name = "compacted-" + hashlib.sha256("\n".join(rels).encode()).hexdigest()[:16]
-                rel = f"{d}/{name}.parquet"
+                            ("_epoch", "ascending"), ("_offset", "ascending")]))
+                digest = hashlib.sha256("\n".join(rels).encode()).hexdigest()[:16]
+                rel = f"{d}/compacted-g{gen}-{digest}.parquet"
                 size = _write_parquet_atomic(table, self.source_dir(source) / rel)
                 for r in rels:
                     del manifest["files"][r]
+                    manifest["retired"][r] = {"at": now, "generation": gen}
                 manifest["files"][rel] = {"rows": table.num_rows, "bytes": size}
-                doomed += [p for p, r in zip(paths, rels, strict=True) if r != rel]
-            if doomed:
+                removed += len(rels)
+            expired = self._expire_retired(manifest)
+            if removed or expired:
                 self._commit(source, manifest)
-            for p in doomed:  # after the manifest no longer lists them
-                p.unlink(missing_ok=True)
-                removed += 1
+                self._delete(source, expired)  # after the manifest no longer names them
         return removed
 
 

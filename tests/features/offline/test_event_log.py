@@ -132,7 +132,7 @@ def test_empty_log_scans_to_the_schema(tmp_path):
     df = EventLog(tmp_path).scan(SOURCE).collect()
     assert df.height == 0
     assert df.columns == ["user_id", "amount", "ts", "_topic", "_partition", "_offset",
-                          "_ingest_ts"]
+                          "_ingest_ts", "_epoch"]
 
 
 def test_missing_column_is_a_schema_error(tmp_path):
@@ -142,7 +142,7 @@ def test_missing_column_is_a_schema_error(tmp_path):
 
 
 def test_compaction_preserves_rows_and_idempotency(tmp_path):
-    log = EventLog(tmp_path)
+    log = EventLog(tmp_path, retire_after_s=0)  # merged-away files deleted at once
     for i in range(5):
         log.append(SOURCE, rows(list(range(i * 10, i * 10 + 10))), topic="txns", partition=0)
     before = log.scan(SOURCE).collect().sort("_offset")
