@@ -8,8 +8,14 @@ the needed columns and the time range ``[min t - longest window - hop, max t)``,
 follows the spine and the events of that range, not the whole log.
 
 The result carries a fingerprint: sha256 over the spine's content, the requested features and
-their view versions, and every offline file read with its size. ``write_training_set`` stores
-it in the Parquet key-value metadata; the same inputs give the same bytes.
+their view versions, the content of the events that were folded (per source: the row count and
+a hash of the rows in their sorted order) and every batch file read with its size. It does not
+depend on how the log lays its events out in files, so a compaction leaves it unchanged.
+``write_training_set`` stores it in the Parquet key-value metadata; the same inputs give the
+same bytes.
+
+Each source is read from one ``EventLog.snapshot``; if a file of that snapshot vanished (a
+compaction's grace period ran out mid-read), the source is read again from a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.definitions import AnyView, BatchFeatureView, FeatureRepo, FeatureView
+from features.definitions import AnyView, BatchFeatureView, EventSource, FeatureRepo, FeatureView
 from features.errors import OfflineStoreError
 from features.offline.event_log import EventLog
 from features.semantics.ranges import aggregate, asof_positions, window_bounds
@@ -37,6 +43,7 @@ FINGERPRINT_KEY = b"tessera.fingerprint"
 _T = "__tessera_t"
 _CODE = "__tessera_code"
 _ROW = "__tessera_row"
+_SNAPSHOT_TRIES = 5
 _POLARS = {"string": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean,
            "timestamp": pl.Datetime("us", "UTC")}
 
@@ -113,41 +120,79 @@ def _codes(spine: pl.DataFrame, keys: tuple[str, ...], types: dict) -> tuple[pl.
     return uniq, q_code
 
 
-def _sorted_by_entity_time(df: pl.DataFrame, tiebreak: str) -> pl.DataFrame:
+def _sorted_by_entity_time(df: pl.DataFrame, tiebreak: str | list[str]) -> pl.DataFrame:
     """Sort by (code, time, tiebreak); one composite int64 key when it fits (2-3x faster)."""
     if df.height == 0:
         return df
     tmin, tmax = df[_T].min(), df[_T].max()
     span = tmax - tmin + 1
+    tiebreak = [tiebreak] if isinstance(tiebreak, str) else tiebreak
     if (df[_CODE].max() + 1) * span < 2**62:
-        return df.sort(pl.col(_CODE) * span + (pl.col(_T) - tmin), tiebreak)
-    return df.sort([_CODE, _T, tiebreak])
+        return df.sort([pl.col(_CODE) * span + (pl.col(_T) - tmin), *tiebreak])
+    return df.sort([_CODE, _T, *tiebreak])
+
+
+def _content_digest(df: pl.DataFrame) -> str:
+    """sha256 of a frame's values in row order, independent of its chunking (so of the files
+    it was read from): each column's dtype, values and null mask."""
+    h = hashlib.sha256(str(df.height).encode())
+    for name in df.columns:
+        s = df[name].rechunk()
+        h.update(f"{name}:{s.dtype}\n".encode())
+        if s.null_count():
+            h.update(np.packbits(s.is_null().to_numpy()).tobytes())
+            s = s.fill_null(0)
+        h.update(np.ascontiguousarray(s.to_numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _read_events(log: EventLog, src: EventSource, start: int, end: int, columns: list[str],
+                 uniq: pl.DataFrame, fields: list[str]) -> tuple[pl.DataFrame, list[tuple]]:
+    """The source's events of the spine's entities in ``[start, end)`` from one snapshot; a
+    file that vanished under it (deleted after a compaction's grace period) means: read again
+    from a fresh snapshot."""
+    keys = src.entity.keys
+    for attempt in range(_SNAPSHOT_TRIES):
+        snap = log.snapshot(src)
+        try:
+            ev = (
+                log.scan(src, start, end, snapshot=snap)
+                .select(columns)
+                .join(uniq.lazy(), on=list(keys), how="inner")
+                .select(pl.col(_CODE), pl.col(src.timestamp_field).dt.epoch("us").alias(_T),
+                        pl.col("_epoch"), pl.col("_offset"),
+                        *[pl.col(f).cast(pl.Float64) for f in fields])
+                .collect()
+            )
+        except FileNotFoundError:
+            if attempt == _SNAPSHOT_TRIES - 1:
+                raise
+            continue
+        return ev, log.files(src, start, end, snapshot=snap)
+    raise AssertionError("unreachable")
 
 
 def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t: np.ndarray,
-              log: EventLog, files: list[str]) -> dict[str, pl.Series]:
+              log: EventLog, files: list[str], content: list[str]) -> dict[str, pl.Series]:
     """Features of the windowed views of one source: one scan, one sort, then numpy folds."""
     src = views[0][0].source
     keys = src.entity.keys
     feats = [(view, view.feature(n)) for view, names in views for n in names]
     start = int(t.min()) - max(f.window for _, f in feats) - max(f.hop for _, f in feats)
     end = int(t.max())
-    files += [f"events/{src.name}/{rel}:{size}" for rel, size in log.files(src, start, end)]
     uniq, q_code = _codes(spine, keys, {k: _POLARS[src.schema[k]] for k in keys})
     # fold the queries in (code, t) order: searches and range reductions then walk memory
     # forward; results go back to spine order at the end
     qorder = np.lexsort((t, q_code))
     q_code, q_t = q_code[qorder], t[qorder]
     fields = sorted({f.field for _, f in feats if f.fn != "count" and f.field})
-    ev = (
-        log.scan(src, start, end)
-        .select([*keys, src.timestamp_field, "_offset", *fields])
-        .join(uniq.lazy(), on=list(keys), how="inner")
-        .select(pl.col(_CODE), pl.col(src.timestamp_field).dt.epoch("us").alias(_T),
-                pl.col("_offset"), *[pl.col(f).cast(pl.Float64) for f in fields])
-        .collect()
-    )
-    ev = _sorted_by_entity_time(ev, "_offset")
+    ev, read = _read_events(log, src, start, end,
+                            [*keys, src.timestamp_field, "_epoch", "_offset", *fields], uniq,
+                            fields)
+    files += [f"events/{src.name}/{rel}:{size}" for rel, size in read]
+    # log order within an entity: epoch, then offset (offsets restart in a new epoch)
+    ev = _sorted_by_entity_time(ev, ["_epoch", "_offset"])
+    content.append(f"events/{src.name}:{ev.height}:{_content_digest(ev)}")
     # events with a null field value do not count for that field's aggregations
     subsets: dict[str | None, pl.DataFrame] = {None: ev}
     for f in fields:
@@ -258,6 +303,7 @@ def build_training_set(
     if clash:
         raise OfflineStoreError(f"spine already has columns {clash}; rename them")
     files: list[str] = []
+    content: list[str] = []  # what the fingerprint covers besides spine and definitions
     columns: dict[str, pl.Series] = {}
     by_source: dict[str, list[tuple[FeatureView, list[str]]]] = {}
     for vname, names in by_view.items():
@@ -269,8 +315,9 @@ def build_training_set(
             by_source.setdefault(view.source.name, []).append((view, names))
         else:
             columns.update(_batch(view, names, df, t, settings.home / "batch", files))
+            content.append(files[-1])
     for views in by_source.values():
-        columns.update(_windowed(views, df, t, log, files))
+        columns.update(_windowed(views, df, t, log, files, content))
     columns = {c: columns[c] for v, ns in by_view.items() for n in ns
                if (c := column_name(v, n)) in columns}  # requested order
     out = df.with_columns(list(columns.values())) if columns else df
@@ -282,8 +329,8 @@ def build_training_set(
     h.update(json.dumps({"features": list(features), "timestamp_column": timestamp_column,
                          "versions": {v: repo.views[v].version for v in sorted(by_view)}},
                         sort_keys=True).encode())
-    for f in files:
-        h.update(f.encode() + b"\n")
+    for c in content:
+        h.update(c.encode() + b"\n")
     return TrainingSet(out, h.hexdigest(), files)
 
 

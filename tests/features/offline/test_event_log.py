@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from features import Entity, EventSource
-from features.errors import SchemaError
+from features.errors import OfflineStoreError, SchemaError
 from features.offline.event_log import EventLog
 
 DAY = 86_400_000_000
@@ -190,3 +192,74 @@ def test_import_rejects_wrong_types(tmp_path):
     bad.write_parquet(path)
     with pytest.raises(SchemaError, match="amount"):
         EventLog(tmp_path / "offline").import_file(SOURCE, path)
+
+
+def test_compaction_retires_files_a_snapshot_still_lists(tmp_path):
+    log = EventLog(tmp_path, retire_after_s=0.3)
+    for i in range(3):
+        log.append(SOURCE, rows(list(range(i * 10, i * 10 + 10))), topic="txns", partition=0)
+    old = log.snapshot(SOURCE)
+    expected = log.scan(SOURCE, snapshot=old).collect().sort("_offset")
+    assert log.compact(SOURCE) == 9
+    assert old.generation < log.snapshot(SOURCE).generation
+    # the reader of the old snapshot still finds every file it lists
+    assert log.scan(SOURCE, snapshot=old).collect().sort("_offset").equals(expected)
+    assert log.scan(SOURCE).collect().sort("_offset").equals(expected)
+    time.sleep(0.35)
+    log.append(SOURCE, rows([30]), topic="txns", partition=0)  # a later commit deletes them
+    on_disk = {f"{p.parent.name}/{p.name}"
+               for p in (tmp_path / "events" / "txns").glob("date=*/*.parquet")}
+    assert on_disk == {rel for rel, _ in log.files(SOURCE)}
+    with pytest.raises(FileNotFoundError):
+        log.scan(SOURCE, snapshot=old).collect()
+
+
+def test_begin_epoch_restarts_offsets_without_colliding(tmp_path):
+    log = EventLog(tmp_path)
+    assert log.current_epoch(SOURCE, "txns", 0) == 0
+    assert log.append(SOURCE, rows(list(range(10))), topic="txns", partition=0) == 10
+    assert log.append(SOURCE, rows(list(range(5))), topic="txns", partition=1) == 5
+    # the topic was recreated: offsets restart at 0
+    assert log.append(SOURCE, rows(list(range(4))), topic="txns", partition=0) == 0
+    assert log.begin_epoch(SOURCE, "txns", 0, 1) is True
+    assert log.begin_epoch(SOURCE, "txns", 0, 1) is False  # idempotent
+    assert log.begin_epoch(SOURCE, "txns", 0, 0) is False  # never back
+    assert log.current_epoch(SOURCE, "txns", 0) == 1
+    assert log.current_epoch(SOURCE, "txns", 1) == 0
+    assert log.committed_offset(SOURCE, "txns", 0) is None
+    assert log.committed_offset(SOURCE, "txns", 1) == 4  # other partitions untouched
+    assert log.epoch_history(SOURCE, "txns", 0) == [(0, 9)]
+    assert log.append(SOURCE, rows(list(range(4))), topic="txns", partition=0) == 4
+    assert log.append(SOURCE, rows(list(range(6))), topic="txns", partition=0) == 2
+    assert log.committed_offset(SOURCE, "txns", 0) == 5
+    df = log.scan(SOURCE).filter(pl.col("_partition") == 0).collect()
+    got = sorted(zip(df["_epoch"].to_list(), df["_offset"].to_list(), strict=True))
+    assert got == [(0, o) for o in range(10)] + [(1, o) for o in range(6)]
+    names = [p.name for p in (tmp_path / "events" / "txns").glob("date=*/*.parquet")]
+    assert len(names) == len(set(names)) == len(log.files(SOURCE))
+    assert any(n.startswith("txns-0-e1-") for n in names)
+    # a writer still in the old epoch is refused rather than mixing epochs
+    with pytest.raises(OfflineStoreError, match="epoch"):
+        log.append(SOURCE, rows([50]), topic="txns", partition=0, epoch=0)
+    assert log.append(SOURCE, rows([50]), topic="txns", partition=0, epoch=1) == 1
+    # compaction keeps both epochs' rows
+    before = log.scan(SOURCE).collect().sort(["_partition", "_epoch", "_offset"])
+    assert log.compact(SOURCE) > 0
+    assert log.scan(SOURCE).collect().sort(["_partition", "_epoch", "_offset"]).equals(before)
+    assert log.begin_epoch(SOURCE, "txns", 0, 3) is True
+    assert log.epoch_history(SOURCE, "txns", 0) == [(0, 9), (1, 50)]
+
+
+def test_files_without_the_epoch_column_read_as_epoch_0(tmp_path):
+    """A log written before epochs existed: no _epoch column in its files."""
+    log = EventLog(tmp_path)
+    log.append(SOURCE, rows(list(range(6))), topic="txns", partition=0)
+    for rel, _ in log.files(SOURCE):
+        path = tmp_path / "events" / "txns" / rel
+        pq.write_table(pq.read_table(path).drop_columns(["_epoch"]), path)
+    log.append(SOURCE, rows(list(range(6, 9))), topic="txns", partition=0)  # new files: _epoch
+    df = log.scan(SOURCE).collect()
+    assert df["_epoch"].to_list() == [0] * 9 and df.schema["_epoch"] == pl.Int32
+    assert log.compact(SOURCE) > 0
+    assert offsets_in(log) == list(range(9))
+    assert log.scan(SOURCE).collect()["_epoch"].to_list() == [0] * 9
