@@ -6,7 +6,9 @@ feature: the ring's tile indices are unpacked at once, only the tiles inside the
 are decoded (once per ring), and count/sum/mean/min/max fold with builtins in the same tile
 order and with the same comparison as their ``merge``. Other aggregations fold through their
 own ``merge``. Equality with ``fold_view`` is a property test
-(``tests/features/online/test_fastfold.py``).
+(``tests/features/online/test_fastfold.py``), and so is the exact-read rule of ``fold`` (a read
+at or before the ring's newest event is exact or raises ``InexactReadError``): on the hot path
+it costs one integer comparison per ring.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import struct
 
 import numpy as np
 
-from features.online.fold import fold_view
+from features.online.fold import InexactReadError, fold_view, past_last_tile
 from features.online.layout import FeatureSlot, HopLayout
 from features.semantics.aggregations import get_aggregation
 
@@ -56,6 +58,7 @@ class RingFold:
             for col, s in slots
         ]
         self.span = max(p[1] for p in self.plan)
+        self.widest = max(slots, key=lambda cs: cs[1].window)[1].name  # named by past reads
         # the scalar fold unpacks the header and tile indices, then only the tiles in a window
         self.heads = struct.Struct("<q" + ("q" + f"{8 * hop.width}x") * hop.slots)
         self.record = struct.Struct(f"<{hop.width}d")
@@ -72,26 +75,36 @@ class RingFold:
             ("tiles", [("idx", "<i8"), ("v", "<f8", (hop.width,))], (hop.slots,)),
         ])
 
-    def fold(self, blob: bytes | None, t: int, vals: list, miss: list) -> int | None:
-        """Write values and missing flags into ``vals``/``miss``; return the ring's newest ts."""
+    def fold(
+        self, blob: bytes | None, t: int, vals: list, miss: list, exact: bool = True
+    ) -> int | None:
+        """Write values and missing flags into ``vals``/``miss``; return the ring's newest ts.
+
+        ``exact``: a read at or before the ring's newest event is exact or raises
+        ``InexactReadError`` (``features.online.fold``); False folds up to ``tile(t)``
+        whatever the ring holds (reads at "now", where a producer's clock may run ahead)."""
         if not blob:
             for col, value in self.empty:
                 vals[col] = value
                 miss[col] = True
             return None
         if len(blob) != self.ring.size:  # not this layout's shape: take the generic path
-            v, m, newest = fold_view([s for _, s in self.slots], {self.field: blob}, t)
+            v, m, newest = fold_view([s for _, s in self.slots], {self.field: blob}, t, exact)
             for (col, _), value, flag in zip(self.slots, v, m, strict=True):
                 vals[col] = value
                 miss[col] = flag
             return newest
         heads = self.heads.unpack(blob)
         kt = t // self.hop
+        last = kt
+        if t <= heads[0] and exact:  # before the ring's newest event: exact or an error
+            last = past_last_tile(self.layout, self.span, self.widest, t, heads[0],
+                                  max(heads[1:]))
         first = kt - self.span
         # EMPTY_TILE (-2**63) is below any ``first``, so empty slots drop out here too
         found = sorted(
             [(k, o) for k, o in zip(heads[1:], self.value_offsets, strict=True)
-             if first <= k <= kt]
+             if first <= k <= last]
         )
         if not found:  # no tile in any window of this ring (often so for short windows)
             for col, value in self.empty:
@@ -126,32 +139,56 @@ class RingFold:
             miss[col] = False
         return heads[0]
 
+    def _fold_row(self, i: int, blob: bytes | None, t: int, vals: list, miss: list,
+                  exact: bool) -> int | None:
+        try:
+            return self.fold(blob, t, vals, miss, exact)
+        except InexactReadError as e:
+            e.row = i
+            raise
+
     def fold_many(
-        self, blobs: list[bytes | None], t: int, vals: list[list], miss: list[list]
+        self, blobs: list[bytes | None], t: int, vals: list[list], miss: list[list],
+        exact: bool = True,
     ) -> list[int | None]:
         """``fold`` for many entities (row ``i`` of ``vals``/``miss`` gets ``blobs[i]``).
 
         For count/sum/mean/min/max rings and more than a few rows, numpy folds every row at
         once with the scalar path's exact arithmetic: tiles sorted by index, sums as a
         sequential ``cumsum`` from 0.0 (adding 0.0 for tiles outside the window changes
-        nothing), min/max as reductions; rows holding a NaN fall back to ``fold``.
+        nothing), min/max as reductions; rows holding a NaN fall back to ``fold``. An inexact
+        read raises ``InexactReadError`` with ``row`` set to the offending row.
         """
         n = len(blobs)
         size = self.ring.size
         good = [i for i, b in enumerate(blobs) if b and len(b) == size]
         if not (self.vector or self.rest) or len(good) < VECTOR_MIN_ROWS:
-            return [self.fold(b, t, v, m) for b, v, m in zip(blobs, vals, miss, strict=True)]
+            return [self._fold_row(i, b, t, v, m, exact)
+                    for i, (b, v, m) in enumerate(zip(blobs, vals, miss, strict=True))]
         newest: list[int | None] = [None] * n
         if len(good) < n:
-            for i in set(range(n)).difference(good):
-                newest[i] = self.fold(blobs[i], t, vals[i], miss[i])
+            for i in sorted(set(range(n)).difference(good)):
+                newest[i] = self._fold_row(i, blobs[i], t, vals[i], miss[i], exact)
         arr = np.frombuffer(b"".join([blobs[i] for i in good]), dtype=self.dtype)
         idx = arr["tiles"]["idx"]
         order = np.argsort(idx, axis=1, kind="stable")
         idx = np.take_along_axis(idx, order, axis=1)
         v = np.take_along_axis(arr["tiles"]["v"], order[:, :, None], axis=1)
         kt = t // self.hop
-        upto = idx <= kt
+        last = kt
+        heads = arr["newest"]
+        if exact and (heads >= t).any():  # rows read before their newest event
+            top = idx[:, -1]  # sorted: the ring's newest tile
+            bad = (heads >= t) & ((t % self.hop != 0) | (kt - self.span <= top - self.layout.slots))
+            past = np.flatnonzero(bad if bad.any() else heads >= t)
+            r = int(past[0])
+            try:
+                last = past_last_tile(self.layout, self.span, self.widest, t, int(heads[r]),
+                                      int(top[r]))
+            except InexactReadError as e:
+                e.row = good[r]
+                raise
+        upto = idx <= last
         zero = np.zeros((len(good), 1))
         masks: dict[int, np.ndarray] = {}
         redo: set[int] = set()
@@ -191,8 +228,8 @@ class RingFold:
             newest[i] = ts
         if self.rest is not None:
             for i in good:
-                self.rest.fold(blobs[i], t, vals[i], miss[i])
+                self.rest.fold(blobs[i], t, vals[i], miss[i], exact)
         for k in redo:
             i = good[k]
-            newest[i] = self.fold(blobs[i], t, vals[i], miss[i])
+            newest[i] = self.fold(blobs[i], t, vals[i], miss[i], exact)
         return newest

@@ -1,4 +1,11 @@
-"""Online feature reads: one Redis round trip per call, tiles folded at the query time."""
+"""Online feature reads: one Redis round trip per call, tiles folded at the query time.
+
+Query times: ``at`` is parsed by ``parse_at`` -- an ISO-8601 string (naive = UTC), a number of
+epoch **milliseconds** (as events on the wire, ``features.event_schema``), a ``datetime``, or
+None for now -- the same in the Python API, the HTTP API and the CLI. Code that already holds
+exact µs passes ``at_us=`` instead. A read with a time is exact or raises
+``InexactReadError`` (``features.online.fold``); a read at now folds whatever is applied.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +15,41 @@ from datetime import datetime
 from typing import Any
 
 from features.definitions import Entity, FeatureRepo, FeatureView
-from features.errors import UnknownFeatureError
+from features.errors import SchemaError, UnknownFeatureError
+from features.event_schema import parse_timestamp
 from features.online.fastfold import RingFold
+from features.online.fold import InexactReadError
 from features.online.hmget import HashReads
 from features.online.layout import FeatureSlot, ViewLayout, entity_key
 
+At = datetime | str | int | float | None
+# Epoch ms beyond year 5138: a µs (or ns) time passed where ms are expected -- refuse it
+# rather than read ~1000x in the future
+_MAX_MS = 10**14
 
-def to_micros(at: datetime | int | float | None) -> int:
-    """Query time in µs: ``None`` is now; naive datetimes are UTC; ints are µs."""
+
+def parse_at(at: At, name: str = "at") -> int:
+    """Query time in µs from an ISO-8601 string (naive = UTC), epoch milliseconds (a number or
+    a string of digits), a ``datetime``, or None (now). ``ValueError`` says what to send."""
     if at is None:
         return time.time_ns() // 1000
-    if isinstance(at, datetime):
-        if at.tzinfo is None:
-            from datetime import UTC
-
-            at = at.replace(tzinfo=UTC)
-        delta = at - datetime(1970, 1, 1, tzinfo=at.tzinfo)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return int(at)
+    if type(at) is bool:
+        raise ValueError(f"{name} must be an ISO-8601 string or epoch milliseconds, got {at!r}")
+    if isinstance(at, str):
+        s = at.strip()
+        try:
+            at = float(s) if any(c in s for c in ".eE") else int(s)
+        except ValueError:
+            at = s
+    if isinstance(at, (int, float)) and not abs(at) < _MAX_MS:
+        raise ValueError(
+            f"{name}={at!r} is not epoch milliseconds (it would be after the year 5000): send "
+            "epoch ms or an ISO-8601 string; in Python, exact µs go in at_us="
+        )
+    try:
+        return parse_timestamp(at, name)
+    except SchemaError as e:
+        raise ValueError(str(e)) from None
 
 
 @dataclass
@@ -140,18 +164,30 @@ class OnlineStore:
         self,
         features: list[str],
         entities: list[dict[str, Any]],
-        at: datetime | int | None = None,
+        at: At = None,
+        *,
+        at_us: int | None = None,
     ) -> OnlineResult:
-        """Feature values for each entity row at ``at`` (default now), with missing flags and
-        the age in seconds of the newest event each view has seen for that entity."""
+        """Feature values for each entity row at ``at`` (default now; see ``parse_at``) or at
+        ``at_us`` (exact µs), with missing flags and the age in seconds of the newest event each
+        view has seen for that entity.
+
+        A read at a given time is exact or raises ``InexactReadError`` naming the entity, the
+        feature and the earliest exact time (``features.online.fold``); a read at now counts
+        every applied event (also events stamped ahead of this clock)."""
         if len(entities) > self.max_entities:
             raise ValueError(
                 f"{len(entities)} entities in one call; the limit is {self.max_entities}"
             )
         plan = self.plan(features)
-        t = to_micros(at)
+        if at_us is not None:
+            if at is not None:
+                raise ValueError("give at= or at_us=, not both")
+            t, exact = int(at_us), True
+        else:
+            t, exact = parse_at(at), at is not None
         if len(entities) == 1 and plan.single is not None:
-            return self._get_one(plan, plan.single, entities[0], t)
+            return self._get_one(plan, plan.single, entities[0], t, exact)
         keys: list[tuple[str, list[str]]] = []
         for row in entities:
             for ep in plan.by_entity.values():
@@ -164,7 +200,11 @@ class OnlineStore:
         for e, ep in enumerate(plan.by_entity.values()):
             mine = replies[e::m]  # this entity plan's reply for every row, in row order
             for r, (ring, vname) in enumerate(zip(ep.rings, ep.ring_views, strict=True)):
-                newest = ring.fold_many([rep[r] for rep in mine], t, out_vals, out_missing)
+                try:
+                    newest = ring.fold_many([rep[r] for rep in mine], t, out_vals, out_missing,
+                                            exact)
+                except InexactReadError as err:
+                    raise err.for_entity(keys[err.row * m + e][0], vname) from None
                 for ages, ts in zip(fresh, newest, strict=True):
                     if ts is not None:
                         age = (t - ts) / 1e6
@@ -173,20 +213,24 @@ class OnlineStore:
         return OnlineResult(list(plan.refs), out_vals, out_missing, fresh)
 
     def _get_one(
-        self, plan: ReadPlan, ep: _EntityPlan, row: dict[str, Any], t: int
+        self, plan: ReadPlan, ep: _EntityPlan, row: dict[str, Any], t: int, exact: bool
     ) -> OnlineResult:
         """``get_features`` for one entity row: the same values without the batch
         bookkeeping (per-row reply slicing, ``fold_many``), which is most of a one-entity call's
         Python time."""
-        blobs = self.reads.fetch([(ep.key(row), ep.fields)])[0]
+        key = ep.key(row)
+        blobs = self.reads.fetch([(key, ep.fields)])[0]
         n = len(plan.refs)
         out: list[Any] = [None] * n
         missing = [True] * n
         newest: dict[str, int] = {}
-        for ring, vname, blob in zip(ep.rings, ep.ring_views, blobs, strict=True):
-            ts = ring.fold(blob, t, out, missing)
-            if ts is not None and (vname not in newest or ts > newest[vname]):
-                newest[vname] = ts
+        try:
+            for ring, vname, blob in zip(ep.rings, ep.ring_views, blobs, strict=True):
+                ts = ring.fold(blob, t, out, missing, exact)
+                if ts is not None and (vname not in newest or ts > newest[vname]):
+                    newest[vname] = ts
+        except InexactReadError as err:
+            raise err.for_entity(key, vname) from None
         fresh: dict[str, float | None] = dict.fromkeys(plan.views)
         for vname, ts in newest.items():
             fresh[vname] = (t - ts) / 1e6

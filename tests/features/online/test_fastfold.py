@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from features.definitions import Aggregate, FeatureView
 from features.online.fastfold import RingFold
-from features.online.fold import fold_view
+from features.online.fold import InexactReadError, fold_view
 from features.online.layout import ViewLayout
 from features.semantics.windows import MINUTE
 from tests.features.online.test_fold import LAYOUT, VIEW, build_blobs
@@ -21,32 +21,48 @@ def _same(a, b) -> bool:
     return a == b and type(a) is type(b)
 
 
+def _outcome(fn):
+    """The values ``fn`` returns, or the refusal (feature, earliest exact time) it raises."""
+    try:
+        return fn()
+    except InexactReadError as e:
+        return ("refused", e.feature, e.earliest_us, e.newest_us)
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     st.lists(
         st.tuples(st.integers(0, 90 * MINUTE), st.floats(-1e3, 1e3, allow_nan=False)),
         min_size=0, max_size=30,
     ),
-    st.integers(-30 * MINUTE, 3 * 60 * MINUTE),
+    st.one_of(st.integers(-30 * MINUTE, 3 * 60 * MINUTE),
+              st.integers(-30, 180).map(lambda m: m * MINUTE)),  # on the hop grid too
 )
 def test_ring_fold_equals_fold_view(raw, dt):
+    """Same values, or the same refusal, for reads before and after the newest event."""
     events = [(ts, seq, v) for seq, (ts, v) in enumerate(raw)]
     blobs = build_blobs(events) if events else {}
     t = 60 * MINUTE + dt
     slots = [LAYOUT.features[f.name] for f in VIEW.features]
-    want, want_missing, want_newest = fold_view(slots, blobs, t)
-    vals = [object()] * len(slots)
-    miss = [None] * len(slots)
-    newest = None
     for hop in LAYOUT.hops.values():
         cols = [(i, s) for i, s in enumerate(slots) if s.hop is hop]
-        n = RingFold(hop, cols).fold(blobs.get(hop.field), t, vals, miss)
-        if n is not None:
-            newest = n if newest is None else max(newest, n)
-    assert newest == want_newest
-    assert miss == want_missing
-    for f, a, b in zip(VIEW.features, vals, want, strict=True):
-        assert _same(a, b), (f.name, a, b)
+        mine = [s for _, s in cols]
+
+        def fast(hop=hop, cols=cols):
+            vals = [object()] * len(cols)
+            miss = [None] * len(cols)
+            n = RingFold(hop, list(enumerate(s for _, s in cols))).fold(
+                blobs.get(hop.field), t, vals, miss)
+            return vals, miss, n
+
+        got = _outcome(fast)
+        want = _outcome(lambda mine=mine: fold_view(mine, blobs, t))
+        if want[0] == "refused":
+            assert got == want
+            continue
+        assert got[2] == want[2] and got[1] == want[1]
+        for s, a, b in zip(mine, got[0], want[0], strict=True):
+            assert _same(a, b), (s.name, a, b)
 
 
 VEC_VIEW = FeatureView(
@@ -69,7 +85,8 @@ event_lists = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(event_lists, min_size=0, max_size=20),
-    st.integers(-30 * MINUTE, 3 * 60 * MINUTE),
+    st.one_of(st.integers(-30 * MINUTE, 3 * 60 * MINUTE),
+              st.integers(-30, 180).map(lambda m: m * MINUTE)),  # on the hop grid too
     st.sampled_from([(VEC_VIEW, VEC_LAYOUT), (VIEW, LAYOUT)]),  # numpy only / numpy + rows
 )
 def test_fold_many_equals_row_by_row_fold(rows, dt, view_layout):
@@ -89,6 +106,22 @@ def test_fold_many_equals_row_by_row_fold(rows, dt, view_layout):
         got_m = [[None] * len(slots) for _ in blobs]
         want_v = [[None] * len(slots) for _ in blobs]
         want_m = [[None] * len(slots) for _ in blobs]
+        refused = []
+        for b in blobs:  # which rows a row-by-row fold refuses
+            try:
+                ring.fold(b, t, [None] * len(slots), [None] * len(slots))
+            except InexactReadError:
+                refused.append(True)
+            else:
+                refused.append(False)
+        if any(refused):
+            try:
+                ring.fold_many(blobs, t, got_v, got_m)
+            except InexactReadError as e:
+                assert refused[e.row]
+            else:
+                raise AssertionError("fold_many answered a read fold refuses")
+            continue
         got_n = ring.fold_many(blobs, t, got_v, got_m)
         want_n = [ring.fold(b, t, v, m) for b, v, m in zip(blobs, want_v, want_m, strict=True)]
         assert got_n == want_n and got_m == want_m
