@@ -5,10 +5,17 @@ second, not per poll: one Parquet file and manifest update per partition per flu
 log's file count (and the fresh path's latency) low. Kafka offsets are committed only after a
 flush, so a crash replays the buffered events; ``EventLog.append`` drops rows at or below its
 own watermark for (source, topic, partition), so nothing is written twice.
+
+A failed write (a full disk, or any ``OSError`` on write, fsync or rename) is retried with
+capped exponential backoff, logged once per failure and counted in ``write_failures``. Retrying
+is safe because the manifest commit is the one atomic step: a half-written data file is never
+listed, and is removed by the retry before it writes again.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
 import numpy as np
@@ -17,6 +24,8 @@ import pyarrow as pa
 from features.definitions import EventSource
 from features.event_columns import EventColumns
 from features.offline.event_log import EventLog
+
+log = logging.getLogger("tessera.worker.offline")
 
 _TYPES = {
     "string": pa.string(),
@@ -38,12 +47,23 @@ def to_table(source: EventSource, events: EventColumns, ingest_us: int) -> pa.Ta
 
 
 class OfflineWriter:
-    def __init__(self, log: EventLog, source: EventSource) -> None:
+    """Buffers one source's valid events and appends them to the event log.
+
+    ``backoff``: first and longest wait between retries of a failed write (seconds).
+    ``stop()`` ends the retrying: the pending write then raises its last error (the worker
+    stops; a restart replays from the last committed offsets).
+    """
+
+    def __init__(self, log: EventLog, source: EventSource,
+                 backoff: tuple[float, float] = (0.2, 10.0)) -> None:
         self.log = log
         self.source = source
+        self.backoff = backoff
         self.written = 0
         self.buffered = 0
+        self.write_failures = 0  # failed attempts, retried (exported by the worker's metrics)
         self._buf: dict[int, list[EventColumns]] = {}
+        self._stop = threading.Event()
 
     def add(self, partition: int, events: EventColumns) -> None:
         if len(events):
@@ -55,12 +75,34 @@ class OfflineWriter:
         buf, self._buf, self.buffered = self._buf, {}, 0
         return buf
 
+    def stop(self) -> None:
+        """Give up retrying (shutdown): a write in its backoff raises instead of waiting."""
+        self._stop.set()
+
     def write(self, buf: dict[int, list[EventColumns]]) -> int:
-        """Append a taken buffer; returns rows written (those above the log's watermark)."""
+        """Append a taken buffer; returns rows written (those above the log's watermark).
+
+        Blocks until the log accepts it, retrying ``OSError``s with backoff."""
         ingest = time.time_ns() // 1000
         tables = {p: to_table(self.source, EventColumns.concat(parts), ingest)
                   for p, parts in buf.items() if parts}
-        n = self.log.append_partitions(self.source, tables, topic=self.source.topic) if tables \
-            else 0
+        if not tables:
+            return 0
+        delay, cap = self.backoff
+        while True:
+            try:
+                n = self.log.append_partitions(self.source, tables, topic=self.source.topic)
+                break
+            except OSError as e:
+                self.write_failures += 1
+                rows = sum(t.num_rows for t in tables.values())
+                if self._stop.is_set():
+                    raise
+                log.warning("event log write of %d %s rows failed (%s: %s); retry %d in %.1f s",
+                            rows, self.source.name, type(e).__name__, e, self.write_failures,
+                            delay)
+                if self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, cap)
         self.written += n
         return n
