@@ -4,15 +4,21 @@ Users are drawn with a skew (a few heavy spenders, many occasional ones), amount
 log-normal per merchant category, event times advance at ``rate`` per second from ``start``
 with a little jitter. A small share of events is late (event time days in the past, beyond
 the longest window) and a small share is malformed (bad JSON, wrong types, missing key).
+
+``run`` publishes them at a steady rate and counts every send the broker did not acknowledge:
+a failed send is never silent (``tessera generate`` exits 1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
 
+from features.definitions import EventSource
 from features.event_schema import us_to_iso
 
 COUNTRIES = np.array(["FR", "DE", "GB", "US", "ES", "IT", "NL", "PL", "SE", "BR"])
@@ -74,3 +80,81 @@ def transactions(
 def to_json_line(event: dict | bytes) -> bytes:
     """One JSONL line; malformed events as they are."""
     return event if isinstance(event, bytes) else orjson.dumps(event)
+
+
+@dataclass
+class GenerateReport:
+    """What ``run`` sent: ``failed`` events were not acknowledged (``first_error`` says why)."""
+
+    sent: int = 0
+    malformed: int = 0
+    failed: int = 0
+    first_error: str | None = None
+
+    def fail(self, n: int, error: object) -> None:
+        self.failed += n
+        if self.first_error is None:
+            self.first_error = str(error)
+
+
+def run(source: EventSource, bootstrap: str, *, count: int | None = None, rate: float = 1000.0,
+        users: int = 10_000, seed: int = 7, timeout_s: float = 30.0,
+        stop: Callable[[], bool] | None = None) -> GenerateReport:
+    """Publish synthetic transactions to ``source``'s topic at ``rate`` per second (0 = flat
+    out) until ``count`` (None = until ``stop()`` or Ctrl-C).
+
+    Every send waits for its ack at most ``timeout_s`` (delivery timeout, retries included).
+    Publishing stops after the first tick (0.1 s of events) with a failed send: the broker is
+    not taking events, and sending more would only pile up failures."""
+    from streams.producer import Publisher
+
+    gen = transactions(count if count is not None else 10**12, start_us=time.time_ns() // 1000,
+                       rate=rate or 1e6, users=users, seed=seed)
+    per_tick = max(1, int(rate * 0.1)) if rate else 10_000
+    ms = max(1, int(timeout_s * 1000))
+    report = GenerateReport()
+    t0 = time.monotonic()
+    with Publisher(source, bootstrap, delivery_timeout_ms=ms + 20,
+                   request_timeout_ms=min(ms, 30_000), max_block_ms=ms) as pub:
+        try:
+            while (count is None or report.sent + report.malformed + report.failed < count) \
+                    and not (stop and stop()):
+                chunk = [e for _, e in zip(range(per_tick), gen, strict=False)]
+                if not chunk:
+                    break
+                _send_chunk(pub, chunk, report, timeout_s)
+                if report.failed:
+                    break
+                if rate:
+                    due = t0 + (report.sent + report.malformed) / rate
+                    time.sleep(max(0.0, due - time.monotonic()))
+        except KeyboardInterrupt:
+            pass
+    return report
+
+
+def _send_chunk(pub, chunk: list[dict | bytes], report: GenerateReport, timeout_s: float) -> None:
+    raw = []
+    for e in chunk:
+        if isinstance(e, bytes):
+            try:
+                raw.append(pub.send_raw(e))
+            except Exception as err:  # noqa: BLE001 - counted, never swallowed
+                report.fail(1, err)
+    valid = [e for e in chunk if isinstance(e, dict)]
+    try:
+        rep = pub.publish(valid)
+    except Exception as err:  # noqa: BLE001 - a send that raised: none of them confirmed
+        report.fail(len(valid), err)
+    else:
+        report.sent += rep.sent
+        if rep.failed:
+            report.fail(len(rep.failed), rep.failed[0].reason)
+        if rep.rejected:  # the generator's valid events are valid by construction
+            report.fail(len(rep.rejected), rep.rejected[0].reason)
+    for fut in raw:
+        try:
+            fut.get(timeout=timeout_s)
+            report.malformed += 1
+        except Exception as err:  # noqa: BLE001 - counted, never swallowed
+            report.fail(1, f"broker did not ack: {err}")

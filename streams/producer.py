@@ -38,24 +38,27 @@ class PublishReport:
         return self.sent + len(self.rejected) + len(self.failed)
 
 
-def make_producer(bootstrap: str, linger_ms: int = 20) -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=linger_ms,
-        batch_size=512 * 1024,
-        max_request_size=8 * 1024 * 1024,
-        retries=5,
-        client_id="tessera-producer",
-    )
+def make_producer(bootstrap: str, linger_ms: int = 20, **config) -> KafkaProducer:
+    """The SDK's producer; ``config`` overrides kafka-python settings (e.g. timeouts)."""
+    return KafkaProducer(**{
+        "bootstrap_servers": bootstrap,
+        "acks": "all",
+        "linger_ms": linger_ms,
+        "batch_size": 512 * 1024,
+        "max_request_size": 8 * 1024 * 1024,
+        "retries": 5,
+        "client_id": "tessera-producer",
+        **config,
+    })
 
 
 class Publisher:
     """A long-lived producer for one source (use as a context manager)."""
 
-    def __init__(self, source: EventSource, bootstrap: str, linger_ms: int = 20) -> None:
+    def __init__(self, source: EventSource, bootstrap: str, linger_ms: int = 20,
+                 **config) -> None:
         self.source = source
-        self.producer = make_producer(bootstrap, linger_ms)
+        self.producer = make_producer(bootstrap, linger_ms, **config)
 
     def __enter__(self) -> Publisher:
         return self

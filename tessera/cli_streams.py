@@ -124,41 +124,26 @@ def register(app: typer.Typer) -> None:
         count: int | None = typer.Option(None, "--count", help="stop after N (default: never)"),
         users: int = typer.Option(10_000, "--users"),
         seed: int = typer.Option(7, "--seed"),
+        timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait for each ack"),
         repo: str = repo_opt,
     ) -> None:
-        """Publish synthetic card transactions (some late, some malformed) at a steady rate."""
-        from streams.generate import transactions
-        from streams.producer import Publisher
+        """Publish synthetic card transactions (some late, some malformed) at a steady rate.
+
+        Exits 1 if the broker did not acknowledge every send."""
+        from streams.generate import run
         from streams.topics import ensure_topics
 
         settings = Settings.from_env()
         src = _source(load_repo(repo), source)
         bootstrap = settings.require_kafka()
         ensure_topics([src], bootstrap)
-        gen = transactions(count if count is not None else 10**12,
-                           start_us=time.time_ns() // 1000, rate=rate or 1e6, users=users,
-                           seed=seed)
-        tick = 0.1
-        per_tick = max(1, int(rate * tick)) if rate else 10_000
-        sent = malformed = 0
-        t0 = time.monotonic()
-        with Publisher(src, bootstrap) as pub:
-            try:
-                while count is None or sent + malformed < count:
-                    chunk = [e for _, e in zip(range(per_tick), gen, strict=False)]
-                    if not chunk:
-                        break
-                    for e in chunk:
-                        if isinstance(e, bytes):
-                            pub.send_raw(e)
-                            malformed += 1
-                    sent += pub.publish([e for e in chunk if isinstance(e, dict)]).sent
-                    if rate:
-                        due = t0 + (sent + malformed) / rate
-                        time.sleep(max(0.0, due - time.monotonic()))
-            except KeyboardInterrupt:
-                pass
-        typer.echo(f"sent {sent} valid and {malformed} malformed events to {src.topic}")
+        rep = run(src, bootstrap, count=count, rate=rate, users=users, seed=seed,
+                  timeout_s=timeout)
+        typer.echo(f"sent {rep.sent} valid and {rep.malformed} malformed events to {src.topic}")
+        if rep.failed:
+            typer.echo(f"error: {rep.failed} events were not acknowledged by the broker "
+                       f"(first error: {rep.first_error}); stopped", err=True)
+            raise typer.Exit(1)
 
     @app.command("worker")
     def worker_cmd(
