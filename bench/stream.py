@@ -48,7 +48,7 @@ from percentile import pct  # noqa: E402  (bench/ is on the path)
 
 from features.event_schema import encode, key_of, normalize  # noqa: E402
 from features.offline.event_log import EventLog  # noqa: E402
-from features.online.layout import offset_key  # noqa: E402
+from features.online.layout import applied_offset, offset_key  # noqa: E402
 from features.skew import skew_check  # noqa: E402
 from streams.generate import transactions  # noqa: E402
 from streams.producer import make_producer  # noqa: E402
@@ -98,7 +98,7 @@ def publish_backlog(source, bootstrap: str, n: int, users: int) -> tuple[dict[in
 def caught_up(client, source, end: dict[int, int]) -> bool:
     keys = [offset_key(GROUP, source.topic, p) for p in end]
     vals = client.mget(keys)
-    return all(v is not None and int(v) >= end[p] for v, p in zip(vals, end, strict=True))
+    return all(applied_offset(v) >= end[p] for v, p in zip(vals, end, strict=True))
 
 
 def freshness(source, bootstrap: str, client, rate: int, seconds: float, users: int,
@@ -116,7 +116,7 @@ def freshness(source, bootstrap: str, client, rate: int, seconds: float, users: 
     def poll() -> None:
         while not stop.is_set():
             vals = client.mget(keys)
-            samples.append((time.time(), [int(v) if v else -1 for v in vals]))
+            samples.append((time.time(), [applied_offset(v) for v in vals]))
             time.sleep(0.002)
 
     poller = threading.Thread(target=poll, daemon=True)

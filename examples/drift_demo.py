@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from features.event_schema import us_to_iso  # noqa: E402
 from features.offline.event_log import EventLog  # noqa: E402
-from features.online.layout import offset_key  # noqa: E402
+from features.online.layout import applied_offset, offset_key  # noqa: E402
 from features.registry import apply, load_module  # noqa: E402
 from features.settings import Settings  # noqa: E402
 from serving.client import ScorerClient  # noqa: E402
@@ -149,7 +149,7 @@ class Live:
             for p, last in report.last_offsets.items():
                 applied = self.redis.get(offset_key(GROUP, topic, p))
                 logged = log.committed_offset(self.source, topic, p)
-                if applied is None or int(applied) < last or logged is None or logged < last:
+                if applied_offset(applied) < last or logged is None or logged < last:
                     return False
             return True
 

@@ -47,6 +47,37 @@ def offset_key(group: str, topic: str, partition: int) -> str:
     return f"{OFFSET_KEY_PREFIX}{group}:{topic}:{partition}"
 
 
+@dataclass(frozen=True)
+class Watermark:
+    """The value of an offset key: the last offset applied, the log epoch it belongs to (a
+    recreated topic or a broker that lost data starts a new epoch, with offsets from 0) and a
+    fingerprint of that record, to tell whether the record at that offset is still the same."""
+
+    offset: int = -1
+    epoch: int = 0
+    fingerprint: int = 0
+
+    def encode(self) -> bytes:
+        return f"{self.offset}:{self.epoch}:{self.fingerprint}".encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | str | None) -> Watermark | None:
+        """None when the key is absent; a bare integer (the format before epochs) is epoch 0."""
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        parts = text.split(":")
+        if len(parts) == 1:
+            return cls(int(parts[0]))
+        return cls(int(parts[0]), int(parts[1]), int(parts[2]))
+
+
+def applied_offset(raw: bytes | str | None) -> int:
+    """The last offset applied according to an offset key's value (-1 when absent)."""
+    w = Watermark.decode(raw)
+    return -1 if w is None else w.offset
+
+
 def ring_slots(window: int, hop: int, max_future: int) -> int:
     """Tiles a ring keeps: a read at "now" folds the ``window / hop + 1`` newest complete and
     current tiles, and an event up to ``max_future`` ahead may already have moved the ring's

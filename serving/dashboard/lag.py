@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
-from features.online.layout import OFFSET_KEY_PREFIX
+from features.online.layout import OFFSET_KEY_PREFIX, applied_offset
 
 NO_WATERMARK = "n/a (broker reports no watermark)"
 
@@ -29,7 +29,7 @@ def applied_offsets(redis_client) -> dict[tuple[str, str, int], int]:
     for key, value in zip(keys, values, strict=True):
         group, topic, part = key.decode()[len(prefix) :].rsplit(":", 2)
         if value is not None and part.isdigit():
-            out[group, topic, int(part)] = int(value)
+            out[group, topic, int(part)] = applied_offset(value)
     return out
 
 

@@ -25,19 +25,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+import polars as pl
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from features.definitions import EventSource, FeatureRepo, FeatureView
 from features.event_columns import EventColumns, decode_columns
 from features.offline.event_log import EventLog
+from features.online.layout import GENERATION_FIELD, REBUILDING_PREFIX, STORE_KEY, Watermark
 from features.semantics.windows import parse_duration
 from streams.worker.dlq import DeadLetters, dead_letter
+from streams.worker.epochs import EpochCheck, fingerprint
 from streams.worker.offline_sink import OfflineWriter
-from streams.worker.online import OnlineWriter
+from streams.worker.online import TTL_REFRESH_S, OnlineWriter, StoreLost
+from streams.worker.rebuild import rebuild
 from streams.worker.redis_sink import RedisSink, connect
 
 log = logging.getLogger("tessera.worker")
+STORE_CHECK_S = 1.0  # when idle, how often to check that Redis still holds our watermarks
 
 
 @dataclass
@@ -72,9 +78,13 @@ class _Pipeline:
         self.offline = OfflineWriter(event_log, source)
         self.dlq = DeadLetters(cfg.bootstrap, source.dlq_topic)
         self.consumed = 0
+        self.rebuilds = 0
+        self.rebuilt_entities = 0
+        self.epoch_changes = 0
 
-    def process(self, partition: int, records: list) -> tuple[EventColumns, int]:
-        """The valid events as columns, and the partition's last offset in the batch."""
+    def process(self, partition: int, records: list) -> tuple[EventColumns, int, int]:
+        """The valid events as columns, the partition's last offset in the batch and that
+        record's fingerprint (stored with the watermark, see ``epochs``)."""
         max_ts = time.time_ns() // 1000 + self.source.max_future_us
         events, errors = decode_columns(self.source, [r.value for r in records],
                                         [r.offset for r in records], max_ts_us=max_ts)
@@ -86,7 +96,8 @@ class _Pipeline:
                 for i, e in errors if (r := records[i]).offset > wm
             ])
         self.consumed += len(records)
-        return events, records[-1].offset
+        r = records[-1]
+        return events, r.offset, fingerprint(r.key, r.value, r.timestamp)
 
 
 class Worker:
@@ -108,6 +119,10 @@ class Worker:
         self.redis = connect(cfg.redis_url)
         sink = RedisSink(self.redis)
         event_log = EventLog(cfg.offline_dir)
+        self.sink, self.event_log = sink, event_log
+        self.views_by_source = views_by_source
+        self._epochs: EpochCheck | None = None
+        self._store_checked = time.monotonic()
         self.pipelines = {
             repo.sources[s].topic: _Pipeline(repo.sources[s], views_by_source[s], cfg, sink,
                                              event_log)
@@ -149,7 +164,7 @@ class Worker:
             for topic, batch in by_topic.items():
                 pipe = self.pipelines[topic]
                 pipe.online.fold(batch)
-                for partition, (events, _) in batch.items():
+                for partition, (events, *_) in batch.items():
                     pipe.offline.add(partition, events)
             if self._folded_since is None:
                 self._folded_since = time.monotonic()
@@ -248,7 +263,9 @@ class Worker:
                 "consumed": p.consumed, "applied": s.applied, "late": s.late,
                 "skipped_replay": s.skipped_replay, "fence_retries": s.fence_retries,
                 "dead_letters": p.dlq.sent, "offline_rows": p.offline.written,
-                "newest_event_us": s.newest_ts,
+                "newest_event_us": s.newest_ts, "rebuilds": p.rebuilds,
+                "rebuilt_entities": p.rebuilt_entities, "epoch_changes": p.epoch_changes,
+                "offline_write_failures": p.offline.write_failures,
             }
         return out
 
@@ -282,24 +299,12 @@ class Worker:
         last_stats = last_data = time.monotonic()
         try:
             while not self._stop:
-                polled = await self.consumer.getmany(timeout_ms=500,
-                                                     max_records=cfg.max_records)
-                polled = {tp: recs for tp, recs in polled.items() if recs}
-                if polled:
-                    await asyncio.to_thread(self._process, polled)
-                    last_data = time.monotonic()
-                    if (time.monotonic() - self._checkpointed > cfg.checkpoint_every_s
-                            or self._buffered() >= cfg.checkpoint_rows):
-                        await self.checkpoint()
-                else:
-                    if not all(p.online.idle for p in self.pipelines.values()):
-                        await asyncio.to_thread(self.commit_online)
-                    if self._buffered():
-                        await self.checkpoint()  # idle: the log and offsets catch up now
-                    if not self.consumer.assignment():
-                        last_data = time.monotonic()  # idle time counts once we own some
-                    elif max_idle_s is not None and time.monotonic() - last_data > max_idle_s:
-                        break
+                try:
+                    last_data = await self._step(max_idle_s, last_data)
+                except StoreLost as lost:
+                    await self._recover(lost)
+                if last_data is None:
+                    break
                 if self.on_tick is not None:
                     self.on_tick(self)
                 if time.monotonic() - last_stats > cfg.stats_every_s:
@@ -313,7 +318,144 @@ class Worker:
                 await self.consumer.stop()
                 for p in self.pipelines.values():
                     p.dlq.close()
+                if self._epochs is not None:
+                    self._epochs.close()
                 self.redis.close()
+
+    async def _step(self, max_idle_s: float | None, last_data: float) -> float | None:
+        """One poll and what follows it; returns when data was last seen (None: stop)."""
+        cfg = self.cfg
+        polled = await self.consumer.getmany(timeout_ms=500,
+                                             max_records=cfg.max_records)
+        polled = {tp: recs for tp, recs in polled.items() if recs}
+        if polled:
+            await self._check_rewound(polled)
+            await asyncio.to_thread(self._process, polled)
+            last_data = time.monotonic()
+            if (time.monotonic() - self._checkpointed > cfg.checkpoint_every_s
+                    or self._buffered() >= cfg.checkpoint_rows):
+                await self.checkpoint()
+        else:
+            if not all(p.online.idle for p in self.pipelines.values()):
+                await asyncio.to_thread(self.commit_online)
+            if self._buffered():
+                await self.checkpoint()  # idle: the log and offsets catch up now
+            if time.monotonic() - self._store_checked > STORE_CHECK_S:
+                self._store_checked = time.monotonic()
+                await asyncio.to_thread(self._check_stores)
+            if not self.consumer.assignment():
+                last_data = time.monotonic()  # idle time counts once we own some
+            elif max_idle_s is not None and time.monotonic() - last_data > max_idle_s:
+                return None
+        return last_data
+
+    # -- faults of the log and of the store ------------------------------------------------
+
+    def _check_stores(self) -> None:
+        for p in self.pipelines.values():
+            p.online.check_store()
+
+    def _epoch_check(self) -> EpochCheck:
+        if self._epochs is None:
+            self._epochs = EpochCheck(self.cfg.bootstrap)
+        return self._epochs
+
+    async def _check_rewound(self, polled: dict) -> None:
+        """A fetch that starts before where this partition's last one ended, though nobody
+        seeked: the broker reset the position (the log went backwards). Check the epoch."""
+        rewound = [tp for tp, recs in polled.items()
+                   if tp in self._polled and recs[0].offset < self._polled[tp]]
+        if rewound:
+            log.warning("fetch went backwards on %s; checking the log epoch", rewound)
+            await asyncio.to_thread(self._check_partitions, rewound)
+
+    def _check_partitions(self, tps: list) -> None:
+        """For partitions just taken (or rewound): rebuild the store from the log if Redis
+        lost their watermarks, and start a new epoch if their log was replaced.
+
+        Runs before their first records are processed."""
+        by_topic: dict[str, list[int]] = {}
+        for tp in tps:
+            if tp.topic in self.pipelines:
+                by_topic.setdefault(tp.topic, []).append(tp.partition)
+        for topic, parts in by_topic.items():
+            pipe = self.pipelines[topic]
+            online, source = pipe.online, pipe.source
+            marks = online.sink.watermarks([online.offset_key(p) for p in parts])
+            lost = [p for p, m in zip(parts, marks, strict=True)
+                    if m is None and self.event_log.committed_offset(source, topic, p) is not None]
+            if lost:
+                self._rebuild(pipe, lost, "no offset watermark in Redis, but the event log "
+                                          "holds events of these partitions")
+                marks = online.sink.watermarks([online.offset_key(p) for p in parts])
+            for p, m in zip(parts, marks, strict=True):
+                if m is None or m.offset < 0 or m.fingerprint == 0:
+                    continue  # nothing applied yet, or no fingerprint to compare (older format)
+                verdict = self._epoch_check().verify(topic, p, m.offset, m.fingerprint)
+                if verdict.same_log:
+                    continue
+                self._new_epoch(pipe, p, m, verdict.why)
+
+    def _new_epoch(self, pipe: _Pipeline, partition: int, old: Watermark, why: str) -> None:
+        """Offsets of the partition restart: apply them from 0 in epoch ``old.epoch + 1``. The
+        rings keep the earlier epochs' events (they happened); so does the event log."""
+        source, topic = pipe.source, pipe.source.topic
+        epoch = max(old.epoch, self.event_log.current_epoch(source, topic, partition)) + 1
+        log.warning("%s/%d: new log epoch %d (%s; the watermark was offset %d of epoch %d): "
+                    "its offsets are applied again from 0", topic, partition, epoch, why,
+                    old.offset, old.epoch)
+        pipe.online.commit()
+        self.event_log.begin_epoch(source, topic, partition, epoch)
+        mark = Watermark(-1, epoch, 0)
+        self.redis.set(pipe.online.offset_key(partition), mark.encode())
+        pipe.online.set_mark(partition, mark)
+        pipe.epoch_changes += 1
+
+    async def _recover(self, lost: StoreLost) -> None:
+        """Redis lost data: everything processed goes to the log first (the checkpoint), then
+        the source's assigned partitions are rebuilt from the log up to its watermarks; the
+        stream goes on from there, so nothing is missing and nothing counted twice."""
+        log.warning("%s; rebuilding the online store from the event log", lost)
+        await self.checkpoint(wait=True)
+        await self.flush_offline()
+        for pipe in self.pipelines.values():
+            if pipe.source.name != lost.source:
+                continue  # another source's writer notices on its own next write
+            parts = sorted(tp.partition for tp in self.consumer.assignment()
+                           if tp.topic == pipe.source.topic)
+            await asyncio.to_thread(self._rebuild, pipe, parts, str(lost))
+
+    def _rebuild(self, pipe: _Pipeline, parts: list[int], why: str) -> None:
+        """The partitions' rings from the event log, up to its watermarks, which become the
+        Redis watermarks; meanwhile the store says it is rebuilding (``/readyz``: not ready)."""
+        source, topic, online = pipe.source, pipe.source.topic, pipe.online
+        flag = f"{REBUILDING_PREFIX}{self.cfg.group}:{topic}"
+        self.redis.hset(STORE_KEY, flag, orjson.dumps(
+            {"why": why, "partitions": parts, "since": time.time()}))
+        t0 = time.monotonic()
+        online.wait_quietly()
+        upto, marks = {}, {}
+        for p in parts:
+            wm = self.event_log.committed_offset(source, topic, p)
+            epoch = self.event_log.current_epoch(source, topic, p)
+            fp = 0
+            if wm is not None:
+                upto[p] = wm
+                fp = self._epoch_check().fingerprint_at(topic, p, wm)
+            marks[p] = Watermark(-1 if wm is None else wm, epoch, fp)
+        report = rebuild(self.sink, source, self.views_by_source[source.name], self.event_log,
+                         now_us=time.time_ns() // 1000, ttl_s=online.ttl_s + TTL_REFRESH_S,
+                         upto=upto, entity_filter=pl.col("_partition").is_in(parts),
+                         allowed_lateness_us=online.allowed_lateness_us)
+        self.redis.mset({online.offset_key(p): m.encode() for p, m in marks.items()})
+        online.reset(marks)
+        pipe.rebuilds += 1
+        pipe.rebuilt_entities += report.entities
+        self.redis.hset(STORE_KEY, GENERATION_FIELD, self.sink.generation)
+        self.redis.hdel(STORE_KEY, flag)
+        log.warning("rebuilt %s partitions %s from the event log: %d entities, %d events in "
+                    "%.1f s", topic, parts, report.entities, report.events,
+                    time.monotonic() - t0)
 
 
 class _Forget(ConsumerRebalanceListener):
@@ -332,4 +474,5 @@ class _Forget(ConsumerRebalanceListener):
                 pipe.online.forget([tp.partition])
 
     async def on_partitions_assigned(self, assigned) -> None:
-        pass
+        # before the first record: rebuild what Redis lost, notice a replaced log
+        await asyncio.to_thread(self.worker._check_partitions, list(assigned))

@@ -37,6 +37,14 @@ COUNTERS = {
                      "rows appended to the offline event log"),
     "fence_retries": ("tessera_worker_fence_retries",
                       "batches redone because another worker wrote the partition"),
+    "rebuilds": ("tessera_worker_store_rebuilds",
+                 "times Redis had lost this worker's data and its rings were rebuilt from the log"),
+    "rebuilt_entities": ("tessera_worker_rebuilt_entities",
+                         "entities whose rings were rebuilt from the event log"),
+    "epoch_changes": ("tessera_worker_log_epochs",
+                      "partitions whose offsets started again (recreated topic, broker data loss)"),
+    "offline_write_failures": ("tessera_worker_offline_write_failures",
+                               "failed event-log writes, retried with back-off"),
 }
 
 

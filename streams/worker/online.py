@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.definitions import EventSource, FeatureView
+from features.errors import TesseraError
 from features.event_columns import EventColumns
-from features.online.layout import ViewLayout, entity_key, offset_key
+from features.online.layout import ViewLayout, Watermark, entity_key, offset_key
 from streams.worker.redis_sink import RedisSink
 from streams.worker.tiles import HopPlan, RingCache, fields_needed, fold_batch, plan_views
 
@@ -37,6 +38,17 @@ TTL_REFRESH_S = 3600
 EVICT_EVERY_S = 60.0
 
 
+class StoreLost(TesseraError):
+    """Redis no longer holds what this worker wrote (flushed, restarted empty, failed over to
+    a replica that lags): a partition's watermark is gone or went backwards. The worker
+    rebuilds the partitions' rings from the event log before it writes again."""
+
+    def __init__(self, source: str, partitions: list[int], why: str) -> None:
+        super().__init__(f"online store lost data of {source} partitions {partitions}: {why}")
+        self.source = source
+        self.partitions = partitions
+
+
 @dataclass
 class _Job:
     """A write in flight: its batches (to refold if fenced off), counters and offsets."""
@@ -44,6 +56,7 @@ class _Job:
     batches: list
     counts: list
     last: dict[int, int]
+    fences: dict[str, tuple[Watermark, Watermark]]
     due: np.ndarray
     result: Future
     submitted_at: float = field(default_factory=time.time)
@@ -75,11 +88,13 @@ class OnlineWriter:
         self.plans: list[HopPlan] = plan_views(views)
         self.fields = [p.layout.field for p in self.plans]
         # a window at t reaches back up to W + h (its tail is aligned to the hop grid)
+        self.allowed_lateness_us = allowed_lateness_us
         self.horizon_us = max(f.window + f.hop for v in views for f in v.features) + (
             allowed_lateness_us
         )
         self.ttl_s = max(ViewLayout(v).ttl_seconds for v in views)
-        self.watermarks: dict[int, int] = {}
+        self.watermarks: dict[int, int] = {}  # partition -> last offset applied
+        self.marks: dict[int, Watermark] = {}  # partition -> the stored value (epoch, print)
         self.cache = RingCache(self.plans)
         self.value_fields = fields_needed(self.plans)
         self.stats = OnlineStats()
@@ -102,6 +117,7 @@ class OnlineWriter:
         self.commit()
         for p in partitions:
             self.watermarks.pop(p, None)
+            self.marks.pop(p, None)
         self.cache.drop(partitions)
 
     def watermark(self, partition: int) -> int:
@@ -112,10 +128,20 @@ class OnlineWriter:
     def _load_watermarks(self, partitions) -> None:
         missing = [p for p in partitions if p not in self.watermarks]
         if missing:
-            wms = self.sink.watermarks([self._offset_key(p) for p in missing])
-            self.watermarks.update(zip(missing, wms, strict=True))
+            wms = self.sink.watermarks([self.offset_key(p) for p in missing])
+            for p, w in zip(missing, wms, strict=True):
+                self.set_mark(p, w or Watermark())
 
-    def _offset_key(self, partition: int) -> str:
+    def set_mark(self, partition: int, mark: Watermark) -> None:
+        """Take ``mark`` as the partition's watermark (loaded, rebuilt or a new epoch)."""
+        self.marks[partition] = mark
+        self.watermarks[partition] = mark.offset
+
+    def epoch(self, partition: int) -> int:
+        self._load_watermarks([partition])
+        return self.marks[partition].epoch
+
+    def offset_key(self, partition: int) -> str:
         return offset_key(self.group, self.source.topic, partition)
 
     @property
@@ -140,7 +166,7 @@ class OnlineWriter:
             return
         self._load_watermarks(batch)
         self._pending.append(batch)
-        self._pending_events += sum(len(ev) for ev, _ in batch.values())
+        self._pending_events += sum(len(b[0]) for b in batch.values())
         self._fold(batch)
 
     def commit(self) -> None:
@@ -158,27 +184,31 @@ class OnlineWriter:
         if not self._pending:
             return
         last: dict[int, int] = {}
+        prints: dict[int, int] = {}
         for batch in self._pending:
-            for p, (_, off) in batch.items():
-                last[p] = max(last.get(p, -1), off)
-        fences = {
-            self._offset_key(p): (self.watermarks[p], max(self.watermarks[p], off))
-            for p, off in last.items()
-        }
+            for p, (_, off, fp) in batch.items():
+                if off > last.get(p, -1):
+                    last[p], prints[p] = off, fp
+        fences = {}
+        for p, off in last.items():
+            old = self.marks[p]
+            new = Watermark(off, old.epoch, prints[p]) if off > old.offset else old
+            fences[self.offset_key(p)] = (old, new)
         cache = self.cache
         rows = np.nonzero(cache.dirty)[0]
         cache.dirty[rows] = False
         due = rows[cache.expire_due[rows] <= time.time()]
         args = ([cache.keys[r] for r in rows.tolist()], self.fields, *cache.encode(rows),
                 [cache.keys[r] for r in due.tolist()], self.ttl_s + TTL_REFRESH_S, fences)
-        self._inflight = _Job(self._pending, self._counts, last, due,
+        self._inflight = _Job(self._pending, self._counts, last, fences, due,
                               self._pool.submit(_timed, self.sink.commit, *args))
         self._reset_pending()
 
     def wait(self) -> None:
         """Collect the background write, if any. If another worker moved a
         watermark since we loaded it, nothing was written: drop the rings of every partition
-        in flight or pending, reload them and refold those batches (pending again)."""
+        in flight or pending, reload them and refold those batches (pending again). If a
+        watermark is gone or went backwards, Redis lost data: raise ``StoreLost``."""
         job, self._inflight = self._inflight, None
         if job is None:
             return
@@ -195,21 +225,66 @@ class OnlineWriter:
             self.stats.late += c[2]
             if c[3] is not None:
                 self.stats.newest_ts = max(self.stats.newest_ts or c[3], c[3])
-            for p, off in job.last.items():
-                self.watermarks[p] = max(self.watermarks[p], off)
+            for p in job.last:
+                self.set_mark(p, job.fences[self.offset_key(p)][1])
             if time.monotonic() - self._evicted_at > EVICT_EVERY_S:
                 self._evicted_at = time.monotonic()
                 cache.evict(time.time_ns() // 1000 - self.horizon_us)
             return
+        lost = []
+        for key, (old, _) in job.fences.items():
+            cur = stale.get(key)
+            if (cur is None and old.offset >= 0) or (
+                    cur is not None and cur.epoch == old.epoch and cur.offset < old.offset):
+                lost.append(int(key.rsplit(":", 1)[1]))
+        if lost:
+            # the batches are in the offline buffer or the log: the rebuild folds them
+            self._reset_pending()
+            raise StoreLost(self.source.name, sorted(lost),
+                            "its offset watermark is gone or went backwards in Redis")
         self.stats.fence_retries += 1
         batches = job.batches + self._pending
         parts = sorted({p for b in batches for p in b})
         cache.drop(parts)
         for p in parts:
             self.watermarks.pop(p, None)
+            self.marks.pop(p, None)
         self._reset_pending()
         for batch in batches:
             self.fold(batch)
+
+    def check_store(self) -> None:
+        """Raise ``StoreLost`` if Redis no longer holds a watermark this worker wrote (run when
+        idle: a store flushed while no event arrives must be noticed all the same)."""
+        if self._inflight is not None:
+            return
+        parts = [p for p, m in self.marks.items() if m.offset >= 0]
+        if not parts:
+            return
+        current = self.sink.watermarks([self.offset_key(p) for p in parts])
+        lost = [p for p, cur in zip(parts, current, strict=True)
+                if cur is None or (cur.epoch == self.marks[p].epoch
+                                   and cur.offset < self.marks[p].offset)]
+        if lost:
+            raise StoreLost(self.source.name, lost,
+                            "its offset watermark is gone or went backwards in Redis")
+
+    def reset(self, marks: dict[int, Watermark]) -> None:
+        """After a rebuild: nothing pending, no cached ring, these watermarks."""
+        self.wait_quietly()
+        self._reset_pending()
+        self.cache.drop(list(marks))
+        for p, m in marks.items():
+            self.set_mark(p, m)
+
+    def wait_quietly(self) -> None:
+        """Drop the write in flight, whatever its outcome (the store is being rebuilt)."""
+        job, self._inflight = self._inflight, None
+        if job is not None:
+            try:
+                job.result.result()
+            except Exception as e:  # noqa: BLE001 - its effects are rebuilt anyway
+                log.info("write in flight during a rebuild ended with %r", e)
 
     def _reset_pending(self) -> None:
         self._pending: list[dict[int, tuple[EventColumns, int]]] = []

@@ -13,6 +13,7 @@ sent only for entities whose expiry is due (the caller decides).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import redis
 
 from features.online.hmget import HashReads
+from features.online.layout import GENERATION_FIELD, STORE_KEY, Watermark
 from streams.worker.resp import hset_commands
 
 _pack = hiredis.pack_command
@@ -30,11 +32,12 @@ _pack = hiredis.pack_command
 class RedisSink:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self.generation = uuid.uuid4().hex[:16]  # this worker process's mark in STORE_KEY
         self._reads = HashReads(client, spin_us=0)
 
-    def watermarks(self, keys: list[str]) -> list[int]:
-        """Last offset applied per partition key (-1 when none)."""
-        return [int(v) if v is not None else -1 for v in self.client.mget(keys)]
+    def watermarks(self, keys: list[str]) -> list[Watermark | None]:
+        """The stored watermark per partition key (None when absent)."""
+        return [Watermark.decode(v) for v in self.client.mget(keys)]
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -76,17 +79,18 @@ class RedisSink:
         present: np.ndarray,
         expire: list[str],
         ttl_s: int,
-        fences: dict[str, tuple[int, int]],
-    ) -> dict[str, int] | None:
+        fences: dict[str, tuple[Watermark, Watermark]],
+    ) -> dict[str, Watermark | None] | None:
         """``HSET`` each key's rings (``rings[j][i]``: key i's ring of ``fields[j]`` as a uint8
         row, written where ``present[i, j]``), ``EXPIRE`` the keys in ``expire`` and move each
-        fence key from its expected to its new offset, atomically. Returns None on success,
-        else the current watermarks (another worker moved one; nothing was written)."""
+        fence key from its expected to its new watermark, atomically, and mark the store as
+        written (its generation). Returns None on success, else the current watermarks
+        (another worker moved one, or Redis lost them; nothing was written)."""
         fkeys = list(fences)
         with self._connection() as conn:
-            _, current = self._send(conn, [_pack(("WATCH", *fkeys)), _pack(("MGET", *fkeys))], 2)
-            current = [int(v) if v is not None else -1 for v in current]
-            if any(c != fences[k][0] for k, c in zip(fkeys, current, strict=True)):
+            _, raw = self._send(conn, [_pack(("WATCH", *fkeys)), _pack(("MGET", *fkeys))], 2)
+            current = [Watermark.decode(v) for v in raw]
+            if any(not _same(c, fences[k][0]) for k, c in zip(fkeys, current, strict=True)):
                 self._send(conn, [_pack(("UNWATCH",))], 1)
                 return dict(zip(fkeys, current, strict=True))
             cmds: list = [_pack(("MULTI",))]
@@ -94,9 +98,10 @@ class RedisSink:
                                   rings, present)
             n_hset = int(present.any(axis=1).sum())
             cmds += [_pack(("EXPIRE", key, ttl_s)) for key in expire]
-            cmds += [_pack(("SET", k, fences[k][1])) for k in fkeys]
+            cmds += [_pack(("SET", k, fences[k][1].encode())) for k in fkeys]
+            cmds.append(_pack(("HSET", STORE_KEY, GENERATION_FIELD, self.generation)))
             cmds.append(_pack(("EXEC",)))
-            replies = self._send(conn, cmds, 2 + n_hset + len(expire) + len(fkeys))
+            replies = self._send(conn, cmds, 3 + n_hset + len(expire) + len(fkeys))
         errors = [r for r in replies if isinstance(r, Exception)]
         errors += [r for r in replies[-1] or () if isinstance(r, Exception)]
         if errors:
@@ -104,6 +109,12 @@ class RedisSink:
         if replies[-1] is None:  # a watched watermark moved between MGET and EXEC
             return dict(zip(fkeys, self.watermarks(fkeys), strict=True))
         return None
+
+
+def _same(current: Watermark | None, expected: Watermark) -> bool:
+    if current is None:
+        return expected.offset < 0 and expected.epoch == 0
+    return (current.offset, current.epoch) == (expected.offset, expected.epoch)
 
 
 def connect(url: str) -> Any:

@@ -19,7 +19,7 @@ from features.definitions import FeatureView
 from features.errors import SchemaError
 from features.event_schema import decode
 from features.offline.event_log import EventLog
-from features.online.layout import offset_key
+from features.online.layout import applied_offset, offset_key
 from features.online.read import OnlineStore
 from features.skew import skew_check
 from streams.generate import transactions
@@ -69,7 +69,7 @@ def watermarks(env, client) -> dict[int, int]:
     out = {}
     for p in range(env.source.partitions):
         v = client.get(offset_key(env.group, env.source.topic, p))
-        out[p] = int(v) if v is not None else -1
+        out[p] = applied_offset(v)
     return out
 
 
@@ -96,7 +96,7 @@ def check_exactly_once(env, client, produced: Produced) -> None:
         view = repo.view(vname)
         assert isinstance(view, FeatureView)
         refs = [f"{vname}:{f.name}" for f in view.features]
-        res = store.get_features(refs, [{"user_id": u} for u in users], at=t)
+        res = store.get_features(refs, [{"user_id": u} for u in users], at_us=t)
         for u, values in zip(users, res.values, strict=True):
             for f, got in zip(view.features, values, strict=True):
                 events = [(ts, s, a if f.field else 1.0) for ts, s, a in by_user[u]]

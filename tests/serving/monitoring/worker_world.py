@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from features.offline.event_log import EventLog
-from features.online.layout import offset_key
+from features.online.layout import applied_offset, offset_key
 from serving.scorer import synthetic as syn
 from streams.producer import Publisher
 from streams.topics import delete_topics, ensure_topics
@@ -57,7 +57,7 @@ def publish_and_wait(env: StreamEnv, client, events: list[dict], offline: bool =
     def applied() -> bool:
         for p, last in report.last_offsets.items():
             v = client.get(offset_key(env.group, topic, p))
-            if v is None or int(v) < last:
+            if v is None or applied_offset(v) < last:
                 return False
         return True
 
