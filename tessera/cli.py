@@ -19,7 +19,7 @@ def _register() -> None:
     import importlib
 
     for name in ("cli_features", "cli_streams", "cli_serving", "cli_experiments", "cli_monitor",
-                 "cli_backfill"):
+                 "cli_audit", "cli_backfill"):
         try:
             mod = importlib.import_module(f"tessera.{name}")
         except ModuleNotFoundError as e:
