@@ -6,9 +6,10 @@ events with ``start(t) <= ts < t``, merged in (event time, offset) order. Counts
 last must match exactly; sums, means and stddevs to a relative 1e-9 (tiles add in a different
 grouping).
 
-Valid for ``t`` at or after the newest event the worker applied, which is how serving reads
-("now"): late events (see docs/streams.md) are in the log but never online, and fall outside
-every window at such ``t``.
+Valid for ``t`` after the newest event the worker applied, which is how serving reads ("now"):
+late events (see docs/streams.md) are in the log but never online, and fall outside every
+window at such ``t``. Earlier times are exact or refused by the online read
+(``InexactReadError``), never compared with wrong online values.
 """
 
 from __future__ import annotations
@@ -86,7 +87,11 @@ def skew_check(
     sample: int | None = 100,
     seed: int = 0,
 ) -> SkewReport:
-    """Compare ``sample`` random entities (None = every entity with events in range)."""
+    """Compare ``sample`` random entities (None = every entity with events in range) at
+    ``at`` (µs since the epoch; ``features.online.read.parse_at`` reads the user's form).
+
+    A time the tiles cannot answer exactly raises ``InexactReadError`` (it would only report
+    mismatches that are not skew)."""
     view = repo.view(view_name)
     if not isinstance(view, FeatureView):
         raise UnknownFeatureError(f"{view_name!r} is a batch view; skew is checked for "
@@ -113,7 +118,7 @@ def skew_check(
     for i in range(0, len(entities), 1000):
         chunk = entities[i:i + 1000]
         rows = [dict(zip(keys, ent, strict=True)) for ent in chunk]
-        online = store.get_features(refs, rows, at=at)
+        online = store.get_features(refs, rows, at_us=at)
         for row, ent, values in zip(rows, chunk, online.values, strict=True):
             offline = offline_values(view, groups[tuple(ent)].to_dicts(), at)
             for f, on, off in zip(view.features, values, offline, strict=True):

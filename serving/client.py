@@ -13,9 +13,10 @@ from features.errors import TesseraError
 class ScorerError(TesseraError):
     """The scorer answered with an error; ``status`` is the HTTP status."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, body: dict[str, Any] | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.body = body or {}  # e.g. a 422's entity, feature and earliest_exact
 
 
 class ScorerClient:
@@ -34,7 +35,7 @@ class ScorerClient:
         data = orjson.loads(r.content) if r.content else {}
         if r.status_code >= 400:
             msg = data.get("error") or data.get("detail") or r.text
-            raise ScorerError(r.status_code, str(msg))
+            raise ScorerError(r.status_code, str(msg), data if isinstance(data, dict) else None)
         return data
 
     def predict(
@@ -42,8 +43,9 @@ class ScorerClient:
         model: str,
         entities: list[dict[str, Any]],
         request_features: list[dict[str, Any]] | None = None,
-        at: int | None = None,
+        at: int | float | str | None = None,
     ) -> dict[str, Any]:
+        """``at``: ISO-8601 string or epoch milliseconds (default now)."""
         body: dict[str, Any] = {"entities": entities}
         if request_features is not None:
             body["request_features"] = request_features
@@ -52,7 +54,8 @@ class ScorerClient:
         return self._post(f"/v1/predict/{model}", body)
 
     def features(
-        self, features: list[str], entities: list[dict[str, Any]], at: int | None = None
+        self, features: list[str], entities: list[dict[str, Any]],
+        at: int | float | str | None = None,
     ) -> dict[str, Any]:
         return self._post("/v1/features", {"features": features, "entities": entities, "at": at})
 

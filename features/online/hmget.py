@@ -13,10 +13,18 @@ per call, which only pays when replies come back within it.
 The connection comes from the client's pool (so host, auth, db and timeouts are the client's;
 redis-py does the handshake) and its socket (redis-py's ``_sock``) is then used through hiredis
 directly. Clients without a pool, or with TLS, fall back to a redis-py pipeline.
+
+Faults: a call has one deadline (the client's socket timeout, for the whole pipeline, not per
+reply). A timeout or a lost connection opens a ``Breaker``: later calls fail at once
+(``OnlineStoreError``) instead of each waiting out the timeout, until a probe succeeds -- the
+scorer's background health check (``serving.scorer.health``), or else one call let through
+after ``retry_s``. Every Redis error reply (LOADING, BUSY, MISCONF, READONLY, ...) is an
+``OnlineStoreError`` naming it; none is retried.
 """
 
 from __future__ import annotations
 
+import math
 import select
 import socket
 import threading
@@ -40,12 +48,14 @@ class _Wire:
         self.reader: hiredis.Reader
         self.readable: select.poll
         self.timeout_s: float | None = None
+        self.timeout_ns = 10**18
 
     def socket(self) -> socket.socket:
         if self.sock is None:
             self.conn.connect()  # handshake (auth, db) by redis-py
             sock = self.conn._sock
             self.timeout_s = sock.gettimeout()
+            self.timeout_ns = 10**18 if self.timeout_s is None else int(self.timeout_s * 1e9)
             sock.setblocking(False)
             self.readable = select.poll()
             self.readable.register(sock, select.POLLIN)
@@ -53,23 +63,29 @@ class _Wire:
             self.sock = sock
         return self.sock
 
-    def wait(self, readable: bool) -> None:
-        """Block until the socket is readable (or writable) or the client's timeout passes."""
+    def wait(self, readable: bool, deadline_ns: int) -> None:
+        """Block until the socket is readable (or writable) or the call's deadline passes."""
         t = self.timeout_s
-        if readable:
-            ready = self.readable.poll(-1 if t is None else max(1, round(t * 1000)))
+        if t is None:
+            left = None
         else:
-            ready = select.select([], [self.sock], [], t)[1]
+            left = (deadline_ns - time.perf_counter_ns()) / 1e9
+            if left <= 0:
+                raise TimeoutError(f"no reply within the client's socket timeout ({t} s)")
+        if readable:
+            ready = self.readable.poll(-1 if left is None else max(1, math.ceil(left * 1000)))
+        else:
+            ready = select.select([], [self.sock], [], left)[1]
         if not ready:
             raise TimeoutError(f"no reply within the client's socket timeout ({t} s)")
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, deadline_ns: int) -> None:
         view = memoryview(data)
         while view:
             try:
                 view = view[self.sock.send(view):]
             except BlockingIOError:
-                self.wait(readable=False)
+                self.wait(False, deadline_ns)
 
     def drop(self) -> None:
         """Forget the socket: a reply may still be in flight, so it is never reused."""
@@ -77,12 +93,91 @@ class _Wire:
         self.conn.disconnect()
 
 
+# the error replies worth a sentence of their own (any other one is quoted as is)
+_REPLIES = {
+    "LOADING": "Redis is loading its dataset into memory",
+    "BUSY": "Redis is busy running a script",
+    "MISCONF": "Redis cannot persist its data (MISCONF)",
+    "READONLY": "this Redis is a read-only replica",
+    "MASTERDOWN": "this Redis replica lost its primary",
+}
+_SLOW = (redis.ConnectionError, redis.TimeoutError, OSError, hiredis.HiredisError)
+
+
+def is_slow(e: BaseException) -> bool:
+    """A timeout or a lost connection (what opens the breaker); redis-py's LOADING error is a
+    ConnectionError subclass but a prompt answer."""
+    return isinstance(e, _SLOW) and not isinstance(e, redis.BusyLoadingError)
+
+
+def store_error(e: BaseException) -> OnlineStoreError:
+    """A Redis failure as the ``OnlineStoreError`` the scorer answers 503 with."""
+    if isinstance(e, OnlineStoreError):
+        return e
+    if isinstance(e, redis.BusyLoadingError):
+        return OnlineStoreError(f"{_REPLIES['LOADING']}: {e}")
+    if isinstance(e, redis.ResponseError) or (isinstance(e, redis.RedisError) and not is_slow(e)):
+        msg = str(e)
+        what = _REPLIES.get(msg.split(" ", 1)[0])
+        return OnlineStoreError(f"{what}: {msg}" if what else f"Redis answered an error: {msg}")
+    return OnlineStoreError(f"Redis unreachable or too slow: {e!r}")
+
+
+class Breaker:
+    """Fails calls fast after Redis timed out or dropped a connection, until a probe succeeds.
+
+    ``failure`` opens it (or keeps it open), ``success`` closes it. While open, ``allow``
+    lets one call through as a probe once ``retry_s`` passed since the last failure (so a
+    store without a background prober still recovers); the scorer's health check probes every
+    100 ms while it is open, and its failures keep requests from ever being the probe."""
+
+    def __init__(self, retry_s: float = 1.0) -> None:
+        self.retry_s = retry_s
+        self.opened: float | None = None  # monotonic time of the last failure; None = closed
+        self.error = ""
+        self._probing = False
+        self._lock = threading.Lock()
+
+    def failure(self, e: BaseException) -> None:
+        with self._lock:
+            self.opened = time.monotonic()
+            self.error = repr(e)
+            self._probing = False
+
+    def success(self) -> None:
+        with self._lock:
+            self.opened = None
+            self._probing = False
+
+    def allow(self) -> bool:
+        """Whether a call may go to Redis now (always, when closed)."""
+        if self.opened is None:
+            return True
+        with self._lock:
+            if self.opened is None:
+                return True
+            if self._probing or time.monotonic() - self.opened < self.retry_s:
+                return False
+            self._probing = True
+            return True
+
+    def refusal(self) -> OnlineStoreError:
+        opened = self.opened
+        ago = 0.0 if opened is None else time.monotonic() - opened
+        return OnlineStoreError(
+            f"Redis unreachable or too slow ({self.error} {ago:.1f} s ago); failing fast "
+            "until a probe succeeds"
+        )
+
+
 class HashReads:
     """``HMGET`` many (key, fields) in one round trip: ``fetch(keys) -> [[bytes | None]]``."""
 
-    def __init__(self, client: Any, spin_us: float = 200.0) -> None:
+    def __init__(self, client: Any, spin_us: float = 200.0, breaker: Breaker | None = None
+                 ) -> None:
         self.client = client
         self.spin_ns = int(spin_us * 1000)
+        self.breaker = breaker or Breaker()
         self._local = threading.local()
 
     def _wire(self) -> _Wire | None:
@@ -98,30 +193,50 @@ class HashReads:
         return wire
 
     def fetch(self, keys: list[tuple[str, list[str]]]) -> list[list[bytes | None]]:
+        breaker = self.breaker
+        if breaker.opened is not None and not breaker.allow():
+            raise breaker.refusal()
         wire = self._wire()
         if wire is None:
+            return self._pipelined(keys)
+        try:
+            sock = wire.socket()
+            deadline = time.perf_counter_ns() + wire.timeout_ns  # one for the whole call
+            if len(keys) == 1:
+                k, f = keys[0]
+                wire.send(hiredis.pack_command(("HMGET", k, *f)), deadline)
+            else:
+                wire.send(b"".join([hiredis.pack_command(("HMGET", k, *f)) for k, f in keys]),
+                          deadline)
+            spin_until = time.perf_counter_ns() + self.spin_ns  # one budget for the whole call
+            replies = [self._reply(wire, sock, spin_until, deadline) for _ in keys]
+        except _SLOW as e:
+            wire.drop()
+            if is_slow(e):
+                breaker.failure(e)
+            raise store_error(e) from e
+        if breaker.opened is not None:
+            breaker.success()  # this call was the probe
+        for r in replies:
+            if isinstance(r, redis.ResponseError):
+                raise store_error(r) from r
+        return replies
+
+    def _pipelined(self, keys: list[tuple[str, list[str]]]) -> list[list[bytes | None]]:
+        try:
             pipe = self.client.pipeline(transaction=False)
             for k, f in keys:
                 pipe.hmget(k, f)
-            return pipe.execute()
-        try:
-            sock = wire.socket()
-            if len(keys) == 1:
-                k, f = keys[0]
-                wire.send(hiredis.pack_command(("HMGET", k, *f)))
-            else:
-                wire.send(b"".join([hiredis.pack_command(("HMGET", k, *f)) for k, f in keys]))
-            spin_until = time.perf_counter_ns() + self.spin_ns  # one budget for the whole call
-            replies = [self._reply(wire, sock, spin_until) for _ in keys]
-        except (redis.ConnectionError, redis.TimeoutError, OSError, hiredis.HiredisError) as e:
-            wire.drop()
-            raise OnlineStoreError(f"Redis unreachable or too slow: {e!r}") from e
-        for r in replies:
-            if isinstance(r, redis.ResponseError):
-                raise r
+            replies = pipe.execute()
+        except redis.RedisError as e:
+            if is_slow(e):
+                self.breaker.failure(e)
+            raise store_error(e) from e
+        if self.breaker.opened is not None:
+            self.breaker.success()
         return replies
 
-    def _reply(self, wire: _Wire, sock: socket.socket, spin_until: int) -> Any:
+    def _reply(self, wire: _Wire, sock: socket.socket, spin_until: int, deadline: int) -> Any:
         reader, buf = wire.reader, wire.buf
         reply = reader.gets()
         while reply is False:
@@ -129,7 +244,7 @@ class HashReads:
                 n = sock.recv_into(buf)
             except BlockingIOError:
                 if time.perf_counter_ns() > spin_until:
-                    wire.wait(readable=True)
+                    wire.wait(True, deadline)
                 continue
             if n == 0:
                 raise redis.ConnectionError("Redis closed the connection")

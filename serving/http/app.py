@@ -4,7 +4,14 @@ The predict route reads the body with orjson and writes orjson bytes: pydantic v
 20-feature response cost more than the model itself (the request models below only document
 the API in the OpenAPI spec). Handlers are ``async`` and call Redis synchronously: a call is
 ~0.1 ms, bounded by the configured Redis timeout, which is cheaper than a thread-pool hop;
-throughput comes from worker processes (``tessera serve --workers N``).
+throughput comes from worker processes (``tessera serve --workers N``). A hung Redis costs at
+most one timeout per worker: the first timeout opens the store's circuit breaker, and requests
+then fail at once (503) until the background health check (``serving.scorer.health``) gets an
+answer again. ``/healthz`` touches nothing; ``/readyz`` reads the health check's last result.
+
+Errors: ``{"error": message}`` with 400 (bad request), 404 (model not served), 422 (a read at
+a past time the tiles cannot answer exactly; the body adds ``entity``, ``feature``,
+``earliest_exact``...), 503 (any Redis failure), 500 only for a bug.
 """
 
 from __future__ import annotations
@@ -15,20 +22,27 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+import redis
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
 from features.errors import OnlineStoreError, RegistryError, TesseraError, UnknownFeatureError
+from features.online.fold import InexactReadError
+from features.online.hmget import store_error
+from serving.scorer.health import StoreHealth
 from serving.scorer.metrics import ERRORS
 from serving.scorer.scorer import BadRequest, Scorer
+
+AT_DOC = ("query time: ISO-8601 (naive = UTC) or epoch milliseconds (default now); a past time "
+          "the tiles cannot answer exactly is a 422")
 
 
 class FeaturesRequest(BaseModel):
     features: list[str] = Field(examples=[["user_spend:amount_sum_1h"]])
     entities: list[dict[str, Any]] = Field(examples=[[{"user_id": "u1"}]])
-    at: int | None = Field(None, description="query time, µs since the epoch (default now)")
+    at: int | float | str | None = Field(None, description=AT_DOC)
 
 
 class PredictRequest(BaseModel):
@@ -36,7 +50,7 @@ class PredictRequest(BaseModel):
     request_features: list[dict[str, Any]] | None = Field(
         None, description="one object per entity: features computed by the caller"
     )
-    at: int | None = None
+    at: int | float | str | None = Field(None, description=AT_DOC)
 
 
 class ORJSONResponse(JSONResponse):
@@ -54,12 +68,16 @@ def outcome(endpoint: str, fn) -> tuple[int, bytes]:
     """Run ``fn`` and map Tessera's typed errors to (HTTP status, JSON body)."""
     try:
         return 200, _dumps(fn())
+    except InexactReadError as e:
+        ERRORS.labels(endpoint, "inexact_read").inc()
+        return 422, _dumps(e.to_dict())
     except (BadRequest, UnknownFeatureError, ValueError) as e:
         status, cause, msg = 400, "bad_request", str(e)
     except RegistryError as e:
         status, cause, msg = 404, "unknown_model", str(e)
-    except OnlineStoreError as e:
-        status, cause, msg = 503, "redis", f"online store unavailable, retry later: {e}"
+    except (OnlineStoreError, redis.RedisError) as e:
+        msg = f"online store unavailable, retry later: {store_error(e)}"
+        status, cause = 503, "redis"
     except TesseraError as e:
         status, cause, msg = 500, "internal", str(e)
     ERRORS.labels(endpoint, cause).inc()
@@ -140,15 +158,20 @@ def create_app(
     """The FastAPI app (every route, OpenAPI), plus ``routers`` (monitoring, dashboard, ...).
 
     Serve ``fast_app(app)`` for the framework-free predict path."""
+    health = StoreHealth(scorer.store)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        health.start()
         yield
+        health.stop()
         scorer.models.close()
 
     app = FastAPI(
         title=title, version="1", default_response_class=ORJSONResponse, lifespan=lifespan
     )
     app.state.scorer = scorer
+    app.state.health = health
     handle = app.state.predict_handler = predict_handler(scorer, max_entities)
 
     def guard(endpoint: str, fn) -> Response:
@@ -178,17 +201,14 @@ def create_app(
 
         return guard("features", run)
 
-    @app.get("/healthz", summary="The process is up")
+    @app.get("/healthz", summary="The process is up (touches nothing else)")
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Redis reachable and every served model loaded")
+    @app.get("/readyz", summary="The online store can serve and every served model is loaded "
+             "(from a background check: never waits on Redis)")
     async def readyz() -> Response:
-        problems = []
-        try:
-            scorer.store.client.ping()
-        except Exception as e:  # any failure means not ready
-            problems.append(f"redis: {type(e).__name__}: {e}")
+        problems = health.problems()
         if not scorer.models.names:
             problems.append("no model loaded")
         body = {"ready": not problems, "models": {

@@ -22,14 +22,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
 
 from features.definitions import FeatureRepo, FeatureView, parse_ref
 from features.errors import TesseraError, UnknownFeatureError
-from features.online.read import OnlineStore
+from features.online.read import At, OnlineStore
 from serving.scorer.metrics import ModelMetrics
 from serving.scorer.models import LoadedModel, ModelSet
 
@@ -121,7 +120,8 @@ class Scorer:
         plan: _Plan,
         entities: list[dict[str, Any]],
         request_features: list[dict[str, Any]] | None = None,
-        at: datetime | int | None = None,
+        at: At = None,
+        at_us: int | None = None,
     ) -> tuple[np.ndarray, list[dict[str, float | None]]]:
         """Feature matrix (rows = entities, columns = the model's order) and freshness."""
         n, width = len(entities), len(plan.model.features)
@@ -137,7 +137,7 @@ class Scorer:
                             f"entity {row!r} lacks key {k!r}; {plan.model.name} needs "
                             f"{list(plan.entity_keys)}"
                         )
-            res = self.store.get_features(plan.online_refs, entities, at)
+            res = self.store.get_features(plan.online_refs, entities, at, at_us=at_us)
             fresh = res.freshness_s
             cols = plan.online_cols
             rows = [[NAN if v is None else v for v in vals] for vals in res.values]
@@ -172,9 +172,13 @@ class Scorer:
         name: str,
         entities: list[dict[str, Any]],
         request_features: list[dict[str, Any]] | None = None,
-        at: datetime | int | None = None,
+        at: At = None,
+        *,
+        at_us: int | None = None,
     ) -> dict[str, Any]:
-        """Score ``entities`` with the served version of ``name`` (or its experiment router)."""
+        """Score ``entities`` with the served version of ``name`` (or its experiment router)
+        at ``at`` (ISO-8601, epoch ms or datetime; ``features.online.read.parse_at``) or
+        ``at_us`` (exact µs); default now."""
         t0 = time.perf_counter()
         model = self.models.get(name)
         plan = self.plan(model)
@@ -183,7 +187,7 @@ class Scorer:
                 f"{len(request_features)} request_features rows for {len(entities)} entities; "
                 "give one object per entity (or none)"
             )
-        x, fresh = self.vectors(plan, entities, request_features, at)
+        x, fresh = self.vectors(plan, entities, request_features, at, at_us)
         router = self.routers.get(name)
         if router is not None:
             preds = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.definitions import Aggregate, Entity, EventSource, FeatureRepo, FeatureView
-from features.online.layout import ViewLayout, entity_key
+from features.online.layout import GENERATION_FIELD, STORE_KEY, ViewLayout, entity_key
 from features.semantics.aggregations import get_aggregation
 from features.semantics.windows import HOUR, tile_of
 
@@ -83,6 +83,7 @@ def write_users(client, n: int, now: int, seed: int = 0, batch: int = 2000) -> n
         pipe.hset(entity_key(USER, [f"u{i}"]), mapping=blobs)
         if (i + 1) % batch == 0:
             pipe.execute()
+    pipe.hset(STORE_KEY, GENERATION_FIELD, f"synthetic-{seed}")  # as a worker marks its writes
     pipe.execute()
     return risky
 
@@ -102,7 +103,7 @@ def write_training_set(client, path, n: int, risky: np.ndarray, now: int, seed: 
     rows: list[list] = []
     for lo in range(0, n, 500):
         ents = [{"user_id": f"u{i}"} for i in range(lo, min(n, lo + 500))]
-        rows.extend(store.get_features(FEATURES, ents, at=now).values)
+        rows.extend(store.get_features(FEATURES, ents, at_us=now).values)
     rng = np.random.default_rng(seed)
     cols = {
         "user_id": [f"u{i}" for i in range(n)],

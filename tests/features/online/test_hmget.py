@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from features.errors import OnlineStoreError
-from features.online.hmget import HashReads
+from features.online.hmget import Breaker, HashReads
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def test_error_reply_raises_and_the_connection_stays_usable(redis_client, unique
     redis_client.set(f"{unique_name}:str", b"not a hash")
     redis_client.hset(f"{unique_name}:h", "a", b"1")
     reads = HashReads(redis_client)
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+    with pytest.raises(OnlineStoreError, match="Redis answered an error: WRONGTYPE"):
         reads.fetch([(f"{unique_name}:str", ["a"]), (f"{unique_name}:h", ["a"])])
     assert reads.fetch([(f"{unique_name}:h", ["a"])]) == [[b"1"]]
 
@@ -38,7 +38,7 @@ def test_error_reply_raises_and_the_connection_stays_usable(redis_client, unique
 def test_slow_redis_times_out_with_the_client_timeout_then_recovers(redis_url, unique_name):
     client = redis.Redis.from_url(redis_url, socket_timeout=0.1)
     client.hset(unique_name, "a", b"1")
-    reads = HashReads(client, spin_us=200.0)
+    reads = HashReads(client, spin_us=200.0, breaker=Breaker(retry_s=0.5))
     assert reads.fetch([(unique_name, ["a"])]) == [[b"1"]]  # connected: the read itself waits
     admin = redis.Redis.from_url(redis_url)
     admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
@@ -46,6 +46,13 @@ def test_slow_redis_times_out_with_the_client_timeout_then_recovers(redis_url, u
     with pytest.raises(OnlineStoreError, match="too slow"):
         reads.fetch([(unique_name, ["a"])])
     assert time.monotonic() - t0 < 0.4
+    # the breaker is open: calls fail at once instead of each waiting out the timeout
+    t0 = time.monotonic()
+    with pytest.raises(OnlineStoreError, match="failing fast"):
+        reads.fetch([(unique_name, ["a"])])
+    assert time.monotonic() - t0 < 0.02
     time.sleep(0.6)
-    # the timed-out socket was dropped (its late reply must not answer the next call)
+    # retry_s later one call probes; the timed-out socket was dropped (its late reply must not
+    # answer the next call)
     assert reads.fetch([(unique_name, ["a"])]) == [[b"1"]]
+    assert reads.breaker.opened is None

@@ -3,6 +3,7 @@
 import httpx
 import pytest
 
+from features.event_schema import us_to_iso
 from features.online.read import OnlineStore
 from serving.client import ScorerClient, ScorerError
 from serving.http.app import create_app, fast_app
@@ -27,7 +28,7 @@ def served(redis_client, tmp_path):
 
 def test_bare_fastapi_route_answers_like_the_fast_path(served):
     url, scorer, now = served
-    body = {"entities": [{"user_id": "u3"}, {"user_id": "u4"}], "at": now}
+    body = {"entities": [{"user_id": "u3"}, {"user_id": "u4"}], "at": us_to_iso(now)}
     with running(create_app(scorer, max_entities=50)) as bare:
         for path, status in (("/v1/predict/fraud", 200), ("/v1/predict/nope", 404)):
             a = httpx.post(f"{url}{path}", json=body)
@@ -39,20 +40,21 @@ def test_bare_fastapi_route_answers_like_the_fast_path(served):
 def test_predict_and_features(served):
     url, scorer, now = served
     with ScorerClient(url) as c:
-        one = c.predict("fraud", [{"user_id": "u3"}], at=now)
-        want = scorer.predict("fraud", [{"user_id": "u3"}], at=now)
+        one = c.predict("fraud", [{"user_id": "u3"}], at=us_to_iso(now))
+        want = scorer.predict("fraud", [{"user_id": "u3"}], at_us=now)
         assert one["version"] == "1"
         assert one["predictions"][0]["score"] == pytest.approx(
             want["predictions"][0]["score"], abs=1e-12
         )
-        many = c.predict("fraud", [{"user_id": f"u{i}"} for i in range(30)], at=now)
+        many = c.predict("fraud", [{"user_id": f"u{i}"} for i in range(30)], at=us_to_iso(now))
         assert len(many["predictions"]) == 30
         assert many["predictions"][3]["score"] == pytest.approx(
             one["predictions"][0]["score"], abs=1e-12
         )
-        feats = c.features(FEATURES[:3], [{"user_id": "u3"}, {"user_id": "nobody"}], at=now)
+        feats = c.features(FEATURES[:3], [{"user_id": "u3"}, {"user_id": "nobody"}],
+                           at=us_to_iso(now))
         direct = OnlineStore(scorer.store.client, REPO).get_features(
-            FEATURES[:3], [{"user_id": "u3"}], at=now
+            FEATURES[:3], [{"user_id": "u3"}], at_us=now
         )
         assert feats["values"][0] == direct.values[0]
         assert feats["missing"][1] == [True, True, True]
@@ -88,7 +90,7 @@ def test_clear_4xx_errors(served, path, body, status, message):
 def test_metrics_and_openapi(served):
     url, _, now = served
     with ScorerClient(url) as c:
-        c.predict("fraud", [{"user_id": "stranger"}], at=now)
+        c.predict("fraud", [{"user_id": "stranger"}], at=now // 1000)
     text = httpx.get(f"{url}/metrics").text
     assert 'tessera_feature_missing_total{feature="txn_counts:txn_count_10m",model="fraud"}' in text
     assert "tessera_predictions_total" in text

@@ -53,7 +53,7 @@ def test_deployed_experiments_are_attached_at_start(tmp_path, redis_client, redi
     scorer = build_scorer(cfg)
     try:
         assert isinstance(scorer.routers["fraud"], ExperimentRouter)
-        out = scorer.predict("fraud", [{"user_id": f"u{i}"} for i in range(40)], at=now)
+        out = scorer.predict("fraud", [{"user_id": f"u{i}"} for i in range(40)], at_us=now)
         assert {p["version"] for p in out["predictions"]} == {"1", "2"}
     finally:
         scorer.models.close()

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from features.event_schema import us_to_iso
 from serving.client import ScorerClient, ScorerError
 from serving.http.main import ServeConfig, build_app
 from serving.scorer.synthetic import write_repo_file
@@ -28,7 +29,7 @@ def test_redis_down_gives_fast_503_and_recovers(tmp_path, monkeypatch):
         cfg = ServeConfig(url, str(reg.storage.root), ["fraud"], str(repo_file),
                           redis_timeout_ms=100)
         with running(build_app(cfg)) as base, ScorerClient(base, timeout_s=5) as c:
-            assert c.predict("fraud", [{"user_id": "u1"}], at=now)["predictions"]
+            assert c.predict("fraud", [{"user_id": "u1"}], at=us_to_iso(now))["predictions"]
             ui = c.http.get("/ui/data.json").json()
             aliases = {r["version"]: r["aliases"] for r in ui["lineage"]["rows"]}
             assert aliases == {"1": ["champion"], "2": []}
@@ -38,16 +39,16 @@ def test_redis_down_gives_fast_503_and_recovers(tmp_path, monkeypatch):
             client.execute_command("CLIENT", "PAUSE", 1000, "ALL")
             t0 = time.monotonic()
             with pytest.raises(ScorerError, match="too slow|unreachable") as e:
-                c.predict("fraud", [{"user_id": "u1"}], at=now)
+                c.predict("fraud", [{"user_id": "u1"}], at=us_to_iso(now))
             assert e.value.status == 503 and time.monotonic() - t0 < 0.6
             time.sleep(1.0)
-            assert c.predict("fraud", [{"user_id": "u1"}], at=now)["predictions"]
+            assert c.predict("fraud", [{"user_id": "u1"}], at=us_to_iso(now))["predictions"]
             stop(handle)
             handle = None
             for _ in range(5):
                 t0 = time.monotonic()
                 with pytest.raises(ScorerError, match="online store unavailable") as e:
-                    c.predict("fraud", [{"user_id": "u1"}], at=now)
+                    c.predict("fraud", [{"user_id": "u1"}], at=us_to_iso(now))
                 assert e.value.status == 503 and time.monotonic() - t0 < 1.0
             assert c.healthy()
             ready = c.ready()
@@ -56,14 +57,16 @@ def test_redis_down_gives_fast_503_and_recovers(tmp_path, monkeypatch):
             deadline = time.monotonic() + 10
             while True:
                 try:
-                    out = c.predict("fraud", [{"user_id": "u1"}], at=now)
+                    out = c.predict("fraud", [{"user_id": "u1"}], at=us_to_iso(now))
                     break
                 except ScorerError:
                     assert time.monotonic() < deadline, "scorer did not recover"
                     time.sleep(0.1)
-            # the new Redis is empty: a valid answer with every feature missing
+            # the new Redis is empty: a valid answer with every feature missing, and not ready
+            # (no worker wrote the store's generation) until a worker has written it
             assert out["predictions"][0]["freshness_s"]["txn_counts"] is None
-            assert c.ready()["status"] == 200
+            ready = c.ready()
+            assert ready["status"] == 503 and "holds no data" in ready["problems"][0]
     finally:
         if handle is not None:
             stop(handle)

@@ -35,8 +35,8 @@ def test_experiment_router_scores_arms_and_shadows(world, tmp_path):
     scorer.routers["fraud"] = router
     try:
         ents = [{"user_id": f"u{i}"} for i in range(60)]
-        out = scorer.predict("fraud", ents, at=now)["predictions"]
-        res = OnlineStore(client, REPO).get_features(list(m.features), ents, at=now)
+        out = scorer.predict("fraud", ents, at_us=now)["predictions"]
+        res = OnlineStore(client, REPO).get_features(list(m.features), ents, at_us=now)
         x = np.array([[np.nan if v is None else v for v in row] for row in res.values])
         boosters = {v: reg.get("fraud", v).booster() for v in ("1", "2")}
         versions = {p["version"] for p in out}

@@ -30,19 +30,19 @@ def test_scores_equal_booster_on_the_vector_in_model_order(world):
     scorer = Scorer(OnlineStore(client, REPO), models)
     feats = list(m.features)
     ents = [{"user_id": f"u{i}"} for i in range(40)] + [{"user_id": "stranger"}]
-    res = OnlineStore(client, REPO).get_features(feats, ents, at=now)
+    res = OnlineStore(client, REPO).get_features(feats, ents, at_us=now)
     x = np.array([[np.nan if v is None else v for v in row] for row in res.values])
     want = reg.get("fraud", "1").booster().predict(x)
-    batch = scorer.predict("fraud", ents, at=now)
+    batch = scorer.predict("fraud", ents, at_us=now)
     assert batch["version"] == "1"
     got = np.array([p["score"] for p in batch["predictions"]])
     assert np.abs(got - want).max() <= 1e-9
-    one = scorer.predict("fraud", [ents[5]], at=now)["predictions"][0]
+    one = scorer.predict("fraud", [ents[5]], at_us=now)["predictions"][0]
     assert abs(one["score"] - want[5]) <= 1e-9
     assert set(one["freshness_s"]) == {"txn_counts", "txn_spend", "txn_spread"}
     assert all(a is not None and a >= 0 for a in one["freshness_s"].values())
     before = _missing(feats[0])
-    stranger = scorer.predict("fraud", [ents[-1]], at=now)["predictions"][0]
+    stranger = scorer.predict("fraud", [ents[-1]], at_us=now)["predictions"][0]
     assert stranger["freshness_s"]["txn_counts"] is None
     assert _missing(feats[0]) == before + 1
     with pytest.raises(BadRequest, match="lacks key 'user_id'"):
@@ -59,11 +59,11 @@ def test_request_time_features_fill_their_columns(world, tmp_path):
     models.serve("fraud", "3")
     scorer = Scorer(OnlineStore(client, REPO), models)
     booster = base.booster()
-    res = OnlineStore(client, REPO).get_features(feats[:-1], [{"user_id": "u7"}], at=now)
+    res = OnlineStore(client, REPO).get_features(feats[:-1], [{"user_id": "u7"}], at_us=now)
     row = [np.nan if v is None else v for v in res.values[0]]
     for given, last in ((123.0, 123.0), (None, np.nan)):
         rf = [{"amount_now": given}] if given is not None else None
-        got = scorer.predict("fraud", [{"user_id": "u7"}], rf, at=now)["predictions"][0]
+        got = scorer.predict("fraud", [{"user_id": "u7"}], rf, at_us=now)["predictions"][0]
         assert abs(got["score"] - booster.predict(np.array([row + [last]]))[0]) <= 1e-9
 
 
@@ -80,7 +80,7 @@ def test_champion_hot_reload_under_concurrent_load(world):
         i = 0
         while not stop.is_set():
             try:
-                out = scorer.predict("fraud", [{"user_id": f"u{(i * 7 + k) % 600}"}], at=now)
+                out = scorer.predict("fraud", [{"user_id": f"u{(i * 7 + k) % 600}"}], at_us=now)
                 seen.append(out["predictions"][0]["version"])
             except BaseException as e:  # noqa: BLE001 - any failure fails the test
                 errors.append(e)
