@@ -120,9 +120,9 @@ def load_events(
 
     ``upto``: ``{partition: last offset}`` — only events at or below it (the offsets whose
     effects a worker's Redis watermark covers); a partition absent from it contributes nothing.
-    None = everything in the log. The offsets are those of ``epoch`` (default: the newest
-    ``_epoch`` in the rows read; a log without the column is epoch 0): rows of older epochs are
-    all before it and always read, rows of newer epochs never.
+    None = everything in the log. The offsets are those of ``epoch`` (default: per partition,
+    the newest ``_epoch`` of its rows read; a log without the column is epoch 0): rows of
+    older epochs are all before it and always read, rows of newer epochs never.
 
     ``entity_filter``: a polars predicate on the log's columns (the entity keys,
     ``_partition``, ...) selecting the entities to rebuild, e.g.
@@ -202,13 +202,12 @@ def _codes(col: pl.Series) -> np.ndarray:
 
 
 def _at_or_below(df: pl.DataFrame, upto: dict[int, int], epoch: int | None) -> pl.DataFrame:
-    if epoch is None:
-        epoch = int(df[EPOCH].max()) if df.height else 0
+    cur = pl.col(EPOCH).max().over("_partition") if epoch is None else pl.lit(epoch)
     marks = pl.DataFrame({"_partition": list(upto), "_upto": list(upto.values())},
                          schema={"_partition": pl.Int32, "_upto": pl.Int64})
     df = df.join(marks, on="_partition", how="inner")
-    keep = (pl.col(EPOCH) < epoch) | ((pl.col(EPOCH) == epoch)
-                                       & (pl.col("_offset") <= pl.col("_upto")))
+    keep = (pl.col(EPOCH) < cur) | ((pl.col(EPOCH) == cur)
+                                     & (pl.col("_offset") <= pl.col("_upto")))
     return df.filter(keep).drop("_upto")
 
 

@@ -192,6 +192,10 @@ def test_watermarks_of_the_newest_epoch_keep_older_epochs_whole():
     # default: the newest epoch read (2); partition 0 has no mark, so nothing of it
     assert rb._at_or_below(df, {1: 9}, epoch=None)["_offset"].to_list() == [2, 3]
     assert rb._at_or_below(df, {1: 2}, epoch=None)["_offset"].to_list() == [2]
+    # per partition: partition 0's newest epoch is 1, partition 1's is 2
+    got = rb._at_or_below(df, {0: 2, 1: 2}, epoch=None)
+    assert sorted(zip(got["_partition"], got["_epoch"], got["_offset"], strict=True)) == [
+        (0, 0, 5), (0, 0, 9), (0, 1, 1), (1, 1, 2)]
 
 
 def read_all(client, repo_obj, view_names, users, t):
