@@ -104,10 +104,20 @@ _REPLIES = {
 _SLOW = (redis.ConnectionError, redis.TimeoutError, OSError, hiredis.HiredisError)
 
 
+_NOT_SERVING = ("LOADING", "BUSY", "MASTERDOWN")
+
+
 def is_slow(e: BaseException) -> bool:
-    """A timeout or a lost connection (what opens the breaker); redis-py's LOADING error is a
-    ConnectionError subclass but a prompt answer."""
+    """A timeout or a lost connection; redis-py's LOADING error is a ConnectionError subclass
+    but a prompt answer."""
     return isinstance(e, _SLOW) and not isinstance(e, redis.BusyLoadingError)
+
+
+def opens_breaker(e: BaseException) -> bool:
+    """A timeout, a lost connection, or a Redis that answers it is not serving (LOADING, BUSY,
+    MASTERDOWN): later calls would only wait or reconnect for the same answer."""
+    return isinstance(e, _SLOW) or (
+        isinstance(e, redis.ResponseError) and str(e).split(" ", 1)[0] in _NOT_SERVING)
 
 
 def store_error(e: BaseException) -> OnlineStoreError:
@@ -141,7 +151,7 @@ class Breaker:
     def failure(self, e: BaseException) -> None:
         with self._lock:
             self.opened = time.monotonic()
-            self.error = repr(e)
+            self.error = str(store_error(e))
             self._probing = False
 
     def success(self) -> None:
@@ -165,8 +175,7 @@ class Breaker:
         opened = self.opened
         ago = 0.0 if opened is None else time.monotonic() - opened
         return OnlineStoreError(
-            f"Redis unreachable or too slow ({self.error} {ago:.1f} s ago); failing fast "
-            "until a probe succeeds"
+            f"{self.error} ({ago:.1f} s ago; failing fast until a probe succeeds)"
         )
 
 
@@ -212,14 +221,15 @@ class HashReads:
             replies = [self._reply(wire, sock, spin_until, deadline) for _ in keys]
         except _SLOW as e:
             wire.drop()
-            if is_slow(e):
-                breaker.failure(e)
+            breaker.failure(e)
             raise store_error(e) from e
-        if breaker.opened is not None:
-            breaker.success()  # this call was the probe
         for r in replies:
             if isinstance(r, redis.ResponseError):
+                if opens_breaker(r):
+                    breaker.failure(r)
                 raise store_error(r) from r
+        if breaker.opened is not None:
+            breaker.success()  # this call was the probe
         return replies
 
     def _pipelined(self, keys: list[tuple[str, list[str]]]) -> list[list[bytes | None]]:
@@ -229,7 +239,7 @@ class HashReads:
                 pipe.hmget(k, f)
             replies = pipe.execute()
         except redis.RedisError as e:
-            if is_slow(e):
+            if opens_breaker(e):
                 self.breaker.failure(e)
             raise store_error(e) from e
         if self.breaker.opened is not None:

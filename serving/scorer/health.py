@@ -16,7 +16,7 @@ import time
 
 import redis
 
-from features.online.hmget import is_slow, store_error
+from features.online.hmget import opens_breaker, store_error
 from features.online.layout import STORE_KEY, store_readiness
 from features.online.read import OnlineStore
 
@@ -41,7 +41,7 @@ class StoreHealth:
         try:
             fields = self.client.hgetall(STORE_KEY)
         except redis.RedisError as e:
-            if is_slow(e):
+            if opens_breaker(e):
                 self.breaker.failure(e)
             self.ready, self.reason = False, f"redis: {store_error(e)}"
         else:
