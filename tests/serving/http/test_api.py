@@ -100,3 +100,42 @@ def test_metrics_and_openapi(served):
     )
     body = spec["paths"]["/v1/predict/{model}"]["post"]["requestBody"]
     assert "entities" in body["content"]["application/json"]["schema"]["properties"]
+
+
+def test_at_is_iso_or_epoch_ms_and_inexact_past_reads_are_422(served):
+    """HTTP ``at``: epoch ms and ISO-8601 read the same instant; a time before an entity's
+    newest event that its tiles cannot answer is a 422 naming entity, feature and the earliest
+    exact time, which then reads exactly (checked against the brute-force reference)."""
+    from features.event_schema import us_to_iso
+    from features.online.layout import entity_key
+    from serving.scorer.synthetic import USER, ring_blobs
+    from tests.reference import brute_force
+
+    url, scorer, now = served
+    base = now - now % 300_000_000  # on the 5 min grid
+    events = [(base - 20 * 60_000_000 + 7, 2.0), (base - 60_000_000, 3.0), (base + 5, 4.0)]
+    scorer.store.client.hset(entity_key(USER, ["past"]), mapping=ring_blobs(events))
+    ref = "txn_counts:txn_count_1h"  # 5 min tiles
+    with ScorerClient(url) as c:
+        us = base + 8000  # a whole number of ms, after every event
+        by_ms = c.features([ref], [{"user_id": "past"}], at=us // 1000)
+        by_iso = c.features([ref], [{"user_id": "past"}], at=us_to_iso(us))
+        assert by_ms["values"] == by_iso["values"] == [[3]]
+        t = base - 120_000_000 + 1  # before the newest event, off the grid
+        with pytest.raises(ScorerError, match="cannot be read exactly") as e:
+            c.features([ref], [{"user_id": "past"}], at=us_to_iso(t))
+        body = e.value.body
+        assert e.value.status == 422 and body["entity"] == "tessera:user:past"
+        assert body["feature"] == ref and body["earliest_exact_ms"] * 1000 % 300_000_000 == 0
+        got = c.features([ref], [{"user_id": "past"}], at=body["earliest_exact_ms"])
+        ev = [(ts, i, v) for i, (ts, v) in enumerate(events)]
+        want = brute_force(ev, "count", body["earliest_exact_ms"] * 1000, 3_600_000_000,
+                           300_000_000)
+        assert got["values"] == [[want]]
+        with pytest.raises(ScorerError, match="cannot be read exactly") as e:
+            c.predict("fraud", [{"user_id": "past"}], at=us_to_iso(t))
+        assert e.value.status == 422
+        for bad in ("yesterday", now):  # not a time; µs where ms are expected
+            with pytest.raises(ScorerError) as e:
+                c.predict("fraud", [{"user_id": "u1"}], at=bad)
+            assert e.value.status == 400
