@@ -106,7 +106,7 @@ def shadow_overhead(bootstrap: str, work: Path, requests: int, rounds: int, rate
                 router.shadows.wait_ready(60)
 
             def score(user, scorer=scorer):
-                scorer.predict("fraud", [{"user_id": user}], at=now)
+                scorer.predict("fraud", [{"user_id": user}], at_us=now)
 
             pace(score, users, 200, rate, rng)  # warm-up, not measured
             routers[k] = (router, score)

@@ -222,7 +222,7 @@ def main() -> None:
             base += timed(lambda i, r=r: baseline(r + i), 1000)
         # the two paths agree on the score
         t_check = time.time_ns() // 1000
-        got = scorer.predict("fraud", [ents[0]], at=t_check)["predictions"][0]["score"]
+        got = scorer.predict("fraud", [ents[0]], at_us=t_check)["predictions"][0]["score"]
         blobs = {k.decode(): v for k, v in plain.hgetall(
             entity_key(USER, [ents[0]["user_id"]])).items()}
         vals, _, _ = fold_view(slots, blobs, t_check)

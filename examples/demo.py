@@ -144,7 +144,7 @@ def _online_vs_offline(settings) -> None:
     store = OnlineStore(redis.Redis.from_url(settings.redis_url), repo)
     t = time.time_ns() // 1000
     users = ["u0", "u1", "u7"]
-    res = store.get_features(online_refs, [{"user_id": u} for u in users], at=t)
+    res = store.get_features(online_refs, [{"user_id": u} for u in users], at_us=t)
     spine = pl.DataFrame({"user_id": users, "ts": [t] * len(users)}).with_columns(
         pl.col("ts").cast(pl.Datetime("us", "UTC")))
     off = training_set(spine, online_refs, repo=repo, settings=settings)

@@ -94,7 +94,7 @@ def test_serve_two_workers_default_models(tmp_path, redis_client, redis_url):
         with httpx.Client(base_url=base) as c:
             for i in range(20):
                 r = c.post("/v1/predict/fraud", json={"entities": [{"user_id": f"u{i}"}],
-                                                       "at": now})
+                                                       "at": now // 1000 + 1})  # epoch ms
                 assert r.status_code == 200 and r.json()["version"] == "1"
             text = c.get("/metrics").text
         line = next(x for x in text.splitlines()

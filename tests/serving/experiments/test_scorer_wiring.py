@@ -42,10 +42,10 @@ def test_scorer_serves_arms_and_shadows(redis_client, tmp_path):
 
     router = attach_router(scorer, store, "fraud", log=log)
     ents = [{"user_id": f"u{i}"} for i in range(60)]
-    out = scorer.predict("fraud", ents, at=now)["predictions"]
+    out = scorer.predict("fraud", ents, at_us=now)["predictions"]
     router.close()
     feats = list(models.get("fraud").features)
-    res = OnlineStore(client, REPO).get_features(feats, ents, at=now)
+    res = OnlineStore(client, REPO).get_features(feats, ents, at_us=now)
     x = np.array([[np.nan if v is None else v for v in row] for row in res.values])
     want = {v: reg.get("fraud", v).booster().predict(x) for v in ("1", "2")}
     for i, p in enumerate(out):
@@ -69,7 +69,7 @@ def test_attach_deployed_routes_only_models_with_a_spec(redis_client, tmp_path):
     DeploymentStore(tmp_path / "models").save(DeploymentSpec("fraud", "1", shadows=("2",)))
     routers = attach_deployed(scorer, tmp_path / "models", None)
     assert scorer.routers == routers and list(routers) == ["fraud"]
-    p = scorer.predict("fraud", [{"user_id": "u1"}], at=now)["predictions"][0]
+    p = scorer.predict("fraud", [{"user_id": "u1"}], at_us=now)["predictions"][0]
     assert (p["arm"], p["version"]) == ("champion", "1")
     routers["fraud"].close()
     assert routers["fraud"].shadows.scored == 1

@@ -46,9 +46,9 @@ def assert_worker_matches_synthetic_rings(client, repo, users: dict, now: int) -
     for u in sample:
         pipe.hset(entity_key(syn.USER, [f"check-{u}"]), mapping=syn.ring_blobs(users[u]))
     pipe.execute()
-    got = OnlineStore(client, repo).get_features(refs, [{"user_id": u} for u in sample], at=now)
+    got = OnlineStore(client, repo).get_features(refs, [{"user_id": u} for u in sample], at_us=now)
     want = OnlineStore(client, syn.REPO).get_features(
-        refs, [{"user_id": f"check-{u}"} for u in sample], at=now)
+        refs, [{"user_id": f"check-{u}"} for u in sample], at_us=now)
     for u, g, w in zip(sample, got.values, want.values, strict=True):
         assert all(close(a, b) for a, b in zip(g, w, strict=True)), (u, g, w)
 
@@ -83,7 +83,7 @@ def test_drift_in_raw_events_is_alerted_after_the_worker_computes_the_features(
         assert worker.poll() is None, "the worker died; see its log in TESSERA_HOME"
         ents = [{"user_id": f"{prefix}{i}"} for i in range(N)]
         for lo in range(0, N, 100):
-            scorer.predict("fraud", ents[lo : lo + 100], at=now)
+            scorer.predict("fraud", ents[lo : lo + 100], at_us=now)
         assert sink.run(idle_s=1.5, stop_after=N) >= N
         return run_monitor("fraud", lookup, read, rows=N)
 

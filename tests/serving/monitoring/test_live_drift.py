@@ -67,7 +67,7 @@ def test_drift_in_live_features_is_alerted_from_the_prediction_log(
 
     def serve_and_monitor() -> dict:
         for lo in range(0, N, 100):
-            scorer.predict("fraud", ents[lo : lo + 100], at=now)
+            scorer.predict("fraud", ents[lo : lo + 100], at_us=now)
         assert sink.run(idle_s=1.5, stop_after=N) >= N
         return run_monitor("fraud", lookup, read, rows=N)
 
