@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from features.definitions import EventSource
-from features.event_schema import us_to_iso
+from features.event_schema import encode, key_of, normalize, us_to_iso
 
 COUNTRIES = np.array(["FR", "DE", "GB", "US", "ES", "IT", "NL", "PL", "SE", "BR"])
 _COUNTRY_P = np.array([0.3, 0.15, 0.12, 0.12, 0.08, 0.08, 0.05, 0.04, 0.03, 0.03])
@@ -114,47 +114,57 @@ def run(source: EventSource, bootstrap: str, *, count: int | None = None, rate: 
     ms = max(1, int(timeout_s * 1000))
     report = GenerateReport()
     t0 = time.monotonic()
-    with Publisher(source, bootstrap, delivery_timeout_ms=ms + 20,
-                   request_timeout_ms=min(ms, 30_000), max_block_ms=ms) as pub:
+    pub = Publisher(source, bootstrap, delivery_timeout_ms=ms + 20,
+                    request_timeout_ms=min(ms, 30_000), max_block_ms=ms)
+    try:
+        while (count is None or report.sent + report.malformed + report.failed < count) \
+                and not (stop and stop()):
+            chunk = [e for _, e in zip(range(per_tick), gen, strict=False)]
+            if not chunk:
+                break
+            _send_chunk(pub, chunk, report, timeout_s)
+            if report.failed:
+                break
+            if rate:
+                due = t0 + (report.sent + report.malformed) / rate
+                time.sleep(max(0.0, due - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    finally:  # bounded: with the broker gone, an unbounded flush or close never returns
         try:
-            while (count is None or report.sent + report.malformed + report.failed < count) \
-                    and not (stop and stop()):
-                chunk = [e for _, e in zip(range(per_tick), gen, strict=False)]
-                if not chunk:
-                    break
-                _send_chunk(pub, chunk, report, timeout_s)
-                if report.failed:
-                    break
-                if rate:
-                    due = t0 + (report.sent + report.malformed) / rate
-                    time.sleep(max(0.0, due - time.monotonic()))
-        except KeyboardInterrupt:
+            pub.producer.flush(timeout=timeout_s)
+        except Exception:  # noqa: BLE001, S110 - every send was already counted
             pass
+        pub.producer.close(timeout=min(timeout_s, 5.0))
     return report
 
 
 def _send_chunk(pub, chunk: list[dict | bytes], report: GenerateReport, timeout_s: float) -> None:
-    raw = []
+    """Send one tick's events and wait (bounded) for every ack; count what was not acked."""
+    src = pub.source
+    futures = []
     for e in chunk:
-        if isinstance(e, bytes):
-            try:
-                raw.append(pub.send_raw(e))
-            except Exception as err:  # noqa: BLE001 - counted, never swallowed
-                report.fail(1, err)
-    valid = [e for e in chunk if isinstance(e, dict)]
-    try:
-        rep = pub.publish(valid)
-    except Exception as err:  # noqa: BLE001 - a send that raised: none of them confirmed
-        report.fail(len(valid), err)
-    else:
-        report.sent += rep.sent
-        if rep.failed:
-            report.fail(len(rep.failed), rep.failed[0].reason)
-        if rep.rejected:  # the generator's valid events are valid by construction
-            report.fail(len(rep.rejected), rep.rejected[0].reason)
-    for fut in raw:
         try:
-            fut.get(timeout=timeout_s)
-            report.malformed += 1
+            if isinstance(e, bytes):
+                futures.append((True, pub.send_raw(e)))
+            else:
+                ev = normalize(src, e)
+                futures.append((False, pub.producer.send(
+                    src.topic, value=encode(src, ev), key=key_of(src, ev).encode())))
+        except Exception as err:  # noqa: BLE001 - counted, never swallowed
+            report.fail(1, err)
+    try:
+        pub.producer.flush(timeout=timeout_s + 5)
+    except Exception:  # noqa: BLE001, S110 - the futures below say which sends failed
+        pass
+    deadline = time.monotonic() + 1.0
+    for malformed, fut in futures:
+        try:
+            fut.get(timeout=max(0.01, deadline - time.monotonic()))
         except Exception as err:  # noqa: BLE001 - counted, never swallowed
             report.fail(1, f"broker did not ack: {err}")
+            continue
+        if malformed:
+            report.malformed += 1
+        else:
+            report.sent += 1
