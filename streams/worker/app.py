@@ -123,6 +123,7 @@ class Worker:
         self.views_by_source = views_by_source
         self._epochs: EpochCheck | None = None
         self._store_checked = time.monotonic()
+        self._checked: set = set()  # partitions checked since taken (_check_partitions)
         self.pipelines = {
             repo.sources[s].topic: _Pipeline(repo.sources[s], views_by_source[s], cfg, sink,
                                              event_log)
@@ -153,6 +154,7 @@ class Worker:
         with self._lock:
             if self.first_record_at is None:
                 self.first_record_at = time.time()
+            self._check_new_and_rewound(polled)
             n = 0
             by_topic: dict[str, dict[int, tuple]] = {}
             for tp, records in polled.items():
@@ -329,7 +331,6 @@ class Worker:
                                              max_records=cfg.max_records)
         polled = {tp: recs for tp, recs in polled.items() if recs}
         if polled:
-            await self._check_rewound(polled)
             await asyncio.to_thread(self._process, polled)
             last_data = time.monotonic()
             if (time.monotonic() - self._checkpointed > cfg.checkpoint_every_s
@@ -360,14 +361,18 @@ class Worker:
             self._epochs = EpochCheck(self.cfg.bootstrap)
         return self._epochs
 
-    async def _check_rewound(self, polled: dict) -> None:
-        """A fetch that starts before where this partition's last one ended, though nobody
-        seeked: the broker reset the position (the log went backwards). Check the epoch."""
-        rewound = [tp for tp, recs in polled.items()
-                   if tp in self._polled and recs[0].offset < self._polled[tp]]
+    def _check_new_and_rewound(self, polled: dict) -> None:
+        """Before a partition's first records (newly taken) and whenever a fetch starts
+        before where the partition's last one ended though nobody seeked (the broker reset the
+        position: the log went backwards), check the store and the epoch."""
+        fresh = [tp for tp in polled if tp not in self._checked]
+        rewound = [tp for tp, recs in polled.items() if tp in self._checked
+                   and tp in self._polled and recs[0].offset < self._polled[tp]]
         if rewound:
             log.warning("fetch went backwards on %s; checking the log epoch", rewound)
-            await asyncio.to_thread(self._check_partitions, rewound)
+        if fresh or rewound:
+            self._check_partitions(fresh + rewound)
+            self._checked.update(fresh)
 
     def _check_partitions(self, tps: list) -> None:
         """For partitions just taken (or rewound): rebuild the store from the log if Redis
@@ -385,6 +390,7 @@ class Worker:
             lost = [p for p, m in zip(parts, marks, strict=True)
                     if m is None and self.event_log.committed_offset(source, topic, p) is not None]
             if lost:
+                online.commit()  # the other partitions' pending writes first
                 self._rebuild(pipe, lost, "no offset watermark in Redis, but the event log "
                                           "holds events of these partitions")
                 marks = online.sink.watermarks([online.offset_key(p) for p in parts])
@@ -423,11 +429,17 @@ class Worker:
                 continue  # another source's writer notices on its own next write
             parts = sorted(tp.partition for tp in self.consumer.assignment()
                            if tp.topic == pipe.source.topic)
-            await asyncio.to_thread(self._rebuild, pipe, parts, str(lost))
+            # all of it is in the log now, so every offset processed is covered: the log's
+            # watermark is the last valid event; what follows it was dead-lettered
+            done = {tp.partition: pos - 1 for tp, pos in self._polled.items()
+                    if tp.topic == pipe.source.topic}
+            await asyncio.to_thread(self._rebuild, pipe, parts, str(lost), done)
 
-    def _rebuild(self, pipe: _Pipeline, parts: list[int], why: str) -> None:
+    def _rebuild(self, pipe: _Pipeline, parts: list[int], why: str,
+                 processed: dict[int, int] | None = None) -> None:
         """The partitions' rings from the event log, up to its watermarks, which become the
-        Redis watermarks; meanwhile the store says it is rebuilding (``/readyz``: not ready)."""
+        Redis watermarks (or the last offset ``processed``, when everything processed is in
+        the log); meanwhile the store says it is rebuilding (``/readyz``: not ready)."""
         source, topic, online = pipe.source, pipe.source.topic, pipe.online
         flag = f"{REBUILDING_PREFIX}{self.cfg.group}:{topic}"
         self.redis.hset(STORE_KEY, flag, orjson.dumps(
@@ -438,11 +450,11 @@ class Worker:
         for p in parts:
             wm = self.event_log.committed_offset(source, topic, p)
             epoch = self.event_log.current_epoch(source, topic, p)
-            fp = 0
             if wm is not None:
                 upto[p] = wm
-                fp = self._epoch_check().fingerprint_at(topic, p, wm)
-            marks[p] = Watermark(-1 if wm is None else wm, epoch, fp)
+            last = max(-1 if wm is None else wm, (processed or {}).get(p, -1))
+            fp = self._epoch_check().fingerprint_at(topic, p, last) if last >= 0 else 0
+            marks[p] = Watermark(last, epoch, fp)
         report = rebuild(self.sink, source, self.views_by_source[source.name], self.event_log,
                          now_us=time.time_ns() // 1000, ttl_s=online.ttl_s + TTL_REFRESH_S,
                          upto=upto, entity_filter=pl.col("_partition").is_in(parts),
@@ -469,10 +481,10 @@ class _Forget(ConsumerRebalanceListener):
         await self.worker.flush_offline()
         for tp in revoked:
             self.worker._polled.pop(tp, None)
+            self.worker._checked.discard(tp)
             pipe = self.worker.pipelines.get(tp.topic)
             if pipe is not None:
                 pipe.online.forget([tp.partition])
 
     async def on_partitions_assigned(self, assigned) -> None:
-        # before the first record: rebuild what Redis lost, notice a replaced log
-        await asyncio.to_thread(self.worker._check_partitions, list(assigned))
+        pass  # checked before their first records are processed (_check_new_and_rewound)
