@@ -288,7 +288,8 @@ def main() -> None:
             except (ValueError, KeyError):
                 result["faust_baseline_events_per_s"] = None
                 result["faust_baseline_note"] = "baseline failed: " + out.stderr[-500:]
-        delete_topics([source.topic, source.dlq_topic], svc.bootstrap)
+        delete_topics([source.topic, source.dlq_topic, source.repartition_topic],
+                      svc.bootstrap)
 
     result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     path = ROOT / "bench" / "results" / "stream.json"

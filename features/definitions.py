@@ -137,6 +137,11 @@ class EventSource:
     def dlq_topic(self) -> str:
         return f"{self.topic}.dlq"
 
+    @property
+    def repartition_topic(self) -> str:
+        """Where events that arrived off their entity's home partition are forwarded."""
+        return f"{self.topic}.repartition"
+
     def spec(self) -> dict:
         return {
             "name": self.name,

@@ -24,12 +24,14 @@ def _admin(bootstrap: str) -> KafkaAdminClient:
 def ensure_topics(
     sources: Iterable[EventSource], bootstrap: str, retention_ms: int = DEFAULT_RETENTION_MS
 ) -> list[str]:
-    """Create each source's topic (source.partitions) and ``<topic>.dlq`` (1 partition) if
-    missing; returns the names created. Existing topics are left as they are."""
+    """Create each source's topic (source.partitions), ``<topic>.dlq`` (1 partition) and
+    ``<topic>.repartition`` (source.partitions: events that arrived off their entity's home
+    partition) if missing; returns the names created. Existing topics are left as they are."""
     wanted: dict[str, int] = {}
     for s in sources:
         wanted[s.topic] = s.partitions
         wanted[s.dlq_topic] = 1
+        wanted[s.repartition_topic] = s.partitions
     admin = _admin(bootstrap)
     try:
         existing = set(admin.list_topics())

@@ -28,22 +28,27 @@ from pathlib import Path
 import orjson
 import polars as pl
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import TopicPartition
 
 from features.definitions import EventSource, FeatureRepo, FeatureView
-from features.event_columns import EventColumns, decode_columns
+from features.event_columns import decode_columns
 from features.offline.event_log import EventLog
 from features.online.layout import GENERATION_FIELD, REBUILDING_PREFIX, STORE_KEY, Watermark
 from features.semantics.windows import parse_duration
+from streams.partitioner import home_partition
 from streams.worker.dlq import DeadLetters, dead_letter
 from streams.worker.epochs import EpochCheck, fingerprint
 from streams.worker.offline_sink import OfflineWriter
 from streams.worker.online import TTL_REFRESH_S, OnlineWriter, StoreLost
 from streams.worker.rebuild import rebuild
 from streams.worker.redis_sink import RedisSink, connect
+from streams.worker.repartition import Forwarder, parse_origin
 
 log = logging.getLogger("tessera.worker")
 STORE_CHECK_S = 1.0  # when idle, how often to check that Redis still holds our watermarks
+EPOCH_CHECK_S = 5.0  # when idle, how often to check that the broker still has our logs
 
 
 @dataclass
@@ -73,8 +78,10 @@ class _Pipeline:
                  sink: RedisSink, event_log: EventLog) -> None:
         self.source = source
         self.views = [v.name for v in views]
+        self.forwarder = Forwarder(cfg.bootstrap, source)
         self.online = OnlineWriter(source, views, sink, cfg.group,
-                                   parse_duration(cfg.allowed_lateness))
+                                   parse_duration(cfg.allowed_lateness),
+                                   forward=self.forwarder.forward)
         self.offline = OfflineWriter(event_log, source)
         self.dlq = DeadLetters(cfg.bootstrap, source.dlq_topic)
         self.consumed = 0
@@ -82,9 +89,9 @@ class _Pipeline:
         self.rebuilt_entities = 0
         self.epoch_changes = 0
 
-    def process(self, partition: int, records: list) -> tuple[EventColumns, int, int]:
-        """The valid events as columns, the partition's last offset in the batch and that
-        record's fingerprint (stored with the watermark, see ``epochs``)."""
+    def process(self, partition: int, records: list) -> dict[int, tuple]:
+        """``{stream: (valid events as columns, the last offset, that record's fingerprint
+        (stored with the watermark, see ``epochs``), the last Kafka offset read)}``."""
         max_ts = time.time_ns() // 1000 + self.source.max_future_us
         events, errors = decode_columns(self.source, [r.value for r in records],
                                         [r.offset for r in records], max_ts_us=max_ts)
@@ -97,7 +104,36 @@ class _Pipeline:
             ])
         self.consumed += len(records)
         r = records[-1]
-        return events, r.offset, fingerprint(r.key, r.value, r.timestamp)
+        return {partition: (events, r.offset, fingerprint(r.key, r.value, r.timestamp),
+                            r.offset)}
+
+    def process_forwarded(self, home: int, records: list) -> dict[int, tuple]:
+        """Records of the repartition topic, one stream per origin partition, with their
+        origin offsets (a record forwarded twice is skipped by its stream's watermark)."""
+        online = self.online
+        by_origin: dict[int, list] = {}
+        for r in records:
+            origin = parse_origin(r.headers)
+            if origin is None:
+                log.warning("%s/%d offset %d has no origin header; skipped",
+                            self.source.repartition_topic, home, r.offset)
+                continue
+            by_origin.setdefault(origin[0], []).append((r, origin))
+        out = {}
+        for o, recs in by_origin.items():
+            sid = online.rep_sid(home, o)
+            epoch = max(e for _, (_, _, e) in recs)
+            if epoch > online.epoch(sid):  # the origin's log restarted: so do its offsets
+                online.restart_stream(sid, epoch)
+            recs = [(r, org) for r, org in recs if org[2] == epoch]
+            events, errors = decode_columns(self.source, [r.value for r, _ in recs],
+                                            [org[1] for _, org in recs])
+            for i, e in errors:  # cannot happen: the origin validated them
+                log.warning("forwarded record %s is invalid (%s); skipped", recs[i][1], e)
+            if len(events):
+                out[sid] = (events, recs[-1][1][1], 0, recs[-1][0].offset)
+        self.consumed += len(records)
+        return out
 
 
 class Worker:
@@ -124,11 +160,16 @@ class Worker:
         self._epochs: EpochCheck | None = None
         self._store_checked = time.monotonic()
         self._checked: set = set()  # partitions checked since taken (_check_partitions)
+        self._epochs_checked = time.monotonic()
+        self._reread: set = set()  # repartition partitions to read again (after a rebuild)
         self.pipelines = {
             repo.sources[s].topic: _Pipeline(repo.sources[s], views_by_source[s], cfg, sink,
                                              event_log)
             for s in wanted
         }
+        # both topics of a source reach its pipeline (partition h of each: one owner)
+        self._pipe_of = {t: p for p in self.pipelines.values()
+                         for t in (p.source.topic, p.source.repartition_topic)}
         self.consumer: AIOKafkaConsumer | None = None
         self._lock = threading.Lock()  # processing vs. taking the offline buffer
         self._polled: dict = {}  # TopicPartition -> next offset, of what the sinks were given
@@ -159,15 +200,17 @@ class Worker:
             by_topic: dict[str, dict[int, tuple]] = {}
             for tp, records in polled.items():
                 self._polled[tp] = records[-1].offset + 1
-                pipe = self.pipelines[tp.topic]
-                by_topic.setdefault(tp.topic, {})[tp.partition] = pipe.process(
-                    tp.partition, records)
+                pipe = self._pipe_of[tp.topic]
+                streams = (pipe.process(tp.partition, records) if tp.topic == pipe.source.topic
+                           else pipe.process_forwarded(tp.partition, records))
+                by_topic.setdefault(pipe.source.topic, {}).update(streams)
                 n += len(records)
             for topic, batch in by_topic.items():
                 pipe = self.pipelines[topic]
                 pipe.online.fold(batch)
-                for partition, (events, *_) in batch.items():
-                    pipe.offline.add(partition, events)
+                for sid, (events, *_) in batch.items():
+                    if sid < pipe.online.n:  # the log keeps events at their origin
+                        pipe.offline.add(sid, events)
             if self._folded_since is None:
                 self._folded_since = time.monotonic()
             pending = sum(p.online.pending for p in self.pipelines.values())
@@ -201,7 +244,11 @@ class Worker:
         Redis (a crash must replay whatever Redis does not hold yet)."""
         out = {}
         for tp, pos in self._polled.items():
-            wm = self.pipelines[tp.topic].online.watermarks.get(tp.partition)
+            pipe = self._pipe_of[tp.topic]
+            if tp.topic == pipe.source.topic:
+                wm = pipe.online.watermarks.get(tp.partition)
+            else:  # forwarded records: what reached Redis (their dedupe is by origin)
+                wm = pipe.online.rep_landed.get(tp.partition)
             if wm is not None:
                 out[tp] = min(pos, wm + 1)
         return out
@@ -264,6 +311,7 @@ class Worker:
             out[topic] = {
                 "consumed": p.consumed, "applied": s.applied, "late": s.late,
                 "skipped_replay": s.skipped_replay, "fence_retries": s.fence_retries,
+                "forwarded": s.forwarded,
                 "dead_letters": p.dlq.sent, "offline_rows": p.offline.written,
                 "newest_event_us": s.newest_ts, "rebuilds": p.rebuilds,
                 "rebuilt_entities": p.rebuilt_entities, "epoch_changes": p.epoch_changes,
@@ -295,8 +343,11 @@ class Worker:
             # the broker may hold a fetch for the whole wait even when data is there; short
             # waits keep freshness in milliseconds
             fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            # partition h of a source topic and of its repartition topic go to one member:
+            # the owner of an entity's home partition is the only writer of its rings
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
-        self.consumer.subscribe(list(self.pipelines), listener=_Forget(self))
+        self.consumer.subscribe(list(self._pipe_of), listener=_Forget(self))
         await self.consumer.start()
         last_stats = last_data = time.monotonic()
         try:
@@ -320,6 +371,7 @@ class Worker:
                 await self.consumer.stop()
                 for p in self.pipelines.values():
                     p.dlq.close()
+                    p.forwarder.close()
                 if self._epochs is not None:
                     self._epochs.close()
                 self.redis.close()
@@ -332,6 +384,7 @@ class Worker:
         polled = {tp: recs for tp, recs in polled.items() if recs}
         if polled:
             await asyncio.to_thread(self._process, polled)
+            await self._seek_reread()
             last_data = time.monotonic()
             if (time.monotonic() - self._checkpointed > cfg.checkpoint_every_s
                     or self._buffered() >= cfg.checkpoint_rows):
@@ -344,6 +397,13 @@ class Worker:
             if time.monotonic() - self._store_checked > STORE_CHECK_S:
                 self._store_checked = time.monotonic()
                 await asyncio.to_thread(self._check_stores)
+            if time.monotonic() - self._epochs_checked > EPOCH_CHECK_S:
+                # a broker that answers a fetch past its end with nothing instead of an
+                # out-of-range error never rewinds us: ask it whether the log was replaced
+                self._epochs_checked = time.monotonic()
+                restarted = await asyncio.to_thread(self._check_idle_epochs)
+                if restarted:
+                    await self.consumer.seek_to_beginning(*restarted)
             if not self.consumer.assignment():
                 last_data = time.monotonic()  # idle time counts once we own some
             elif max_idle_s is not None and time.monotonic() - last_data > max_idle_s:
@@ -351,6 +411,35 @@ class Worker:
         return last_data
 
     # -- faults of the log and of the store ------------------------------------------------
+
+    async def _seek_reread(self) -> None:
+        """After a rebuild, read the rebuilt partitions' forwarded events again from the
+        start: those beyond the log's watermarks are not in the rebuilt rings (the rest are
+        skipped by their origin watermarks)."""
+        if not self._reread:
+            return
+        tps = [tp for tp in self._reread if tp in self.consumer.assignment()]
+        self._reread.clear()
+        for tp in tps:
+            self._polled.pop(tp, None)
+        if tps:
+            await self.consumer.seek_to_beginning(*tps)
+
+    def _check_idle_epochs(self) -> list:
+        """Check every assigned partition's epoch; returns those whose log was replaced."""
+        with self._lock:
+            before = {tp: self._mark(tp) for tp in self.consumer.assignment()}
+            self._check_partitions(list(before))
+            restarted = [tp for tp, m in before.items()
+                         if m is not None and self._mark(tp) is not None
+                         and self._mark(tp).epoch > m.epoch]
+            for tp in restarted:
+                self._polled.pop(tp, None)
+            return restarted
+
+    def _mark(self, tp) -> Watermark | None:
+        pipe = self.pipelines.get(tp.topic)
+        return None if pipe is None else pipe.online.marks.get(tp.partition)
 
     def _check_stores(self) -> None:
         for p in self.pipelines.values():
@@ -434,6 +523,7 @@ class Worker:
             done = {tp.partition: pos - 1 for tp, pos in self._polled.items()
                     if tp.topic == pipe.source.topic}
             await asyncio.to_thread(self._rebuild, pipe, parts, str(lost), done)
+        await self._seek_reread()
 
     def _rebuild(self, pipe: _Pipeline, parts: list[int], why: str,
                  processed: dict[int, int] | None = None) -> None:
@@ -455,12 +545,22 @@ class Worker:
             last = max(-1 if wm is None else wm, (processed or {}).get(p, -1))
             fp = self._epoch_check().fingerprint_at(topic, p, last) if last >= 0 else 0
             marks[p] = Watermark(last, epoch, fp)
+        # events forwarded here from other partitions: the log holds them at their origin up
+        # to its watermark there; later ones are read again from the repartition topic
+        for o in range(online.n):
+            wm = self.event_log.committed_offset(source, topic, o)
+            epoch = self.event_log.current_epoch(source, topic, o)
+            if wm is not None and o not in upto:
+                upto[o] = wm
+            for h in parts:
+                marks[online.rep_sid(h, o)] = Watermark(-1 if wm is None else wm, epoch, 0)
         report = rebuild(self.sink, source, self.views_by_source[source.name], self.event_log,
                          now_us=time.time_ns() // 1000, ttl_s=online.ttl_s + TTL_REFRESH_S,
-                         upto=upto, entity_filter=pl.col("_partition").is_in(parts),
+                         upto=upto, entity_filter=home_filter(source, online.n, parts),
                          allowed_lateness_us=online.allowed_lateness_us)
-        self.redis.mset({online.offset_key(p): m.encode() for p, m in marks.items()})
+        self.redis.mset({online.offset_key(sid): m.encode() for sid, m in marks.items()})
         online.reset(marks)
+        self._reread.update(TopicPartition(source.repartition_topic, h) for h in parts)
         pipe.rebuilds += 1
         pipe.rebuilt_entities += report.entities
         self.redis.hset(STORE_KEY, GENERATION_FIELD, self.sink.generation)
@@ -468,6 +568,26 @@ class Worker:
         log.warning("rebuilt %s partitions %s from the event log: %d entities, %d events in "
                     "%.1f s", topic, parts, report.entities, report.events,
                     time.monotonic() - t0)
+
+
+def home_filter(source: EventSource, partitions: int, mine: list[int]) -> pl.Expr:
+    """A log filter for the entities whose home partition is one of ``mine``."""
+    keys = source.entity.keys
+    if len(keys) == 1:
+        key = pl.col(keys[0]).cast(pl.String)
+    else:  # key_of()'s JSON list of strings
+        parts: list = [pl.lit('["')]
+        for i, k in enumerate(keys):
+            parts += [pl.lit('","')] if i else []
+            parts.append(pl.col(k).cast(pl.String))
+        key = pl.concat_str([*parts, pl.lit('"]')])
+    wanted = set(mine)
+
+    def select(s: pl.Series) -> pl.Series:
+        ours = [k for k in s.unique().to_list() if home_partition(k, partitions) in wanted]
+        return s.is_in(ours)
+
+    return key.map_batches(select, return_dtype=pl.Boolean)
 
 
 class _Forget(ConsumerRebalanceListener):
@@ -482,7 +602,7 @@ class _Forget(ConsumerRebalanceListener):
         for tp in revoked:
             self.worker._polled.pop(tp, None)
             self.worker._checked.discard(tp)
-            pipe = self.worker.pipelines.get(tp.topic)
+            pipe = self.worker._pipe_of.get(tp.topic)
             if pipe is not None:
                 pipe.online.forget([tp.partition])
 

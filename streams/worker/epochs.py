@@ -44,7 +44,7 @@ class Verdict:
 class EpochCheck:
     """Reads single records at given offsets (its own consumer: no group, no commits)."""
 
-    def __init__(self, bootstrap: str, timeout_ms: int = 5000) -> None:
+    def __init__(self, bootstrap: str, timeout_ms: int = 1500) -> None:
         self.timeout_ms = timeout_ms
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                       group_id=None, client_id="tessera-epochs",

@@ -37,6 +37,8 @@ COUNTERS = {
                      "rows appended to the offline event log"),
     "fence_retries": ("tessera_worker_fence_retries",
                       "batches redone because another worker wrote the partition"),
+    "forwarded": ("tessera_worker_forwarded_events",
+                  "events that arrived off their entity's home partition, forwarded there"),
     "rebuilds": ("tessera_worker_store_rebuilds",
                  "times Redis had lost this worker's data and its rings were rebuilt from the log"),
     "rebuilt_entities": ("tessera_worker_rebuilt_entities",

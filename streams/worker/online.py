@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from features.definitions import EventSource, FeatureView
 from features.errors import TesseraError
 from features.event_columns import EventColumns
 from features.online.layout import ViewLayout, Watermark, entity_key, offset_key
+from streams.partitioner import home_partition
 from streams.worker.redis_sink import RedisSink
 from streams.worker.tiles import HopPlan, RingCache, fields_needed, fold_batch, plan_views
 
@@ -56,7 +59,8 @@ class _Job:
     batches: list
     counts: list
     last: dict[int, int]
-    fences: dict[str, tuple[Watermark, Watermark]]
+    fences: dict[int, tuple[Watermark, Watermark]]  # stream -> (expected, new)
+    rep: dict[int, int]  # home partition -> last repartition-topic offset written
     due: np.ndarray
     result: Future
     submitted_at: float = field(default_factory=time.time)
@@ -68,6 +72,7 @@ class OnlineStats:
     skipped_replay: int = 0
     late: int = 0
     fence_retries: int = 0
+    forwarded: int = 0  # sent to their home partition (repartition.Forwarder)
     newest_ts: int | None = None  # µs, newest event applied (freshness metric)
 
 
@@ -81,8 +86,14 @@ class OnlineWriter:
         sink: RedisSink,
         group: str,
         allowed_lateness_us: int,
+        forward: Callable[[int, int, list[int], list[str], EventColumns], None] | None = None,
     ) -> None:
         self.source = source
+        self.n = source.partitions
+        # misrouted events go to their home partition (repartition.Forwarder.forward); without
+        # a forwarder every event counts where it arrives (tests of one writer)
+        self.forward = forward
+        self._homes: dict[str, int] = {}
         self.sink = sink
         self.group = group
         self.plans: list[HopPlan] = plan_views(views)
@@ -93,8 +104,11 @@ class OnlineWriter:
             allowed_lateness_us
         )
         self.ttl_s = max(ViewLayout(v).ttl_seconds for v in views)
-        self.watermarks: dict[int, int] = {}  # partition -> last offset applied
-        self.marks: dict[int, Watermark] = {}  # partition -> the stored value (epoch, print)
+        # per stream (``sid``): the source topic's partition p is stream p; events forwarded
+        # from partition o to home partition h are stream n + h * n + o (see ``rep_sid``)
+        self.watermarks: dict[int, int] = {}  # stream -> last offset applied
+        self.marks: dict[int, Watermark] = {}  # stream -> the stored value (epoch, print)
+        self.rep_landed: dict[int, int] = {}  # home partition -> last repartition offset in Redis
         self.cache = RingCache(self.plans)
         self.value_fields = fields_needed(self.plans)
         self.stats = OnlineStats()
@@ -108,16 +122,45 @@ class OnlineWriter:
         if len(keys) == 1:  # same strings as entity_key(), without its per-call checks
             prefix, k0 = entity_key(ent, ("",)), keys[0]
             self._keys = lambda c, ix: [prefix + str(v) for v in _values(c[k0], ix)]
+            self._kafka_keys = lambda c, ix: [str(v) for v in _values(c[k0], ix)]
         else:
             self._keys = lambda c, ix: [
                 entity_key(ent, vs) for vs in zip(*(_values(c[k], ix) for k in keys), strict=True)]
+            self._kafka_keys = lambda c, ix: [  # key_of()'s form
+                orjson.dumps([str(v) for v in vs]).decode()
+                for vs in zip(*(_values(c[k], ix) for k in keys), strict=True)]
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def rep_sid(self, home: int, origin: int) -> int:
+        """The stream of events forwarded from partition ``origin`` to ``home``."""
+        return self.n + home * self.n + origin
+
+    def owner(self, sid: int) -> int:
+        """The home partition whose entities a stream's events belong to."""
+        return sid if sid < self.n else (sid - self.n) // self.n
+
+    def home_sids(self, home: int) -> list[int]:
+        """Every stream that writes the entities of ``home``: a write of those entities
+        fences on all of them, so a move of either topic's partition is noticed."""
+        return [home, *(self.rep_sid(home, o) for o in range(self.n))]
+
+    def _home(self, key: str) -> int:
+        h = self._homes.get(key)
+        if h is None:
+            if len(self._homes) > 4 * max(len(self.cache), 65536):
+                self._homes.clear()
+            h = self._homes[key] = home_partition(key, self.n)
+        return h
 
     def forget(self, partitions: list[int]) -> None:
         """Commit what is pending, then drop the partitions' cached state (revoked)."""
         self.commit()
         for p in partitions:
-            self.watermarks.pop(p, None)
-            self.marks.pop(p, None)
+            for sid in self.home_sids(p):
+                self.watermarks.pop(sid, None)
+                self.marks.pop(sid, None)
+            self.rep_landed.pop(p, None)
         self.cache.drop(partitions)
 
     def watermark(self, partition: int) -> int:
@@ -141,8 +184,11 @@ class OnlineWriter:
         self._load_watermarks([partition])
         return self.marks[partition].epoch
 
-    def offset_key(self, partition: int) -> str:
-        return offset_key(self.group, self.source.topic, partition)
+    def offset_key(self, sid: int) -> str:
+        if sid < self.n:
+            return offset_key(self.group, self.source.topic, sid)
+        home, origin = divmod(sid - self.n, self.n)
+        return f"{offset_key(self.group, self.source.repartition_topic, home)}.{origin}"
 
     @property
     def pending(self) -> int:
@@ -164,7 +210,7 @@ class OnlineWriter:
         reaches Redis at the next ``commit``."""
         if not batch:
             return
-        self._load_watermarks(batch)
+        self._load_watermarks({s for sid in batch for s in self.home_sids(self.owner(sid))})
         self._pending.append(batch)
         self._pending_events += sum(len(b[0]) for b in batch.values())
         self._fold(batch)
@@ -185,22 +231,29 @@ class OnlineWriter:
             return
         last: dict[int, int] = {}
         prints: dict[int, int] = {}
+        rep: dict[int, int] = {}  # home -> last repartition-topic offset in these batches
         for batch in self._pending:
-            for p, (_, off, fp) in batch.items():
-                if off > last.get(p, -1):
-                    last[p], prints[p] = off, fp
-        fences = {}
-        for p, off in last.items():
-            old = self.marks[p]
-            new = Watermark(off, old.epoch, prints[p]) if off > old.offset else old
-            fences[self.offset_key(p)] = (old, new)
+            for sid, (_, off, fp, kafka_off) in batch.items():
+                if off > last.get(sid, -1):
+                    last[sid], prints[sid] = off, fp
+                if sid >= self.n:
+                    h = self.owner(sid)
+                    rep[h] = max(rep.get(h, -1), kafka_off)
+        fences: dict[int, tuple[Watermark, Watermark]] = {}
+        for h in {self.owner(sid) for sid in last}:
+            for sid in self.home_sids(h):
+                old = self.marks[sid]
+                off = last.get(sid, -1)
+                new = Watermark(off, old.epoch, prints[sid]) if off > old.offset else old
+                fences[sid] = (old, new)
         cache = self.cache
         rows = np.nonzero(cache.dirty)[0]
         cache.dirty[rows] = False
         due = rows[cache.expire_due[rows] <= time.time()]
         args = ([cache.keys[r] for r in rows.tolist()], self.fields, *cache.encode(rows),
-                [cache.keys[r] for r in due.tolist()], self.ttl_s + TTL_REFRESH_S, fences)
-        self._inflight = _Job(self._pending, self._counts, last, fences, due,
+                [cache.keys[r] for r in due.tolist()], self.ttl_s + TTL_REFRESH_S,
+                {self.offset_key(sid): f for sid, f in fences.items()})
+        self._inflight = _Job(self._pending, self._counts, last, fences, rep, due,
                               self._pool.submit(_timed, self.sink.commit, *args))
         self._reset_pending()
 
@@ -225,18 +278,20 @@ class OnlineWriter:
             self.stats.late += c[2]
             if c[3] is not None:
                 self.stats.newest_ts = max(self.stats.newest_ts or c[3], c[3])
-            for p in job.last:
-                self.set_mark(p, job.fences[self.offset_key(p)][1])
+            for sid, (_, new) in job.fences.items():
+                self.set_mark(sid, new)
+            for h, off in job.rep.items():
+                self.rep_landed[h] = max(self.rep_landed.get(h, -1), off)
             if time.monotonic() - self._evicted_at > EVICT_EVERY_S:
                 self._evicted_at = time.monotonic()
                 cache.evict(time.time_ns() // 1000 - self.horizon_us)
             return
-        lost = []
-        for key, (old, _) in job.fences.items():
-            cur = stale.get(key)
+        lost = set()
+        for sid, (old, _) in job.fences.items():
+            cur = stale.get(self.offset_key(sid))
             if (cur is None and old.offset >= 0) or (
                     cur is not None and cur.epoch == old.epoch and cur.offset < old.offset):
-                lost.append(int(key.rsplit(":", 1)[1]))
+                lost.add(self.owner(sid))
         if lost:
             # the batches are in the offline buffer or the log: the rebuild folds them
             self._reset_pending()
@@ -244,21 +299,29 @@ class OnlineWriter:
                             "its offset watermark is gone or went backwards in Redis")
         self.stats.fence_retries += 1
         batches = job.batches + self._pending
-        parts = sorted({p for b in batches for p in b})
+        parts = sorted({self.owner(sid) for b in batches for sid in b})
         cache.drop(parts)
         for p in parts:
-            self.watermarks.pop(p, None)
-            self.marks.pop(p, None)
+            for sid in self.home_sids(p):
+                self.watermarks.pop(sid, None)
+                self.marks.pop(sid, None)
         self._reset_pending()
         for batch in batches:
             self.fold(batch)
+
+    def restart_stream(self, sid: int, epoch: int) -> None:
+        """A stream's origin started a new log epoch: its offsets restart at 0."""
+        self.commit()
+        mark = Watermark(-1, epoch, 0)
+        self.sink.client.set(self.offset_key(sid), mark.encode())
+        self.set_mark(sid, mark)
 
     def check_store(self) -> None:
         """Raise ``StoreLost`` if Redis no longer holds a watermark this worker wrote (run when
         idle: a store flushed while no event arrives must be noticed all the same)."""
         if self._inflight is not None:
             return
-        parts = [p for p, m in self.marks.items() if m.offset >= 0]
+        parts = [p for p, m in self.marks.items() if m.offset >= 0 and p < self.n]
         if not parts:
             return
         current = self.sink.watermarks([self.offset_key(p) for p in parts])
@@ -286,12 +349,25 @@ class OnlineWriter:
             except Exception as e:  # noqa: BLE001 - its effects are rebuilt anyway
                 log.info("write in flight during a rebuild ended with %r", e)
 
+    def _route(self, p: int, ev: EventColumns, ix: np.ndarray) -> np.ndarray:
+        """Forward the events at ``ix`` whose home is not ``p``; the rest stay here."""
+        kk = self._kafka_keys(ev.columns, ix)
+        homes = np.fromiter((self._home(k) for k in kk), dtype=np.int64, count=len(kk))
+        away = homes != p
+        if away.any():
+            j = np.nonzero(away)[0]
+            self.forward(p, self.marks[p].epoch, homes[j].tolist(), [kk[i] for i in j.tolist()],
+                         ev.take(ix[j]))
+            self.stats.forwarded += len(j)
+            ix = ix[~away]
+        return ix
+
     def _reset_pending(self) -> None:
         self._pending: list[dict[int, tuple[EventColumns, int]]] = []
         self._pending_events = 0
         self._counts: list = [0, 0, 0, None]  # applied, skipped, late, newest ts
 
-    def _fold(self, batch: dict[int, tuple[EventColumns, int]]) -> None:
+    def _fold(self, batch: dict[int, tuple]) -> None:
         parts = list(batch)
         horizon = time.time_ns() // 1000 - self.horizon_us
         tsf = self.source.timestamp_field
@@ -306,8 +382,10 @@ class OnlineWriter:
             skipped += int((~fresh).sum())
             late += int((fresh & ~on_time).sum())
             ix = np.nonzero(fresh & on_time)[0]
+            if p < self.n and self.forward is not None and len(ix):
+                ix = self._route(p, ev, ix)
             keys += self._keys(ev.columns, ix)
-            owner += [p] * len(ix)
+            owner += [self.owner(p)] * len(ix)
             sel.append(EventColumns(ev.offsets[ix], {
                 k: ev.columns[k][ix] for k in (tsf, *self.value_fields)}))
         applied = len(keys)

@@ -39,14 +39,14 @@ def test_skew_check_finds_only_the_tampered_entity(redis_client, tmp_path):
                partition=0)
     writer = OnlineWriter(transactions, [user_txn_count, user_spend], RedisSink(redis_client),
                           "g", 3_600_000_000)
-    writer.apply({0: (records, 59, 0)})
+    writer.apply({0: (records, 59, 0, 59)})
     for view in ("user_txn_count", "user_spend"):
         report = skew_check(repo, view, redis_client, log, at=now + 1, sample=None)
         assert report.entities == 5 and report.mismatches == []
     # an event Redis saw but the log did not: u3's counts and sums must now disagree
     extra = normalize(transactions, {"user_id": "u3", "merchant_id": "m", "amount": 5.0,
                                      "country": "FR", "ts": (now - MIN_US) // 1000})
-    writer.apply({0: (EventColumns.from_events(transactions, [(1000, extra)]), 1000, 0)})
+    writer.apply({0: (EventColumns.from_events(transactions, [(1000, extra)]), 1000, 0, 1000)})
     report = skew_check(repo, "user_txn_count", redis_client, log, at=now + 1, sample=None)
     assert {(m.entity["user_id"], m.feature) for m in report.mismatches} == {
         ("u3", f) for f in ("txn_count_1h", "txn_count_24h", "txn_count_7d")}

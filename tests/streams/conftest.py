@@ -101,4 +101,5 @@ def stream_env(kafka_bootstrap, redis_url, redis_client, unique_name, tmp_path):
     ensure_topics([env.source], kafka_bootstrap)
     yield env
     env.stop_all()
-    delete_topics([unique_name, f"{unique_name}.dlq"], kafka_bootstrap)
+    delete_topics([unique_name, f"{unique_name}.dlq", f"{unique_name}.repartition"],
+                  kafka_bootstrap)

@@ -20,16 +20,17 @@ pytestmark = pytest.mark.integration
 def source(kafka_bootstrap, unique_name):
     src = EventSource(unique_name, demo_source.schema, "ts", demo_source.entity, partitions=3)
     yield src
-    delete_topics([src.topic, src.dlq_topic], kafka_bootstrap)
+    delete_topics([src.topic, src.dlq_topic, src.repartition_topic], kafka_bootstrap)
 
 
 def test_topics_get_partitions_dlq_and_explicit_retention(kafka_bootstrap, source):
     assert sorted(ensure_topics([source], kafka_bootstrap, retention_ms=3_600_000)) == sorted(
-        [source.topic, source.dlq_topic])
+        [source.topic, source.dlq_topic, source.repartition_topic])
     assert ensure_topics([source], kafka_bootstrap) == []  # idempotent
     c = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
     assert len(c.partitions_for_topic(source.topic)) == 3
     assert len(c.partitions_for_topic(source.dlq_topic)) == 1
+    assert len(c.partitions_for_topic(source.repartition_topic)) == 3
     c.close()
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     desc = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, source.topic)],

@@ -253,9 +253,6 @@ def test_rebuild_into_redis_reads_back_as_the_reference(repo, tmp_path, redis_cl
     assert before == {u: redis_client.hgetall(entity_key(source.entity, (u,))) for u in users}
 
 
-# batches carry the last record's fingerprint once the worker knows log epochs (set_mark)
-FP = (0,) if hasattr(OnlineWriter, "set_mark") else ()
-
 
 def apply_worker(source, views, client, group, parts, rng, upto=None):
     """Stream ``parts`` through the real ``OnlineWriter`` (the worker's online half)."""
@@ -265,7 +262,8 @@ def apply_worker(source, views, client, group, parts, rng, upto=None):
         for p, rows in batch.items():
             rows = [(o, e) for o, e in rows if upto is None or o <= upto[p]]
             if rows:
-                cols[p] = (EventColumns.from_events(source, rows), rows[-1][0], *FP)
+                # (events, last offset, its fingerprint, last Kafka offset read)
+                cols[p] = (EventColumns.from_events(source, rows), rows[-1][0], 0, rows[-1][0])
         writer.apply(cols)
     writer.commit()
 

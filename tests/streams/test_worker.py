@@ -109,7 +109,7 @@ def check_exactly_once(env, client, produced: Produced) -> None:
     assert bad == [], bad[:10]
     log = EventLog(env.home / "offline").scan(env.source).collect()
     assert log.height == len(produced.valid)
-    assert log.select(["_partition", "_offset"]).n_unique() == log.height
+    assert log.select(["_epoch", "_partition", "_offset"]).n_unique() == log.height
 
 
 def test_dead_letters_hold_reason_and_original_bytes(stream_env, redis_client):

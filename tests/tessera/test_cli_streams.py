@@ -58,7 +58,8 @@ def test_produce_file_counts_sent_and_rejected(tmp_path, monkeypatch, kafka_boot
         out = CliRunner().invoke(_app(), ["produce", "--source", unique_name, "--file",
                                           str(events), "--repo", str(repo)])
     finally:
-        delete_topics([unique_name, f"{unique_name}.dlq"], kafka_bootstrap)
+        delete_topics([unique_name, f"{unique_name}.dlq", f"{unique_name}.repartition"],
+                      kafka_bootstrap)
     assert out.exit_code == 0, out.output
     assert "sent 2, rejected 2, failed 0" in out.output
     assert "'amount'" in out.output and "line 3 is not valid JSON" in out.output

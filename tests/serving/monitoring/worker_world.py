@@ -83,5 +83,6 @@ def worker_env(kafka_bootstrap, redis_url, redis_client, unique_name, tmp_path):
     ensure_topics([env.source], kafka_bootstrap)
     yield env
     env.stop_all()
-    delete_topics([unique_name, f"{unique_name}.dlq", f"{unique_name}-pred",
+    delete_topics([unique_name, f"{unique_name}.dlq", f"{unique_name}.repartition",
+                   f"{unique_name}-pred",
                    f"{unique_name}-out"], kafka_bootstrap)
