@@ -157,6 +157,10 @@ def _read_events(log: EventLog, src: EventSource, start: int, end: int, columns:
         try:
             ev = (
                 log.scan(src, start, end, snapshot=snap)
+                # the stream's rule for clocks that run ahead (EventSource.max_future): an
+                # event stamped further ahead of when it was received never counts
+                .filter(pl.col(src.timestamp_field)
+                        <= pl.col("_ingest_ts") + pl.duration(microseconds=src.max_future_us))
                 .select(columns)
                 .join(uniq.lazy(), on=list(keys), how="inner")
                 .select(pl.col(_CODE), pl.col(src.timestamp_field).dt.epoch("us").alias(_T),

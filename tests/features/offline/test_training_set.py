@@ -61,7 +61,9 @@ def _append(log: EventLog, events: list[dict], partition: int = 0) -> None:
         "amount": [e["amount"] for e in events],
         "ts": pa.array([e["ts"] for e in events], pa.timestamp("us", tz="UTC")),
         "_offset": [e["_offset"] for e in events],
-        "_ingest_ts": pa.array([T0] * len(events), pa.timestamp("us", tz="UTC")),
+        # received when they happened, unless the test says otherwise
+        "_ingest_ts": pa.array([e.get("_ingest_ts", e["ts"]) for e in events],
+                               pa.timestamp("us", tz="UTC")),
     })
     log.append(SOURCE, table, topic="buys", partition=partition)
 
@@ -199,3 +201,29 @@ def test_empty_log_and_empty_spine(tmp_path, world):
     none = training_set(spine.head(0), refs, repo=REPO, settings=settings)
     assert none.height == 0 and none.columns == spine.columns + [
         "pair_stats__count_1h", "pair_stats__amount_min_1h"]
+
+
+def test_events_stamped_beyond_max_future_never_count(tmp_path):
+    """The stream dead-letters an event stamped more than ``max_future`` after it arrived;
+    the training set applies the same rule to the log (skew stays zero)."""
+    rng = random.Random(3)
+    log = EventLog(tmp_path / "log")
+    events = _events(rng, 300)
+    ahead = set(rng.sample(range(300), 40))
+    for i, e in enumerate(events):  # received a day before their time: a broken clock
+        if i in ahead:
+            e["_ingest_ts"] = e["ts"] - 24 * H
+    _append(log, events)
+    spine = _spine(rng, 80)
+    out = training_set(spine, ["pair_stats:amount_sum_24h", "pair_stats:count_2d"],
+                       repo=REPO, settings=Settings(tmp_path), event_log=log)
+    kept = [e for i, e in enumerate(events) if i not in ahead]
+    for row in out.iter_rows(named=True):
+        t = int(row["ts"].replace(tzinfo=UTC).timestamp() * 1_000_000)
+        mine = [(e["ts"], e["_offset"], e["amount"]) for e in kept
+                if (e["user_id"], e["shop"]) == (row["user_id"], row["shop"])]
+        f_sum, f_count = VIEW.feature("amount_sum_24h"), VIEW.feature("count_2d")
+        assert close(row["pair_stats__amount_sum_24h"],
+                     brute_force(mine, "sum", t, f_sum.window, f_sum.hop))
+        assert row["pair_stats__count_2d"] == brute_force(
+            [(ts, o, 1.0) for ts, o, _ in mine], "count", t, f_count.window, f_count.hop)
