@@ -29,7 +29,6 @@ import orjson
 import polars as pl
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
 
 from features.definitions import EventSource, FeatureRepo, FeatureView
@@ -38,6 +37,7 @@ from features.offline.event_log import EventLog
 from features.online.layout import GENERATION_FIELD, REBUILDING_PREFIX, STORE_KEY, Watermark
 from features.semantics.windows import parse_duration
 from streams.partitioner import home_partition
+from streams.worker.checkpoint import Checkpoint
 from streams.worker.dlq import DeadLetters, dead_letter
 from streams.worker.epochs import EpochCheck, fingerprint
 from streams.worker.offline_sink import OfflineWriter
@@ -172,11 +172,10 @@ class Worker:
                          for t in (p.source.topic, p.source.repartition_topic)}
         self.consumer: AIOKafkaConsumer | None = None
         self._lock = threading.Lock()  # processing vs. taking the offline buffer
-        self._polled: dict = {}  # TopicPartition -> next offset, of what the sinks were given
+        self.ckpt = Checkpoint(self.pipelines, self._pipe_of, self._lock, lambda: self.consumer)
+        self._polled = self.ckpt.polled  # TopicPartition -> next offset given to the sinks
         self._folded_since: float | None = None  # oldest fold not yet submitted to Redis
-        self._ckpt: asyncio.Task | None = None
         self._stop = False
-        self._checkpointed = time.monotonic()
         self.first_record_at: float | None = None
         self.on_tick: Callable[[Worker], None] | None = None  # each poll (metrics.update)
 
@@ -239,69 +238,15 @@ class Worker:
                   if p.online.landed_at is not None]
         return max(landed) if landed else None
 
-    def _committable(self) -> dict:
-        """Kafka offsets safe to commit: what the sinks were given, but never past what is in
-        Redis (a crash must replay whatever Redis does not hold yet)."""
-        out = {}
-        for tp, pos in self._polled.items():
-            pipe = self._pipe_of[tp.topic]
-            if tp.topic == pipe.source.topic:
-                wm = pipe.online.watermarks.get(tp.partition)
-            else:  # forwarded records: what reached Redis (their dedupe is by origin)
-                wm = pipe.online.rep_landed.get(tp.partition)
-            if wm is not None:
-                out[tp] = min(pos, wm + 1)
-        return out
-
-    def _take(self) -> tuple[dict, dict]:
-        with self._lock:
-            bufs = {t: p.offline.take() for t, p in self.pipelines.items()}
-            return bufs, self._committable()
-
-    def _write(self, bufs: dict) -> None:
-        for topic, buf in bufs.items():
-            self.pipelines[topic].offline.write(buf)
-
     def _buffered(self) -> int:
-        return sum(p.offline.buffered for p in self.pipelines.values())
+        return self.ckpt.buffered
 
     async def checkpoint(self, wait: bool = False) -> None:
-        """Offline sink, then Kafka offsets — for everything processed when it starts.
-
-        Runs in the background while the next batches are processed (one at a time), so the
-        Parquet write never delays the fresh path.
-        """
-        if self._ckpt is not None and not self._ckpt.done():
-            if not wait:
-                return
-            await self._ckpt
-        if self._ckpt is not None and self._ckpt.exception() is not None:
-            # the log did not get that buffer: stop, a restart replays it from the last commit
-            raise self._ckpt.exception()
-        self._checkpointed = time.monotonic()
-        self._ckpt = asyncio.ensure_future(self._checkpoint(*self._take()))
-        if wait:
-            await self._ckpt
-
-    async def _checkpoint(self, bufs: dict, offsets: dict) -> None:
-        t0 = time.time()
-        await asyncio.to_thread(self._write, bufs)
-        log.debug("offline flush %.1f ms", (time.time() - t0) * 1000)
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, KafkaError) as e:
-            # a rebalance took the partitions; both sinks already hold the batch, the next
-            # owner skips it by the watermarks
-            log.warning("offset commit failed (%s); the next owner will skip by watermark", e)
+        """Steps 5 and 6 of the protocol (``checkpoint.py``), in the background."""
+        await self.ckpt.run(wait)
 
     async def flush_offline(self) -> None:
-        """Everything processed so far into the log (on revocation; no offset commit)."""
-        if self._ckpt is not None:
-            await asyncio.gather(self._ckpt, return_exceptions=True)
-        bufs, _ = self._take()
-        await asyncio.to_thread(self._write, bufs)
+        await self.ckpt.flush_offline()
 
     def stats(self) -> dict:
         out: dict = {"first_record_at": self.first_record_at,
@@ -386,7 +331,7 @@ class Worker:
             await asyncio.to_thread(self._process, polled)
             await self._seek_reread()
             last_data = time.monotonic()
-            if (time.monotonic() - self._checkpointed > cfg.checkpoint_every_s
+            if (time.monotonic() - self.ckpt.started_at > cfg.checkpoint_every_s
                     or self._buffered() >= cfg.checkpoint_rows):
                 await self.checkpoint()
         else:

@@ -28,6 +28,7 @@ from features.errors import TesseraError
 from features.event_columns import EventColumns
 from features.online.layout import ViewLayout, Watermark, entity_key, offset_key
 from streams.partitioner import home_partition
+from streams.worker.checkpoint import LOST, judge_fence
 from streams.worker.redis_sink import RedisSink
 from streams.worker.tiles import HopPlan, RingCache, fields_needed, fold_batch, plan_views
 
@@ -286,13 +287,10 @@ class OnlineWriter:
                 self._evicted_at = time.monotonic()
                 cache.evict(time.time_ns() // 1000 - self.horizon_us)
             return
-        lost = set()
-        for sid, (old, _) in job.fences.items():
-            cur = stale.get(self.offset_key(sid))
-            if (cur is None and old.offset >= 0) or (
-                    cur is not None and cur.epoch == old.epoch and cur.offset < old.offset):
-                lost.add(self.owner(sid))
-        if lost:
+        verdict, sids = judge_fence(
+            job.fences, {sid: stale.get(self.offset_key(sid)) for sid in job.fences})
+        if verdict == LOST:
+            lost = {self.owner(sid) for sid in sids}
             # the batches are in the offline buffer or the log: the rebuild folds them
             self._reset_pending()
             raise StoreLost(self.source.name, sorted(lost),
