@@ -181,6 +181,8 @@ class Worker:
 
     def stop(self, *_: object) -> None:
         self._stop = True
+        for p in self.pipelines.values():
+            p.offline.stop()  # a log write stuck on a full disk gives up: a restart replays it
 
     def _process(self, polled: dict) -> int:
         """Sinks for one polled batch (runs in a thread; the event loop keeps heartbeating).
