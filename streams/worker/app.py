@@ -162,6 +162,7 @@ class Worker:
         self._checked: set = set()  # partitions checked since taken (_check_partitions)
         self._epochs_checked = time.monotonic()
         self._reread: set = set()  # repartition partitions to read again (after a rebuild)
+        self._backfill_due: dict[str, set[int]] = {}  # main topic -> partitions to backfill
         self.pipelines = {
             repo.sources[s].topic: _Pipeline(repo.sources[s], views_by_source[s], cfg, sink,
                                              event_log)
@@ -332,6 +333,8 @@ class Worker:
         if polled:
             await asyncio.to_thread(self._process, polled)
             await self._seek_reread()
+            if self._backfill_due:
+                await self._backfill()
             last_data = time.monotonic()
             if (time.monotonic() - self.ckpt.started_at > cfg.checkpoint_every_s
                     or self._buffered() >= cfg.checkpoint_rows):
@@ -430,6 +433,7 @@ class Worker:
                 self._rebuild(pipe, lost, "no offset watermark in Redis, but the event log "
                                           "holds events of these partitions")
                 marks = online.sink.watermarks([online.offset_key(p) for p in parts])
+            self._note_unbuilt(pipe, parts)
             for p, m in zip(parts, marks, strict=True):
                 if m is None or m.offset < 0 or m.fingerprint == 0:
                     continue  # nothing applied yet, or no fingerprint to compare (older format)
@@ -452,6 +456,78 @@ class Worker:
         self.redis.set(pipe.online.offset_key(partition), mark.encode())
         pipe.online.set_mark(partition, mark)
         pipe.epoch_changes += 1
+
+    # -- backfill of view versions new to the store -------------------------------------------
+
+    def _built_field(self, view: FeatureView, topic: str, partition: int) -> str:
+        return f"built:{view.name}@{view.version}:{self.cfg.group}:{topic}:{partition}"
+
+    def _note_unbuilt(self, pipe: _Pipeline, parts: list[int]) -> None:
+        """Partitions where a view version has never been built: backfilled from the log
+        before the stream goes on (or marked built at once when the log has nothing)."""
+        source, topic = pipe.source, pipe.source.topic
+        views = self.views_by_source[source.name]
+        fields = [(v, p, self._built_field(v, topic, p)) for v in views for p in parts]
+        have = self.redis.hmget(STORE_KEY, [f for *_, f in fields])
+        empty = {}
+        for (_, p, f), h in zip(fields, have, strict=True):
+            if h is not None:
+                continue
+            if self.event_log.committed_offset(source, topic, p) is None and not any(
+                    self.event_log.epoch_history(source, topic, p)):
+                empty[f] = "1"  # nothing in the log yet: the stream builds it from the start
+            else:
+                self._backfill_due.setdefault(topic, set()).add(p)
+        if empty:
+            self.redis.hset(STORE_KEY, mapping=empty)
+
+    async def _backfill(self) -> None:
+        """Views new to partitions that already have history: every processed event to the
+        log first (a consistent cut: the log then holds exactly what Redis does), then their
+        rings from the log, written field by field (the other views' fields are untouched);
+        the stream goes on from the same watermarks."""
+        due, self._backfill_due = self._backfill_due, {}
+        await asyncio.to_thread(self.commit_online)
+        await self.checkpoint(wait=True)
+        await self.flush_offline()
+        for topic, parts in due.items():
+            await asyncio.to_thread(self._build_views, self.pipelines[topic], sorted(parts))
+
+    def _build_views(self, pipe: _Pipeline, parts: list[int]) -> None:
+        source, topic, online = pipe.source, pipe.source.topic, pipe.online
+        views = self.views_by_source[source.name]
+        todo = []
+        have = self.redis.hmget(STORE_KEY, [self._built_field(v, topic, p)
+                                            for v in views for p in parts])
+        for i, v in enumerate(views):
+            if any(h is None for h in have[i * len(parts):(i + 1) * len(parts)]):
+                todo.append(v)
+        if not todo:
+            return
+        names = ", ".join(f"{v.name}@{v.version}" for v in todo)
+        flag = f"{REBUILDING_PREFIX}backfill:{self.cfg.group}:{topic}"
+        self.redis.hset(STORE_KEY, flag, orjson.dumps(
+            {"views": names, "partitions": parts, "since": time.time()}))
+        t0 = time.monotonic()
+        upto = {}
+        for o in range(online.n):
+            wm = self.event_log.committed_offset(source, topic, o)
+            if wm is not None:
+                upto[o] = wm
+        with self._lock:
+            online.commit()
+            longest = max(f.window + f.hop for v in todo for f in v.features)
+            report = rebuild(self.sink, source, todo, self.event_log,
+                             now_us=time.time_ns() // 1000, ttl_s=online.ttl_s + TTL_REFRESH_S,
+                             upto=upto, entity_filter=home_filter(source, online.n, parts),
+                             allowed_lateness_us=online.horizon_us - longest)
+            online.cache.drop(parts)  # cached rings of these views were the stream's alone
+        self.redis.hset(STORE_KEY, mapping={self._built_field(v, topic, p): "1"
+                                            for v in todo for p in parts})
+        self.redis.hdel(STORE_KEY, flag)
+        log.warning("backfilled %s on %s partitions %s from the event log: %d entities, %d "
+                    "events in %.1f s", names, topic, parts, report.entities, report.events,
+                    time.monotonic() - t0)
 
     async def _recover(self, lost: StoreLost) -> None:
         """Redis lost data: everything processed goes to the log first (the checkpoint), then
@@ -510,6 +586,9 @@ class Worker:
         self._reread.update(TopicPartition(source.repartition_topic, h) for h in parts)
         pipe.rebuilds += 1
         pipe.rebuilt_entities += report.entities
+        self.redis.hset(STORE_KEY, mapping={  # every view of these partitions is built
+            self._built_field(v, topic, p): "1"
+            for v in self.views_by_source[source.name] for p in parts})
         self.redis.hset(STORE_KEY, GENERATION_FIELD, self.sink.generation)
         self.redis.hdel(STORE_KEY, flag)
         log.warning("rebuilt %s partitions %s from the event log: %d entities, %d events in "

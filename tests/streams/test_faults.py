@@ -222,3 +222,23 @@ def test_entities_split_across_partitions_by_a_foreign_partitioner(stream_env, r
 
     wait_for(forwarded_applied, 90, "forwarded events applied at their home partition")
     check_exactly_once(env, redis_client, produced)
+
+
+def test_a_view_added_later_is_backfilled_from_the_log(stream_env, redis_client):
+    """A new view (or a new version of one) starts with the history the log holds, not empty:
+    online equals the reference over every event, including those before the view existed."""
+    env = stream_env
+    full = env.repo_path.read_text()
+    cut = full.index("extremes = FeatureView(")
+    env.repo_path.write_text(full[:cut])  # first without the view "extremes"
+    produced = Produced()
+    produce(env, produced, 900, seed=12)
+    env.start_worker(max_records=300)
+    wait_done(env, redis_client, produced)
+    env.stop_all()
+    env.repo_path.write_text(full)
+    env.start_worker(max_records=300)
+    produce(env, produced, 300, seed=13)
+    wait_done(env, redis_client, produced)
+    wait_for(lambda: store_readiness(store_status(redis_client))[0], 30, "the store ready")
+    check_exactly_once(env, redis_client, produced)
