@@ -11,12 +11,15 @@ from features.errors import TesseraError
 
 
 class ScorerError(TesseraError):
-    """The scorer answered with an error; ``status`` is the HTTP status."""
+    """The scorer answered with an error: ``status`` (HTTP), ``code`` and ``field`` from the
+    error body (``docs/serving.md``), the whole ``body``."""
 
     def __init__(self, status: int, message: str, body: dict[str, Any] | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.body = body or {}  # e.g. a 422's entity, feature and earliest_exact
+        self.code: str | None = self.body.get("code")
+        self.field: str | None = self.body.get("field")
 
 
 class ScorerClient:
@@ -32,8 +35,13 @@ class ScorerClient:
 
     @staticmethod
     def _json(r: httpx.Response) -> dict[str, Any]:
-        data = orjson.loads(r.content) if r.content else {}
+        try:
+            data = orjson.loads(r.content) if r.content else {}
+        except orjson.JSONDecodeError:
+            data = {}
         if r.status_code >= 400:
+            if not isinstance(data, dict):
+                data = {}
             msg = data.get("error") or data.get("detail") or r.text
             raise ScorerError(r.status_code, str(msg), data if isinstance(data, dict) else None)
         return data

@@ -1,24 +1,34 @@
 """The scorer's HTTP API: a thin FastAPI layer over ``Scorer`` and ``OnlineStore``.
 
-The predict route reads the body with orjson and writes orjson bytes: pydantic validation of a
-20-feature response cost more than the model itself (the request models below only document
-the API in the OpenAPI spec). Handlers are ``async`` and call Redis synchronously: a call is
-~0.1 ms, bounded by the configured Redis timeout, which is cheaper than a thread-pool hop;
-throughput comes from worker processes (``tessera serve --workers N``). A hung Redis costs at
-most one timeout per worker: the first timeout opens the store's circuit breaker, and requests
-then fail at once (503) until the background health check (``serving.scorer.health``) gets an
-answer again. ``/healthz`` touches nothing; ``/readyz`` reads the health check's last result.
+The predict and features routes read the body with orjson, check it here (types, shapes and
+limits: ``Limits``) and write orjson bytes: pydantic validation of a 20-feature response cost
+more than the model itself (the request models below only document the API in the OpenAPI
+spec). A small request (at most ``Limits.inline_cells`` entity x feature cells) runs on the
+event loop: a call is ~0.1 ms, bounded by the Redis timeout, cheaper than a thread hop. A larger
+one runs on the app's one worker thread, so the event loop keeps answering (``/healthz`` stays
+fast while a 1000-entity batch is folded) and at most one large request per process works at a
+time. A hung Redis costs at most one timeout per thread: the first timeout opens the store's
+circuit breaker, and requests then fail at once (503) until the background health check
+(``serving.scorer.health``) gets an answer again. ``/healthz`` touches nothing; ``/readyz`` reads
+the health check's last result.
 
-Errors: ``{"error": message}`` with 400 (bad request), 404 (model not served), 422 (a read at
-a past time the tiles cannot answer exactly; the body adds ``entity``, ``feature``,
-``earliest_exact``...), 503 (any Redis failure), 500 only for a bug.
+Errors: one body, ``{"error": message, "code": code, "field": field-or-null}`` (see
+``serving.http.errors`` and ``docs/serving.md``): 400 (bad request), 404 (model not served, no
+such route), 413 (body too large), 422 (a read at a past time the tiles cannot answer exactly;
+the body adds ``entity``, ``feature``, ``earliest_exact``...), 503 (any Redis failure), 500 only
+for a bug.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -31,88 +41,280 @@ from pydantic import BaseModel, Field
 from features.errors import OnlineStoreError, RegistryError, TesseraError, UnknownFeatureError
 from features.online.fold import InexactReadError
 from features.online.hmget import store_error
+from features.online.read import parse_at
+from serving.http.errors import (
+    ApiError,
+    Guard,
+    check_request,
+    dumps,
+    error_body,
+    install,
+    read_body,
+    send_error,
+    send_json,
+)
 from serving.scorer.health import StoreHealth
 from serving.scorer.metrics import ERRORS
 from serving.scorer.scorer import BadRequest, Scorer
+
+log = logging.getLogger(__name__)
 
 AT_DOC = ("query time: ISO-8601 (naive = UTC) or epoch milliseconds (default now); a past time "
           "the tiles cannot answer exactly is a 422")
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for (``docs/serving.md``); beyond it: 400, or 413 for the body."""
+
+    max_entities: int = 1000  # entity rows per request
+    max_features: int = 256  # feature refs per /v1/features request
+    max_body_bytes: int = 1 << 20  # 1 MiB
+    max_at_chars: int = 64
+    # entity rows x features a request may have and still run on the event loop
+    inline_cells: int = 512
+
+
 class FeaturesRequest(BaseModel):
-    features: list[str] = Field(examples=[["user_spend:amount_sum_1h"]])
-    entities: list[dict[str, Any]] = Field(examples=[[{"user_id": "u1"}]])
+    features: list[str] = Field(examples=[["user_spend:amount_sum_1h"]], min_length=1)
+    entities: list[dict[str, Any]] = Field(examples=[[{"user_id": "u1"}]], min_length=1)
     at: int | float | str | None = Field(None, description=AT_DOC)
 
 
 class PredictRequest(BaseModel):
-    entities: list[dict[str, Any]] = Field(examples=[[{"user_id": "u1"}]])
-    request_features: list[dict[str, Any]] | None = Field(
-        None, description="one object per entity: features computed by the caller"
+    entities: list[dict[str, Any]] = Field(examples=[[{"user_id": "u1"}]], min_length=1)
+    request_features: list[dict[str, float | None]] | None = Field(
+        None, description="one object per entity: features computed by the caller (numbers)"
     )
     at: int | float | str | None = Field(None, description=AT_DOC)
+
+
+class ErrorBody(BaseModel):
+    """Every error the scorer answers (some codes add fields, e.g. a 422's ``entity``)."""
+
+    error: str = Field(description="what happened and what to do")
+    code: str = Field(description="stable: invalid_json, invalid_field, invalid_at, ...")
+    field: str | None = Field(None, description="where in the request, e.g. entities[2].user_id")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody, "description": d} for s, d in (
+        (400, "bad request"), (404, "model not served"), (413, "body too large"),
+        (422, "a past read the tiles cannot answer exactly"), (503, "online store unavailable"))
+}
 
 
 class ORJSONResponse(JSONResponse):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return _dumps(content)
+        return dumps(content)
 
 
-def _dumps(content: Any) -> bytes:
-    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
-
-def outcome(endpoint: str, fn) -> tuple[int, bytes]:
-    """Run ``fn`` and map Tessera's typed errors to (HTTP status, JSON body)."""
+def outcome(endpoint: str, fn: Callable[[], Any], field: str | None = None) -> tuple[int, bytes]:
+    """Run ``fn``: (200, its JSON) or its error as (HTTP status, body in the one schema)."""
     try:
-        return 200, _dumps(fn())
-    except InexactReadError as e:
+        return 200, dumps(fn())
+    except Exception as e:  # noqa: BLE001 - failure() answers every error, a bug as a 500
+        return failure(endpoint, e, field)
+
+
+def failure(endpoint: str, e: Exception, field: str | None = None) -> tuple[int, bytes]:
+    """Tessera's typed errors as (HTTP status, JSON body); ``field``: where an
+    ``UnknownFeatureError`` points (the features route's ``features``)."""
+    if isinstance(e, ApiError):
+        ERRORS.labels(endpoint, e.code).inc()
+        return e.status, dumps(e.body())
+    if isinstance(e, InexactReadError):
         ERRORS.labels(endpoint, "inexact_read").inc()
-        return 422, _dumps(e.to_dict())
-    except (BadRequest, UnknownFeatureError, ValueError) as e:
-        status, cause, msg = 400, "bad_request", str(e)
-    except RegistryError as e:
-        status, cause, msg = 404, "unknown_model", str(e)
-    except (OnlineStoreError, redis.RedisError) as e:
+        d = e.to_dict()
+        msg = d.pop("error")
+        return 422, dumps(error_body("inexact_read", msg, "at", **d))
+    where = None
+    if isinstance(e, UnknownFeatureError):
+        status, code, msg, where = 400, "unknown_feature", str(e), field
+    elif isinstance(e, (BadRequest, ValueError)):
+        status, code, msg = 400, "bad_request", str(e)
+    elif isinstance(e, RegistryError):
+        status, code, msg, where = 404, "unknown_model", str(e), "model"
+    elif isinstance(e, (OnlineStoreError, redis.RedisError)):
+        status, code = 503, "store_unavailable"
         msg = f"online store unavailable, retry later: {store_error(e)}"
-        status, cause = 503, "redis"
-    except TesseraError as e:
-        status, cause, msg = 500, "internal", str(e)
-    ERRORS.labels(endpoint, cause).inc()
-    return status, _dumps({"error": msg})
+    elif isinstance(e, TesseraError):
+        log.error("%s: %s", endpoint, e)
+        status, code, msg = 500, "internal", str(e)
+    else:  # a bug: answer in the schema, log it whole
+        log.error("%s: unexpected error", endpoint, exc_info=e)
+        status, code = 500, "internal"
+        msg = f"internal error ({type(e).__name__}); this is a bug, please report it"
+    ERRORS.labels(endpoint, code).inc()
+    return status, dumps(error_body(code, msg, where))
 
 
-def _parse(body: bytes, max_entities: int) -> dict[str, Any]:
+def _bad(code: str, message: str, field: str | None) -> ApiError:
+    return ApiError(400, code, message, field)
+
+
+def _is_num(v: Any) -> bool:
+    return (type(v) is int or type(v) is float) and math.isfinite(v)
+
+
+def _load(body: bytes) -> dict[str, Any]:
     try:
         req = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise BadRequest(f"request body is not JSON: {e}") from None
-    if not isinstance(req, dict) or not isinstance(req.get("entities"), list):
-        raise BadRequest('body must be an object with "entities": [{"user_id": "u1"}, ...]')
-    ents = req["entities"]
-    if not ents:
-        raise BadRequest('"entities" is empty; give at least one entity object')
-    if len(ents) > max_entities:
-        raise BadRequest(f"{len(ents)} entities in one request; the limit is {max_entities}")
-    if not all(isinstance(e, dict) for e in ents):
-        raise BadRequest('each entity must be an object of key columns, e.g. {"user_id": "u1"}')
+        raise _bad("invalid_json", f"request body is not JSON: {e}", "body") from None
+    if not isinstance(req, dict):
+        raise _bad("invalid_json", "request body must be a JSON object", "body")
     return req
 
 
-def predict_handler(scorer: Scorer, max_entities: int):
-    """``(model, body bytes) -> (status, JSON bytes)``: the whole predict route, framework-free."""
+def _entities(req: dict[str, Any], limits: Limits, example: str) -> list[dict[str, Any]]:
+    ents = req.get("entities")
+    if not isinstance(ents, list):
+        raise _bad("invalid_field",
+                   f'body must be an object with "entities": [{example}, ...]', "entities")
+    if not ents:
+        raise _bad("invalid_field", '"entities" is empty; give at least one entity object',
+                   "entities")
+    if len(ents) > limits.max_entities:
+        raise _bad("too_many_entities", f"{len(ents)} entities in one request; the limit is "
+                   f"{limits.max_entities}", "entities")
+    for i, e in enumerate(ents):
+        if not isinstance(e, dict):
+            raise _bad("invalid_field", f"each entity must be an object of key columns, e.g. "
+                       f"{example}", f"entities[{i}]")
+        for k, v in e.items():
+            if not (type(v) is str or _is_num(v)):
+                raise _bad("invalid_field", f"entity key {k!r} must be a string or a number, "
+                           f"got {type(v).__name__}", f"entities[{i}].{k}")
+    return ents
 
-    def handle(model: str, body: bytes) -> tuple[int, bytes]:
+
+def _keys(ents: list[dict[str, Any]], keys: Sequence[str], what: str) -> None:
+    for i, row in enumerate(ents):
+        for k in keys:
+            if k not in row:
+                raise _bad("missing_key", f"entity {row!r} lacks key {k!r}; {what} needs "
+                           f"{list(keys)}", f"entities[{i}]")
+
+
+def _at(req: dict[str, Any], limits: Limits) -> int | None:
+    """µs, or None for now."""
+    at = req.get("at")
+    if at is None:
+        return None
+    if isinstance(at, str) and len(at) > limits.max_at_chars:
+        raise _bad("invalid_at", f"at has {len(at)} characters; send ISO-8601 or epoch ms",
+                   "at")
+    try:
+        return parse_at(at)
+    except ValueError as e:
+        raise _bad("invalid_at", str(e), "at") from None
+
+
+def _request_features(req: dict[str, Any], n: int) -> list[dict[str, Any]] | None:
+    rf = req.get("request_features")
+    if rf is None:
+        return None
+    if not isinstance(rf, list):
+        raise _bad("invalid_field", '"request_features" must be a list of objects, one per '
+                   'entity: [{"amount": 12.5}, ...]', "request_features")
+    if len(rf) != n:
+        raise _bad("invalid_field", f"{len(rf)} request_features rows for {n} entities; give "
+                   "one object per entity (or none)", "request_features")
+    for i, row in enumerate(rf):
+        if not isinstance(row, dict):
+            raise _bad("invalid_field", "each request_features row must be an object of "
+                       f"name: number, got {type(row).__name__}", f"request_features[{i}]")
+        for k, v in row.items():
+            if v is not None and not _is_num(v):
+                raise _bad("invalid_field", f"request feature {k!r} must be a number or null, "
+                           f"got {type(v).__name__}", f"request_features[{i}].{k}")
+    return rf
+
+
+def _features(req: dict[str, Any], limits: Limits) -> list[str]:
+    refs = req.get("features")
+    if not isinstance(refs, list) or not refs:
+        raise _bad("invalid_field", '"features" must be a non-empty list of "view:feature" '
+                   "strings", "features")
+    if len(refs) > limits.max_features:
+        raise _bad("too_many_features", f"{len(refs)} features in one request; the limit is "
+                   f"{limits.max_features}", "features")
+    for i, r in enumerate(refs):
+        if type(r) is not str:
+            raise _bad("invalid_field", f'each feature must be a "view:feature" string, got '
+                       f"{type(r).__name__}", f"features[{i}]")
+    return refs
+
+
+class Handlers:
+    """The predict and features routes, framework-free: ``await h.predict(model, body)`` ->
+    (status, JSON bytes). The FastAPI routes and ``FastPredict`` both call them."""
+
+    def __init__(self, scorer: Scorer, limits: Limits) -> None:
+        self.scorer = scorer
+        self.limits = limits
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="tessera-large-request")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def _run(self, endpoint: str, cells: int, fn, field: str | None = None):
+        if cells <= self.limits.inline_cells:
+            return outcome(endpoint, fn, field)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, outcome, endpoint, fn, field)
+
+    def _prepare_predict(self, model: str, body: bytes):
+        req = _load(body)
+        ents = _entities(req, self.limits, '{"user_id": "u1"}')
+        rf = _request_features(req, len(ents))
+        at_us = _at(req, self.limits)
+        loaded = self.scorer.models.get(model)
+        plan = self.scorer.plan(loaded)
+        _keys(ents, plan.entity_keys, model)
+        return ents, rf, at_us, len(ents) * max(len(loaded.features), 1)
+
+    async def predict(self, model: str, body: bytes) -> tuple[int, bytes]:
+        try:
+            ents, rf, at_us, cells = self._prepare_predict(model, body)
+        except Exception as e:  # noqa: BLE001 - failure() answers every error
+            return failure("predict", e)
+        return await self._run("predict", cells, lambda: self.scorer.predict(
+            model, ents, rf, None, at_us=at_us))
+
+    def _prepare_features(self, body: bytes):
+        req = _load(body)
+        refs = _features(req, self.limits)
+        ents = _entities(req, self.limits, '{"user_id": "u1"}')
+        at_us = _at(req, self.limits)
+        plan = self.scorer.store.plan(refs)
+        _keys(ents, plan.entity_keys, "these features")
+        return refs, ents, at_us
+
+    async def features(self, body: bytes) -> tuple[int, bytes]:
+        try:
+            refs, ents, at_us = self._prepare_features(body)
+        except Exception as e:  # noqa: BLE001 - failure() answers every error
+            return failure("features", e, "features")
+
         def run():
-            req = _parse(body, max_entities)
-            return scorer.predict(model, req["entities"], req.get("request_features"),
-                                  req.get("at"))
+            res = self.scorer.store.get_features(refs, ents, None, at_us=at_us)
+            return {"features": res.features, "values": res.values, "missing": res.missing,
+                    "freshness_s": res.freshness_s}
 
-        return outcome("predict", run)
-
-    return handle
+        return await self._run("features", len(refs) * len(ents), run, "features")
 
 
 class FastPredict:
@@ -125,28 +327,30 @@ class FastPredict:
 
     PREFIX = "/v1/predict/"
 
-    def __init__(self, app: FastAPI, handle) -> None:
+    def __init__(self, app: FastAPI, handlers: Handlers) -> None:
         self.app = app
-        self.handle = handle
+        self.handlers = handlers
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
+        name = path[len(self.PREFIX):]
         if (scope["type"] != "http" or scope["method"] != "POST"
-                or not path.startswith(self.PREFIX) or "/" in path[len(self.PREFIX):]):
+                or not path.startswith(self.PREFIX) or "/" in name or name in ("", ".", "..")):
             await self.app(scope, receive, send)
             return
-        chunks = []
-        more = True
-        while more:
-            msg = await receive()
-            chunks.append(msg.get("body", b""))
-            more = msg.get("more_body", False)
-        status, body = self.handle(path[len(self.PREFIX):], b"".join(chunks))
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]})
-        await send({"type": "http.response.body", "body": body})
+        limits = self.handlers.limits
+        problem = check_request(scope, limits.max_body_bytes)
+        if problem is None:
+            try:
+                body = await read_body(receive, limits.max_body_bytes)
+            except ApiError as e:
+                problem = e
+        if problem is not None:
+            ERRORS.labels("predict", problem.code).inc()
+            await send_error(send, problem)
+            return
+        status, out = await self.handlers.predict(name, body)
+        await send_json(send, status, out)
 
 
 def create_app(
@@ -154,17 +358,22 @@ def create_app(
     max_entities: int = 1000,
     title: str = "Tessera scorer",
     routers: Sequence[APIRouter] = (),
+    limits: Limits | None = None,
 ) -> FastAPI:
     """The FastAPI app (every route, OpenAPI), plus ``routers`` (monitoring, dashboard, ...).
+    ``limits`` (default ``Limits(max_entities=max_entities)``) bound every request.
 
     Serve ``fast_app(app)`` for the framework-free predict path."""
+    limits = limits or Limits(max_entities=max_entities)
     health = StoreHealth(scorer.store)
+    handlers = Handlers(scorer, limits)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         health.start()
         yield
         health.stop()
+        handlers.close()
         scorer.models.close()
 
     app = FastAPI(
@@ -172,40 +381,39 @@ def create_app(
     )
     app.state.scorer = scorer
     app.state.health = health
-    handle = app.state.predict_handler = predict_handler(scorer, max_entities)
+    app.state.handlers = handlers
+    app.state.limits = limits
+    install(app)
+    app.add_middleware(Guard, max_body_bytes=limits.max_body_bytes)
 
-    def guard(endpoint: str, fn) -> Response:
-        status, body = outcome(endpoint, fn)
-        return Response(body, status_code=status, media_type="application/json")
+    async def body_of(request: Request) -> bytes:
+        return await read_body(request.receive, limits.max_body_bytes)
+
+    def json_body(schema: type[BaseModel]) -> dict[str, Any]:
+        return {"requestBody": {"required": True, "content": {"application/json": {
+            "schema": schema.model_json_schema()}}}}
 
     @app.post(
-        "/v1/predict/{model}",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": PredictRequest.model_json_schema()}}}},
+        "/v1/predict/{model}", openapi_extra=json_body(PredictRequest), tags=["scoring"],
+        responses=ERROR_RESPONSES,
         summary="Score one or many entities with the model's served (champion) version",
     )
     async def predict(model: str, request: Request) -> Response:
-        status, body = handle(model, await request.body())
+        status, body = await handlers.predict(model, await body_of(request))
         return Response(body, status_code=status, media_type="application/json")
 
-    @app.post("/v1/features", summary="Online feature values for a batch of entities")
-    async def features(req: FeaturesRequest) -> Response:
-        def run():
-            if len(req.entities) > max_entities:
-                raise BadRequest(
-                    f"{len(req.entities)} entities in one request; the limit is {max_entities}"
-                )
-            res = scorer.store.get_features(req.features, req.entities, req.at)
-            return {"features": res.features, "values": res.values, "missing": res.missing,
-                    "freshness_s": res.freshness_s}
+    @app.post("/v1/features", openapi_extra=json_body(FeaturesRequest), tags=["features"],
+              responses=ERROR_RESPONSES, summary="Online feature values for a batch of entities")
+    async def features(request: Request) -> Response:
+        status, body = await handlers.features(await body_of(request))
+        return Response(body, status_code=status, media_type="application/json")
 
-        return guard("features", run)
-
-    @app.get("/healthz", summary="The process is up (touches nothing else)")
+    @app.get("/healthz", tags=["operations"], summary="The process is up (touches nothing else)")
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="The online store can serve and every served model is loaded "
+    @app.get("/readyz", tags=["operations"],
+             summary="The online store can serve and every served model is loaded "
              "(from a background check: never waits on Redis)")
     async def readyz() -> Response:
         problems = health.problems()
@@ -215,7 +423,7 @@ def create_app(
             n: scorer.models.get(n).version for n in scorer.models.names}, "problems": problems}
         return ORJSONResponse(body, status_code=200 if not problems else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics() -> Response:
         registry = REGISTRY
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -233,4 +441,4 @@ def create_app(
 
 def fast_app(app: FastAPI) -> FastPredict:
     """``app`` behind the framework-free predict path: what ``tessera serve`` runs."""
-    return FastPredict(app, app.state.predict_handler)
+    return FastPredict(app, app.state.handlers)

@@ -7,6 +7,8 @@ an app factory): ``TESSERA_HOME``, ``REDIS_URL``, ``TESSERA_MODELS_URI`` (defaul
 ``TESSERA_REDIS_TIMEOUT_MS`` (default 100), ``TESSERA_REDIS_SPIN_US`` (default 200: how long a
 request busy-polls for Redis' reply before sleeping, see ``features.online.hmget``; 0 when the
 workers outnumber the cores), ``TESSERA_MAX_ENTITIES`` (default 1000),
+``TESSERA_MAX_FEATURES`` (default 256: feature refs per ``/v1/features`` request),
+``TESSERA_MAX_BODY_BYTES`` (default 1 MiB; larger bodies are a 413),
 ``TESSERA_RELOAD_S`` (default 1), ``TESSERA_SCORER_HOOK`` (``module:function`` called with the
 ``Scorer`` in every worker once it is built: how experiments attach ``scorer.routers``).
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from features.online.read import OnlineStore
 from features.settings import Settings
-from serving.http.app import FastPredict, create_app, fast_app
+from serving.http.app import FastPredict, Limits, create_app, fast_app
 from serving.registry import CHAMPION, ModelRegistry
 from serving.scorer.models import ModelSet
 from serving.scorer.repo import load_feature_repo
@@ -52,6 +54,8 @@ class ServeConfig:
     redis_timeout_ms: float = 100.0
     redis_spin_us: float = 200.0
     max_entities: int = 1000
+    max_features: int = 256
+    max_body_bytes: int = 1 << 20
     reload_s: float = 1.0
     hook: str | None = None
 
@@ -67,6 +71,8 @@ class ServeConfig:
             redis_timeout_ms=float(os.environ.get("TESSERA_REDIS_TIMEOUT_MS", 100)),
             redis_spin_us=float(os.environ.get("TESSERA_REDIS_SPIN_US", 200)),
             max_entities=int(os.environ.get("TESSERA_MAX_ENTITIES", 1000)),
+            max_features=int(os.environ.get("TESSERA_MAX_FEATURES", 256)),
+            max_body_bytes=int(os.environ.get("TESSERA_MAX_BODY_BYTES", 1 << 20)),
             reload_s=float(os.environ.get("TESSERA_RELOAD_S", 1.0)),
             hook=os.environ.get("TESSERA_SCORER_HOOK") or None,
         )
@@ -79,6 +85,8 @@ class ServeConfig:
             "TESSERA_REDIS_TIMEOUT_MS": str(self.redis_timeout_ms),
             "TESSERA_REDIS_SPIN_US": str(self.redis_spin_us),
             "TESSERA_MAX_ENTITIES": str(self.max_entities),
+            "TESSERA_MAX_FEATURES": str(self.max_features),
+            "TESSERA_MAX_BODY_BYTES": str(self.max_body_bytes),
             "TESSERA_RELOAD_S": str(self.reload_s),
         }
         if self.feature_repo:
@@ -144,7 +152,9 @@ def build_app(cfg: ServeConfig) -> FastPredict:
     from serving.experiments.routes import experiments_router
 
     scorer = build_scorer(cfg)
-    app = create_app(scorer, max_entities=cfg.max_entities)
+    app = create_app(scorer, limits=Limits(max_entities=cfg.max_entities,
+                                           max_features=cfg.max_features,
+                                           max_body_bytes=cfg.max_body_bytes))
     settings = Settings.from_env()
     mount(app, settings, scorer.models.registry)
     app.include_router(experiments_router(settings.models_dir, settings.offline_dir))
