@@ -10,6 +10,7 @@ exact µs passes ``at_us=`` instead. A read with a time is exact or raises
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -143,21 +144,36 @@ class OnlineStore:
     """Reads windowed features from Redis (the stream worker writes them)."""
 
     def __init__(
-        self, client: Any, repo: FeatureRepo, max_entities: int = 1000, spin_us: float = 200.0
+        self, client: Any, repo: FeatureRepo, max_entities: int = 1000, spin_us: float = 200.0,
+        max_plans: int = 1024,
     ) -> None:
         """``spin_us``: how long to busy-poll for Redis' reply before sleeping on it
-        (``features.online.hmget``); 0 never polls."""
+        (``features.online.hmget``); 0 never polls. ``max_plans``: read plans kept (one per
+        distinct feature list, least recently used evicted), so callers sending ever new lists
+        cannot grow memory without bound."""
         self.client = client
         self.repo = repo
         self.reads = HashReads(client, spin_us)
         self.max_entities = max_entities
-        self._plans: dict[tuple[str, ...], ReadPlan] = {}
+        self.max_plans = max_plans
+        self._plans: OrderedDict[tuple[str, ...], ReadPlan] = OrderedDict()
 
     def plan(self, refs: list[str]) -> ReadPlan:
         key = tuple(refs)
-        p = self._plans.get(key)
+        plans = self._plans
+        p = plans.get(key)
         if p is None:
-            p = self._plans[key] = ReadPlan(self.repo, refs)
+            p = plans[key] = ReadPlan(self.repo, refs)
+            while len(plans) > self.max_plans:
+                try:
+                    plans.popitem(last=False)
+                except KeyError:  # another thread emptied it meanwhile
+                    break
+        else:
+            try:
+                plans.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile
+                pass
         return p
 
     def get_features(

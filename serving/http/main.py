@@ -8,7 +8,8 @@ an app factory): ``TESSERA_HOME``, ``REDIS_URL``, ``TESSERA_MODELS_URI`` (defaul
 request busy-polls for Redis' reply before sleeping, see ``features.online.hmget``; 0 when the
 workers outnumber the cores), ``TESSERA_MAX_ENTITIES`` (default 1000),
 ``TESSERA_MAX_FEATURES`` (default 256: feature refs per ``/v1/features`` request),
-``TESSERA_MAX_BODY_BYTES`` (default 1 MiB; larger bodies are a 413),
+``TESSERA_MAX_BODY_BYTES`` (default 1 MiB; larger bodies are a 413), ``TESSERA_INLINE_CELLS``
+(default 512: entities x features a request may have and still run on the event loop),
 ``TESSERA_RELOAD_S`` (default 1), ``TESSERA_SCORER_HOOK`` (``module:function`` called with the
 ``Scorer`` in every worker once it is built: how experiments attach ``scorer.routers``).
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from features.online.read import OnlineStore
 from features.settings import Settings
@@ -45,6 +46,10 @@ def redis_client(url: str, timeout_s: float):
     )
 
 
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
 @dataclass
 class ServeConfig:
     redis_url: str
@@ -54,8 +59,11 @@ class ServeConfig:
     redis_timeout_ms: float = 100.0
     redis_spin_us: float = 200.0
     max_entities: int = 1000
-    max_features: int = 256
-    max_body_bytes: int = 1 << 20
+    # read from the environment when not given (tessera serve has no flags for them)
+    max_features: int = field(default_factory=lambda: _env_int("TESSERA_MAX_FEATURES", 256))
+    max_body_bytes: int = field(
+        default_factory=lambda: _env_int("TESSERA_MAX_BODY_BYTES", 1 << 20))
+    inline_cells: int = field(default_factory=lambda: _env_int("TESSERA_INLINE_CELLS", 512))
     reload_s: float = 1.0
     hook: str | None = None
 
@@ -71,8 +79,6 @@ class ServeConfig:
             redis_timeout_ms=float(os.environ.get("TESSERA_REDIS_TIMEOUT_MS", 100)),
             redis_spin_us=float(os.environ.get("TESSERA_REDIS_SPIN_US", 200)),
             max_entities=int(os.environ.get("TESSERA_MAX_ENTITIES", 1000)),
-            max_features=int(os.environ.get("TESSERA_MAX_FEATURES", 256)),
-            max_body_bytes=int(os.environ.get("TESSERA_MAX_BODY_BYTES", 1 << 20)),
             reload_s=float(os.environ.get("TESSERA_RELOAD_S", 1.0)),
             hook=os.environ.get("TESSERA_SCORER_HOOK") or None,
         )
@@ -87,6 +93,7 @@ class ServeConfig:
             "TESSERA_MAX_ENTITIES": str(self.max_entities),
             "TESSERA_MAX_FEATURES": str(self.max_features),
             "TESSERA_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "TESSERA_INLINE_CELLS": str(self.inline_cells),
             "TESSERA_RELOAD_S": str(self.reload_s),
         }
         if self.feature_repo:
@@ -154,7 +161,8 @@ def build_app(cfg: ServeConfig) -> FastPredict:
     scorer = build_scorer(cfg)
     app = create_app(scorer, limits=Limits(max_entities=cfg.max_entities,
                                            max_features=cfg.max_features,
-                                           max_body_bytes=cfg.max_body_bytes))
+                                           max_body_bytes=cfg.max_body_bytes,
+                                           inline_cells=cfg.inline_cells))
     settings = Settings.from_env()
     mount(app, settings, scorer.models.registry)
     app.include_router(experiments_router(settings.models_dir, settings.offline_dir))
