@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 
 from features.errors import TesseraError
 from serving.experiments.report import experiment_report
+
+# bootstrap resamples one request may ask for: 0.28 s for 20k logged predictions, growing with
+# the log (issue 16: 30k reps kept a core busy ~40 s)
+MAX_REPS = 1000
 
 
 def experiments_router(models_dir: Path | str, offline_dir: Path | str) -> APIRouter:
@@ -18,7 +22,10 @@ def experiments_router(models_dir: Path | str, offline_dir: Path | str) -> APIRo
 
     @router.get("/v1/experiments/{name}", summary="Arms and shadows vs the champion, with verdicts")
     def report(
-        name: str, max_delay_s: float = 7 * 86_400, alpha: float = 0.05, reps: int = 200
+        name: str,
+        max_delay_s: float = Query(7 * 86_400, ge=0, le=10 * 365 * 86_400),
+        alpha: float = Query(0.05, gt=0, lt=1),
+        reps: int = Query(200, ge=0, le=MAX_REPS, description="bootstrap resamples (0: no CIs)"),
     ) -> dict:
         try:
             return experiment_report(
