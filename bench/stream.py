@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,15 +61,18 @@ REPO = ROOT / "examples" / "feature_repo.py"
 GROUP = "bench-stream"
 
 
-def worker_cmd(max_idle: float | None) -> list[str]:
+def worker_cmd(max_idle: float | None, group: str = GROUP) -> list[str]:
     cmd = [sys.executable, "-c", "from tessera.cli import main; main()", "worker",
-           "--repo", str(REPO), "--group", GROUP, "--max-records", "20000",
+           "--repo", str(REPO), "--group", group, "--max-records", "20000",
            "--session-timeout-ms", "6000"]
     return cmd + (["--max-idle-s", str(max_idle)] if max_idle else [])
 
 
-def publish_backlog(source, bootstrap: str, n: int, users: int) -> tuple[dict[int, int], int]:
-    """Send n events as fast as the producer goes; returns last offsets and valid count."""
+def publish_backlog(source, bootstrap: str, n: int, users: int,
+                    foreign: bool = False) -> tuple[dict[int, int], int]:
+    """Send n events as fast as the producer goes; returns last offsets and valid count.
+    ``foreign``: partition by CRC32 of the key, as librdkafka's default partitioner does, so
+    most entities land off their home partition and the worker forwards their events."""
     prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
                          batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)
     end: dict[int, int] = {}
@@ -87,16 +91,18 @@ def publish_backlog(source, bootstrap: str, n: int, users: int) -> tuple[dict[in
             prod.send(source.topic, value=e).add_callback(done)
         else:
             ev = normalize(source, e)
-            prod.send(source.topic, value=encode(source, ev),
-                      key=key_of(source, ev).encode()).add_callback(done)
+            key = key_of(source, ev).encode()
+            part = zlib.crc32(key) % source.partitions if foreign else None
+            prod.send(source.topic, value=encode(source, ev), key=key,
+                      partition=part).add_callback(done)
             valid += 1
     prod.flush()
     prod.close()
     return end, valid
 
 
-def caught_up(client, source, end: dict[int, int]) -> bool:
-    keys = [offset_key(GROUP, source.topic, p) for p in end]
+def caught_up(client, source, end: dict[int, int], group: str = GROUP) -> bool:
+    keys = [offset_key(group, source.topic, p) for p in end]
     vals = client.mget(keys)
     return all(applied_offset(v) >= end[p] for v, p in zip(vals, end, strict=True))
 
@@ -188,10 +194,43 @@ def bytes_per_entity(client, sample: int = 500) -> float:
     return statistics.mean(sizes) if sizes else 0.0
 
 
+def throughput(source, env: dict, client, end: dict[int, int], valid: int,
+               group: str = GROUP) -> dict:
+    """One worker over the published backlog: events/s, CPU and peak RSS."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(worker_cmd(max_idle=2, group=group), env=env, capture_output=True,
+                         text=True, timeout=1800)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0 or not out.stdout.strip():
+        raise SystemExit(f"the worker failed:\n{out.stderr[-4000:]}")
+    try:  # the last JSON line (faust may print terminal escapes around it)
+        line = [x for x in out.stdout.splitlines() if '"first_record_at"' in x][-1]
+        stats = json.loads(line[line.index("{"):line.rindex("}") + 1])
+    except (ValueError, IndexError):
+        raise SystemExit(f"no stats from the worker:\n{out.stdout[-2000:]}"
+                         f"\n{out.stderr[-3000:]}") from None
+    assert caught_up(client, source, end, group), out.stderr[-3000:]
+    s = stats[source.topic]
+    elapsed = stats["last_commit_at"] - stats["first_record_at"]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        # source-topic records (forwarded ones are read twice: from the source topic and
+        # from the repartition topic)
+        "events_per_s": round((s["consumed"] - s["forwarded"]) / elapsed),
+        "worker_elapsed_s": round(elapsed, 2),
+        "cpu_s_per_million": round(cpu / (s["consumed"] - s["forwarded"]) * 1e6, 2),
+        "peak_rss_mb": round(after.ru_maxrss / 1024, 1),  # of the largest worker so far
+        "worker_stats": s,
+        "valid_events": valid,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--no-foreign", action="store_true",
+                    help="skip the foreign-partitioner throughput run")
     args = ap.parse_args()
     scale = 0.1 if args.quick else 1.0
     n = int(1_000_000 * scale)
@@ -212,31 +251,7 @@ def main() -> None:
         end, valid = publish_backlog(source, svc.bootstrap, n, users)
         result["publish_events_per_s"] = round(n / (time.time() - t))
 
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run(worker_cmd(max_idle=2), env=env, capture_output=True, text=True,
-                             timeout=1800)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if out.returncode != 0 or not out.stdout.strip():
-            raise SystemExit(f"the worker failed:\n{out.stderr[-4000:]}")
-        try:  # the last JSON line (faust may print terminal escapes around it)
-            line = [x for x in out.stdout.splitlines() if '"first_record_at"' in x][-1]
-            stats = json.loads(line[line.index("{"):line.rindex("}") + 1])
-        except (ValueError, IndexError):
-            raise SystemExit(f"no stats from the worker:\n{out.stdout[-2000:]}"
-                             f"\n{out.stderr[-3000:]}") from None
-        assert caught_up(client, source, end), out.stderr[-3000:]
-        s = stats[source.topic]
-        elapsed = stats["last_commit_at"] - stats["first_record_at"]
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        result.update({
-            "events_per_s": round(s["consumed"] / elapsed),
-            "worker_elapsed_s": round(elapsed, 2),
-            "cpu_s_per_million": round(cpu / s["consumed"] * 1e6, 2),
-            "peak_rss_mb": round(after.ru_maxrss / 1024, 1),
-            "worker_stats": s,
-            "valid_events": valid,
-        })
-
+        result.update(throughput(source, env, client, end, valid))
         proc = subprocess.Popen(worker_cmd(None), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
@@ -288,6 +303,30 @@ def main() -> None:
             except (ValueError, KeyError):
                 result["faust_baseline_events_per_s"] = None
                 result["faust_baseline_note"] = "baseline failed: " + out.stderr[-500:]
+        if not args.no_foreign:
+            # the same backlog through a foreign partitioner, on a fresh topic and group, in
+            # the same run: what forwarding off-home events costs
+            delete_topics([source.topic, source.dlq_topic, source.repartition_topic],
+                          svc.bootstrap)
+            client.flushdb()
+            ensure_topics([source], svc.bootstrap)
+            fend, fvalid = publish_backlog(source, svc.bootstrap, n, users, foreign=True)
+            fenv = {**env, "TESSERA_HOME": str(Path(tmp) / "home-foreign")}
+            f = throughput(source, fenv, client, fend, fvalid, group=GROUP + "-foreign")
+            result["foreign_partitioner"] = {
+                "partitioner": "crc32(key) % partitions (librdkafka consistent_random)",
+                **{k: v for k, v in f.items() if k != "worker_stats"},
+                "forwarded": f["worker_stats"]["forwarded"],
+                "events_per_s_ratio_to_sdk": round(f["events_per_s"] / result["events_per_s"],
+                                                   2),
+            }
+            t_check = time.time_ns() // 1000
+            mism = 0
+            for v in ("user_txn_count", "user_spend", "user_spend_max"):
+                mism += len(skew_check(repo, v, client, EventLog(Path(tmp) / "home-foreign"
+                                                                 / "offline"),
+                                       at=t_check, sample=1000).mismatches)
+            result["foreign_partitioner"]["skew_mismatches"] = mism
         delete_topics([source.topic, source.dlq_topic, source.repartition_topic],
                       svc.bootstrap)
 

@@ -22,7 +22,8 @@ def _admin(bootstrap: str) -> KafkaAdminClient:
 
 
 def ensure_topics(
-    sources: Iterable[EventSource], bootstrap: str, retention_ms: int = DEFAULT_RETENTION_MS
+    sources: Iterable[EventSource], bootstrap: str, retention_ms: int = DEFAULT_RETENTION_MS,
+    repartition_partitions: int | None = None,
 ) -> list[str]:
     """Create each source's topic (source.partitions), ``<topic>.dlq`` (1 partition) and
     ``<topic>.repartition`` (source.partitions: events that arrived off their entity's home
@@ -31,7 +32,7 @@ def ensure_topics(
     for s in sources:
         wanted[s.topic] = s.partitions
         wanted[s.dlq_topic] = 1
-        wanted[s.repartition_topic] = s.partitions
+        wanted[s.repartition_topic] = repartition_partitions or s.partitions
     admin = _admin(bootstrap)
     try:
         existing = set(admin.list_topics())

@@ -30,18 +30,22 @@ import polars as pl
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KTopicPartition
 
 from features.definitions import EventSource, FeatureRepo, FeatureView
+from features.errors import DefinitionError
 from features.event_columns import decode_columns
 from features.offline.event_log import EventLog
 from features.online.layout import GENERATION_FIELD, REBUILDING_PREFIX, STORE_KEY, Watermark
 from features.semantics.windows import parse_duration
 from streams.partitioner import home_partition
+from streams.topics import delete_topics, ensure_topics
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.dlq import DeadLetters, dead_letter
 from streams.worker.epochs import EpochCheck, fingerprint
 from streams.worker.offline_sink import OfflineWriter
-from streams.worker.online import TTL_REFRESH_S, OnlineWriter, StoreLost
+from streams.worker.online import REP_BASE, TTL_REFRESH_S, OnlineWriter, StoreLost
 from streams.worker.rebuild import rebuild
 from streams.worker.redis_sink import RedisSink, connect
 from streams.worker.repartition import Forwarder, parse_origin
@@ -81,7 +85,8 @@ class _Pipeline:
         self.forwarder = Forwarder(cfg.bootstrap, source)
         self.online = OnlineWriter(source, views, sink, cfg.group,
                                    parse_duration(cfg.allowed_lateness),
-                                   forward=self.forwarder.forward)
+                                   forward=self.forwarder.forward,
+                                   partitions=topic_partitions(source, cfg.bootstrap))
         self.offline = OfflineWriter(event_log, source)
         self.dlq = DeadLetters(cfg.bootstrap, source.dlq_topic)
         self.consumed = 0
@@ -146,8 +151,6 @@ class Worker:
         wanted = cfg.sources or tuple(views_by_source)
         unknown = [s for s in wanted if s not in views_by_source]
         if unknown:
-            from features.errors import DefinitionError
-
             raise DefinitionError(
                 f"no windowed feature view reads source(s) {unknown}; sources with views: "
                 f"{sorted(views_by_source)}"
@@ -211,7 +214,7 @@ class Worker:
                 pipe = self.pipelines[topic]
                 pipe.online.fold(batch)
                 for sid, (events, *_) in batch.items():
-                    if sid < pipe.online.n:  # the log keeps events at their origin
+                    if sid < REP_BASE:  # the log keeps events at their origin
                         pipe.offline.add(sid, events)
             if self._folded_since is None:
                 self._folded_since = time.monotonic()
@@ -594,6 +597,29 @@ class Worker:
         log.warning("rebuilt %s partitions %s from the event log: %d entities, %d events in "
                     "%.1f s", topic, parts, report.entities, report.events,
                     time.monotonic() - t0)
+
+
+def topic_partitions(source: EventSource, bootstrap: str) -> int:
+    """The source topic's partition count (which the SDK's partitioner hashes over; it may
+    differ from the definition's), with a repartition topic of the same count: created with
+    the topics if missing, recreated if it has another count and has never held a record."""
+    ensure_topics([source], bootstrap)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, client_id="tessera-topics")
+    try:
+        n = len(c.partitions_for_topic(source.topic) or ())
+        rep = c.partitions_for_topic(source.repartition_topic) or set()
+        if n and len(rep) != n:
+            tps = [KTopicPartition(source.repartition_topic, p) for p in rep]
+            if any(c.end_offsets(tps).values()):
+                raise DefinitionError(
+                    f"{source.repartition_topic} has {len(rep)} partitions and {source.topic} "
+                    f"has {n}: they must match; stop the workers, let them drain it, delete it "
+                    "and start them again (it is recreated with the right count)")
+            delete_topics([source.repartition_topic], bootstrap)
+            ensure_topics([source], bootstrap, repartition_partitions=n)
+    finally:
+        c.close()
+    return n or source.partitions
 
 
 def home_filter(source: EventSource, partitions: int, mine: list[int]) -> pl.Expr:

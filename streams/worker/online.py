@@ -40,6 +40,8 @@ TTL_REFRESH_S = 3600
 # Cached rings of entities idle beyond the late horizon are dropped this often, so the worker's
 # memory follows the active entities, as Redis's does.
 EVICT_EVERY_S = 60.0
+# stream ids at or above this are forwarded streams (partitions are numbered below it)
+REP_BASE = 1 << 16
 
 
 class StoreLost(TesseraError):
@@ -88,9 +90,10 @@ class OnlineWriter:
         group: str,
         allowed_lateness_us: int,
         forward: Callable[[int, int, list[int], list[str], EventColumns], None] | None = None,
+        partitions: int | None = None,
     ) -> None:
         self.source = source
-        self.n = source.partitions
+        self.n = partitions or source.partitions  # the topic's, which may differ from the spec
         # misrouted events go to their home partition (repartition.Forwarder.forward); without
         # a forwarder every event counts where it arrives (tests of one writer)
         self.forward = forward
@@ -106,7 +109,7 @@ class OnlineWriter:
         )
         self.ttl_s = max(ViewLayout(v).ttl_seconds for v in views)
         # per stream (``sid``): the source topic's partition p is stream p; events forwarded
-        # from partition o to home partition h are stream n + h * n + o (see ``rep_sid``)
+        # from partition o to home partition h are stream REP_BASE * (h + 1) + o (``rep_sid``)
         self.watermarks: dict[int, int] = {}  # stream -> last offset applied
         self.marks: dict[int, Watermark] = {}  # stream -> the stored value (epoch, print)
         self.rep_landed: dict[int, int] = {}  # home partition -> last repartition offset in Redis
@@ -133,13 +136,15 @@ class OnlineWriter:
 
     # -- streams ---------------------------------------------------------------------------
 
-    def rep_sid(self, home: int, origin: int) -> int:
+    @staticmethod
+    def rep_sid(home: int, origin: int) -> int:
         """The stream of events forwarded from partition ``origin`` to ``home``."""
-        return self.n + home * self.n + origin
+        return REP_BASE * (home + 1) + origin
 
-    def owner(self, sid: int) -> int:
+    @staticmethod
+    def owner(sid: int) -> int:
         """The home partition whose entities a stream's events belong to."""
-        return sid if sid < self.n else (sid - self.n) // self.n
+        return sid if sid < REP_BASE else sid // REP_BASE - 1
 
     def home_sids(self, home: int) -> list[int]:
         """Every stream that writes the entities of ``home``: a write of those entities
@@ -186,9 +191,9 @@ class OnlineWriter:
         return self.marks[partition].epoch
 
     def offset_key(self, sid: int) -> str:
-        if sid < self.n:
+        if sid < REP_BASE:
             return offset_key(self.group, self.source.topic, sid)
-        home, origin = divmod(sid - self.n, self.n)
+        home, origin = sid // REP_BASE - 1, sid % REP_BASE
         return f"{offset_key(self.group, self.source.repartition_topic, home)}.{origin}"
 
     @property
@@ -237,7 +242,7 @@ class OnlineWriter:
             for sid, (_, off, fp, kafka_off) in batch.items():
                 if off > last.get(sid, -1):
                     last[sid], prints[sid] = off, fp
-                if sid >= self.n:
+                if sid >= REP_BASE:
                     h = self.owner(sid)
                     rep[h] = max(rep.get(h, -1), kafka_off)
         fences: dict[int, tuple[Watermark, Watermark]] = {}
@@ -319,7 +324,7 @@ class OnlineWriter:
         idle: a store flushed while no event arrives must be noticed all the same)."""
         if self._inflight is not None:
             return
-        parts = [p for p, m in self.marks.items() if m.offset >= 0 and p < self.n]
+        parts = [p for p, m in self.marks.items() if m.offset >= 0 and p < REP_BASE]
         if not parts:
             return
         current = self.sink.watermarks([self.offset_key(p) for p in parts])
@@ -380,7 +385,7 @@ class OnlineWriter:
             skipped += int((~fresh).sum())
             late += int((fresh & ~on_time).sum())
             ix = np.nonzero(fresh & on_time)[0]
-            if p < self.n and self.forward is not None and len(ix):
+            if p < REP_BASE and self.forward is not None and len(ix):
                 ix = self._route(p, ev, ix)
             keys += self._keys(ev.columns, ix)
             owner += [self.owner(p)] * len(ix)

@@ -44,7 +44,7 @@ def _world(tmp_path):
             "amount": rng.exponential(30.0, n).tolist(),
             "ts": pa.array(ts.tolist(), pa.timestamp("us", tz="UTC")),
             "_offset": list(range(n)),
-            "_ingest_ts": pa.array([T0] * n, pa.timestamp("us", tz="UTC")),
+            "_ingest_ts": pa.array(ts.tolist(), pa.timestamp("us", tz="UTC")),  # on time
         }
     )
     EventLog(settings.offline_dir).append(SOURCE, table, topic="txns", partition=0)
