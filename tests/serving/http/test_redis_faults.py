@@ -23,7 +23,7 @@ from tests.serving.scorer.world import make_world
 pytestmark = pytest.mark.integration
 
 TIMEOUT_MS = 100
-MARGIN_S = 0.25  # scheduling on a shared 2-core machine; the old code took 1.5 s at p50
+MARGIN_S = 0.6  # scheduling on a loaded 2-core machine; the old code took 1.5 s at p50
 CLIENTS = 16
 
 
