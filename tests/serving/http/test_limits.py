@@ -144,10 +144,11 @@ def test_healthz_stays_fast_while_the_largest_allowed_requests_run(world):
           f"mean {mean_s * 1e3:.0f} ms")
     assert set(statuses) == {200}
     assert len(statuses) >= 3
-    # every /healthz but the slowest within 50 ms, and that one within 100 ms: the two cores
-    # are shared with other jobs (measured: max 20-27 ms at load 1.3; 284 ms p50 all inline)
-    assert health[-2] < HEALTHZ_S, health[-5:]
-    assert health[-1] < 2 * HEALTHZ_S, health[-5:]
+    # p95 within 50 ms and the slowest within 250 ms: the two cores are shared with other jobs
+    # (measured: max 20-27 ms at load 1.3, a few of ~180 at 50-67 ms at load 2.5; all inline:
+    # p50 285-380 ms, max > 400 ms)
+    assert health[int(len(health) * 0.95)] < HEALTHZ_S, health[-10:]
+    assert health[-1] < 5 * HEALTHZ_S, health[-5:]
 
 
 def test_inline_requests_would_stall_healthz(world):
