@@ -382,7 +382,10 @@ class Worker:
         """Check every assigned partition's epoch; returns those whose log was replaced."""
         with self._lock:
             before = {tp: self._mark(tp) for tp in self.consumer.assignment()}
-            self._check_partitions(list(before))
+            try:
+                self._check_partitions(list(before))
+            finally:
+                self._done_checking()
             restarted = [tp for tp, m in before.items()
                          if m is not None and self._mark(tp) is not None
                          and self._mark(tp).epoch > m.epoch]
@@ -399,9 +402,16 @@ class Worker:
             p.online.check_store()
 
     def _epoch_check(self) -> EpochCheck:
+        """A consumer for single records, made on demand and closed after each round of
+        checks (an idle kafka-python client's network thread costs CPU)."""
         if self._epochs is None:
             self._epochs = EpochCheck(self.cfg.bootstrap)
         return self._epochs
+
+    def _done_checking(self) -> None:
+        if self._epochs is not None:
+            self._epochs.close()
+            self._epochs = None
 
     def _check_new_and_rewound(self, polled: dict) -> None:
         """Before a partition's first records (newly taken) and whenever a fetch starts
@@ -413,7 +423,10 @@ class Worker:
         if rewound:
             log.warning("fetch went backwards on %s; checking the log epoch", rewound)
         if fresh or rewound:
-            self._check_partitions(fresh + rewound)
+            try:
+                self._check_partitions(fresh + rewound)
+            finally:
+                self._done_checking()
             self._checked.update(fresh)
 
     def _check_partitions(self, tps: list) -> None:
@@ -571,6 +584,7 @@ class Worker:
             last = max(-1 if wm is None else wm, (processed or {}).get(p, -1))
             fp = self._epoch_check().fingerprint_at(topic, p, last) if last >= 0 else 0
             marks[p] = Watermark(last, epoch, fp)
+        self._done_checking()
         # events forwarded here from other partitions: the log holds them at their origin up
         # to its watermark there; later ones are read again from the repartition topic
         for o in range(online.n):

@@ -151,12 +151,11 @@ class OnlineWriter:
         fences on all of them, so a move of either topic's partition is noticed."""
         return [home, *(self.rep_sid(home, o) for o in range(self.n))]
 
-    def _home(self, key: str) -> int:
-        h = self._homes.get(key)
-        if h is None:
-            if len(self._homes) > 4 * max(len(self.cache), 65536):
-                self._homes.clear()
-            h = self._homes[key] = home_partition(key, self.n)
+    def _home(self, kafka_key: str, redis_key: str) -> int:
+        """The home partition of an entity (cached by its Redis key)."""
+        if len(self._homes) > 4 * max(len(self.cache), 65536):
+            self._homes.clear()
+        h = self._homes[redis_key] = home_partition(kafka_key, self.n)
         return h
 
     def forget(self, partitions: list[int]) -> None:
@@ -352,18 +351,26 @@ class OnlineWriter:
             except Exception as e:  # noqa: BLE001 - its effects are rebuilt anyway
                 log.info("write in flight during a rebuild ended with %r", e)
 
-    def _route(self, p: int, ev: EventColumns, ix: np.ndarray) -> np.ndarray:
-        """Forward the events at ``ix`` whose home is not ``p``; the rest stay here."""
-        kk = self._kafka_keys(ev.columns, ix)
-        homes = np.fromiter((self._home(k) for k in kk), dtype=np.int64, count=len(kk))
-        away = homes != p
-        if away.any():
-            j = np.nonzero(away)[0]
-            self.forward(p, self.marks[p].epoch, homes[j].tolist(), [kk[i] for i in j.tolist()],
-                         ev.take(ix[j]))
-            self.stats.forwarded += len(j)
-            ix = ix[~away]
-        return ix
+    def _route(self, p: int, ev: EventColumns, ix: np.ndarray,
+               keys: list[str]) -> tuple[np.ndarray, list[str]]:
+        """Forward the events at ``ix`` (Redis keys ``keys``) whose home is not ``p``; returns
+        the rest. Homes are cached per key: one dict lookup per event."""
+        get = self._homes.get
+        homes = [get(k) for k in keys]
+        if None in homes:
+            kk = self._kafka_keys(ev.columns, ix)
+            homes = [h if h is not None else self._home(k, rk)
+                     for h, k, rk in zip(homes, kk, keys, strict=True)]
+        away = np.fromiter((h != p for h in homes), dtype=bool, count=len(homes))
+        if not away.any():
+            return ix, keys
+        j = np.nonzero(away)[0]
+        jl = j.tolist()
+        self.forward(p, self.marks[p].epoch, [homes[i] for i in jl],
+                     self._kafka_keys(ev.columns, ix[j]), ev.take(ix[j]))
+        self.stats.forwarded += len(jl)
+        stay = np.nonzero(~away)[0].tolist()
+        return ix[~away], [keys[i] for i in stay]
 
     def _reset_pending(self) -> None:
         self._pending: list[dict[int, tuple[EventColumns, int]]] = []
@@ -385,9 +392,10 @@ class OnlineWriter:
             skipped += int((~fresh).sum())
             late += int((fresh & ~on_time).sum())
             ix = np.nonzero(fresh & on_time)[0]
+            kp = self._keys(ev.columns, ix)
             if p < REP_BASE and self.forward is not None and len(ix):
-                ix = self._route(p, ev, ix)
-            keys += self._keys(ev.columns, ix)
+                ix, kp = self._route(p, ev, ix, kp)
+            keys += kp
             owner += [self.owner(p)] * len(ix)
             sel.append(EventColumns(ev.offsets[ix], {
                 k: ev.columns[k][ix] for k in (tsf, *self.value_fields)}))

@@ -46,9 +46,18 @@ class Forwarder:
     def __init__(self, bootstrap: str, source: EventSource) -> None:
         self.source = source
         self.topic = source.repartition_topic
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                      client_id="tessera-repartition")
+        self.bootstrap = bootstrap
+        # made at the first misrouted event: an idle kafka-python client's network thread
+        # costs CPU, and SDK producers never need one
+        self._producer: KafkaProducer | None = None
         self.sent = 0
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                                           linger_ms=5, client_id="tessera-repartition")
+        return self._producer
 
     def forward(self, origin: int, epoch: int, homes: list[int], keys: list[str],
                 events: EventColumns) -> None:
@@ -68,7 +77,8 @@ class Forwarder:
         self.sent += len(futs)
 
     def close(self) -> None:
-        self.producer.close(timeout=5)
+        if self._producer is not None:
+            self._producer.close(timeout=5)
 
 
 def _py(v):
