@@ -52,7 +52,9 @@ from streams.worker.repartition import Forwarder, parse_origin
 
 log = logging.getLogger("tessera.worker")
 STORE_CHECK_S = 1.0  # when idle, how often to check that Redis still holds our watermarks
-EPOCH_CHECK_S = 5.0  # when idle, how often to check that the broker still has our logs
+# with no record for this long, check (this often) that the broker still has our logs; only
+# then: the check holds the processing lock for a few broker round trips
+EPOCH_CHECK_S = 5.0
 
 
 @dataclass
@@ -350,7 +352,8 @@ class Worker:
             if time.monotonic() - self._store_checked > STORE_CHECK_S:
                 self._store_checked = time.monotonic()
                 await asyncio.to_thread(self._check_stores)
-            if time.monotonic() - self._epochs_checked > EPOCH_CHECK_S:
+            if (time.monotonic() - self._epochs_checked > EPOCH_CHECK_S
+                    and time.monotonic() - last_data > EPOCH_CHECK_S):
                 # a broker that answers a fetch past its end with nothing instead of an
                 # out-of-range error never rewinds us: ask it whether the log was replaced
                 self._epochs_checked = time.monotonic()
