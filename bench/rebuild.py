@@ -41,7 +41,6 @@ import os
 import random
 import re
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -694,13 +693,7 @@ def scenario_live(args, work: Path, redis_url: str) -> dict:
         if poller is not None:
             poller.stopping.set()
         if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            stop(proc, timeout=60)
             res["worker_exit_code"] = proc.returncode
             out = (work / "worker.out").read_text(errors="replace")
             line = [x for x in out.splitlines() if '"first_record_at"' in x]

@@ -82,13 +82,14 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Pop
     return server, f"redis://127.0.0.1:{server.port}/0"
 
 
-def stop(handle: object) -> None:
-    """Stop a process started here (or an embedded server)."""
+def stop(handle: object, timeout: float = 5) -> None:
+    """Stop a process started here (or an embedded server): SIGTERM, then SIGKILL after
+    ``timeout`` seconds."""
     if isinstance(handle, subprocess.Popen):
         if handle.poll() is None:
             handle.send_signal(signal.SIGTERM)
             try:
-                handle.wait(5)
+                handle.wait(timeout)
             except subprocess.TimeoutExpired:
                 handle.kill()
                 handle.wait(5)

@@ -50,6 +50,19 @@ class EpochCheck:
                                       group_id=None, client_id="tessera-epochs",
                                       auto_offset_reset="none", max_poll_records=1)
 
+    def _first_from(self, tp: TopicPartition, offset: int):
+        """The first record at or after ``offset`` within the timeout; None if none came,
+        ``OffsetOutOfRangeError`` if the log ends before it."""
+        c = self.consumer
+        c.assign([tp])
+        c.seek(tp, offset)
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        while time.monotonic() < deadline:
+            got = c.poll(timeout_ms=200, max_records=1).get(tp, [])
+            if got:
+                return got[0]
+        return None
+
     def verify(self, topic: str, partition: int, offset: int, expected: int) -> Verdict:
         """Is the record at ``offset`` still the one whose fingerprint is ``expected``?"""
         tp = TopicPartition(topic, partition)
@@ -58,22 +71,17 @@ class EpochCheck:
         start = c.beginning_offsets([tp])[tp]
         if offset < start:
             return Verdict(True, f"offset {offset} removed by retention (log starts at {start})")
-        c.seek(tp, offset)
-        got: list = []
-        deadline = time.monotonic() + self.timeout_ms / 1000
         try:
-            while not got and time.monotonic() < deadline:
-                got = c.poll(timeout_ms=200, max_records=1).get(tp, [])
+            r = self._first_from(tp, offset)
         except OffsetOutOfRangeError:
             return Verdict(False, f"offset {offset} is beyond the end of the log")
-        if not got:
+        if r is None:
             end = c.end_offsets([tp])[tp]
             if end <= offset:  # nothing there, and the broker says the log ends before it
                 return Verdict(False, f"offset {offset} is at or beyond the log's end ({end})")
             raise EpochUnknown(f"{topic}/{partition}: no record at offset {offset} within "
                                f"{self.timeout_ms} ms although the log ends at {end}; is the "
                                "broker healthy?")
-        r = got[0]
         if r.offset != offset:  # compacted away: the next record is all there is
             return Verdict(True, f"offset {offset} compacted (next record {r.offset})")
         if fingerprint(r.key, r.value, r.timestamp) != expected:
@@ -82,20 +90,13 @@ class EpochCheck:
 
     def fingerprint_at(self, topic: str, partition: int, offset: int) -> int:
         """The fingerprint of the record at ``offset`` (0 = unknown: not there any more)."""
-        tp = TopicPartition(topic, partition)
-        c = self.consumer
-        c.assign([tp])
-        c.seek(tp, offset)
-        deadline = time.monotonic() + self.timeout_ms / 1000
         try:
-            while time.monotonic() < deadline:
-                got = c.poll(timeout_ms=200, max_records=1).get(tp, [])
-                if got:
-                    r = got[0]
-                    return fingerprint(r.key, r.value, r.timestamp) if r.offset == offset else 0
+            r = self._first_from(TopicPartition(topic, partition), offset)
         except OffsetOutOfRangeError:
             return 0
-        return 0
+        if r is None or r.offset != offset:
+            return 0
+        return fingerprint(r.key, r.value, r.timestamp)
 
     def close(self) -> None:
         self.consumer.close()
