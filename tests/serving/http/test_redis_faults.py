@@ -78,11 +78,14 @@ def _wait_ok(base: str, within_s: float = 15) -> None:
         time.sleep(0.05)
 
 
-def _assert_fast_503s(results, health, message: str) -> None:
+def _assert_fast_503s(results, health, message: str, or_also: str | None = None) -> None:
+    """Every answer a fast 503 naming `message` (or `or_also`, with `message` in at least one)."""
     assert len(results) == CLIENTS * 4
     slow = [s for _, s, _ in results if s > TIMEOUT_MS / 1000 + MARGIN_S]
     assert {st for st, _, _ in results} == {503} and not slow, (slow, results[:3])
-    assert all(message in e for _, _, e in results), {e for _, _, e in results}
+    named = [message in e or (or_also is not None and or_also in e) for _, _, e in results]
+    assert all(named), {e for _, _, e in results}
+    assert any(message in e for _, _, e in results), {e for _, _, e in results}
     assert health and max(health) < TIMEOUT_MS / 1000 + MARGIN_S, max(health)
 
 
@@ -152,8 +155,11 @@ def test_loading_redis_gives_fast_503s_naming_it(tmp_path, monkeypatch):
             ready = httpx.get(f"{base}/readyz").json()
             with pytest.raises(redis.BusyLoadingError):  # all of it happened while loading
                 raw.ping()
-            _assert_fast_503s(results, health, "loading its dataset")
-            assert "loading its dataset" in ready["problems"][0]
+            # a server busy loading can also miss the 100 ms deadline (seen in CI on a loaded
+            # machine): then the answer names a timeout, still a fast 503
+            _assert_fast_503s(results, health, "loading its dataset", or_also="too slow")
+            assert "loading its dataset" in ready["problems"][0] or "too slow" in ready[
+                "problems"][0], ready
             _wait_ok(base, within_s=60)
     finally:
         stop(proc)
