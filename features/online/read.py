@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from features.definitions import Entity, FeatureRepo, FeatureView
-from features.errors import SchemaError, UnknownFeatureError
+from features.errors import SchemaError
 from features.event_schema import parse_timestamp
+from features.online.batch import add_batch_reads
 from features.online.fastfold import RingFold
 from features.online.fold import InexactReadError
 from features.online.hmget import HashReads
@@ -104,12 +105,11 @@ class ReadPlan:
         self.refs = list(refs)
         self.by_entity: dict[str, _EntityPlan] = {}
         self.views: list[str] = []
+        batch = []  # materialized batch views: fields of the same hashes (features.online.batch)
         for col, (view, fname) in enumerate(repo.resolve(refs)):
             if not isinstance(view, FeatureView):
-                raise UnknownFeatureError(
-                    f"{view.name}:{fname} is a batch view; batch views are served offline only "
-                    "(training sets). Use a windowed FeatureView for online features."
-                )
+                batch.append((col, view, fname))
+                continue
             layout = _layout(view)
             slot = layout.features[fname]
             plan = self.by_entity.setdefault(
@@ -122,6 +122,7 @@ class ReadPlan:
                 self.views.append(view.name)
         for ep in self.by_entity.values():
             ep.compile()
+        add_batch_reads(self, batch, _EntityPlan)
         self.single = next(iter(self.by_entity.values())) if len(self.by_entity) == 1 else None
 
     @property
