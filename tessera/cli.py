@@ -15,6 +15,22 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"tessera {version('tessera')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the installed version and exit"),
+) -> None:
+    """Tessera: streaming features, point-in-time training sets, LightGBM serving."""
+
+
 def _register() -> None:
     import importlib
 

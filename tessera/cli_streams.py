@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import runpy
-import sys
 import time
 from pathlib import Path
 
@@ -159,7 +157,11 @@ def register(app: typer.Typer) -> None:
         session_timeout_ms: int = typer.Option(10_000, "--session-timeout-ms"),
         max_idle_s: float | None = typer.Option(None, "--max-idle-s",
                                                 help="exit after this long without events"),
-        log_level: str = typer.Option("warning", "--log-level"),
+        log_level: str = typer.Option("warning", "--log-level",
+                                      help="debug, info, warning, error or critical"),
+        log_format: str = typer.Option(
+            "auto", "--log-format",
+            help="json, text, or auto: JSON lines unless stderr is a terminal"),
         metrics_port: int = typer.Option(0, "--metrics-port",
                                          help="serve Prometheus /metrics here (0 = off)"),
         metrics_host: str = typer.Option("127.0.0.1", "--metrics-host"),
@@ -168,9 +170,9 @@ def register(app: typer.Typer) -> None:
         from streams.topics import ensure_topics
         from streams.worker.app import Worker, WorkerConfig
         from streams.worker.host import run_in_faust
+        from tessera.logs import setup_logging
 
-        logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        log_config = setup_logging(log_level, log_format)
         settings = Settings.from_env()
         fr = load_repo(repo)
         cfg = WorkerConfig(
@@ -187,7 +189,8 @@ def register(app: typer.Typer) -> None:
             metrics = WorkerMetrics()
             metrics.serve(metrics_port, metrics_host)
             worker.on_tick = metrics.update
-        run_in_faust(worker, settings.home / "faust", max_idle_s=max_idle_s, log_level=log_level)
+        run_in_faust(worker, settings.home / "faust", max_idle_s=max_idle_s, log_level=log_level,
+                     logging_config=log_config)
         typer.echo(json.dumps(worker.stats()))
 
     @app.command("skew-check")

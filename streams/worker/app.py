@@ -151,6 +151,11 @@ class Worker:
             if isinstance(v, FeatureView):
                 views_by_source.setdefault(v.source.name, []).append(v)
         wanted = cfg.sources or tuple(views_by_source)
+        if not wanted:
+            raise DefinitionError(
+                "the feature repo has no windowed feature view, so the worker has nothing to "
+                "compute; define a FeatureView over one of its sources "
+                f"({sorted(repo.sources) or 'none'})")
         unknown = [s for s in wanted if s not in views_by_source]
         if unknown:
             raise DefinitionError(

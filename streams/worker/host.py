@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 import faust
@@ -21,9 +22,12 @@ log = logging.getLogger("tessera.worker")
 
 
 def run_in_faust(
-    worker: Worker, datadir: Path, max_idle_s: float | None = None, log_level: str = "warning"
+    worker: Worker, datadir: Path, max_idle_s: float | None = None, log_level: str = "warning",
+    logging_config: dict | None = None,
 ) -> None:
-    """Block until the worker stops (signal, idle limit or error); re-raise its error."""
+    """Block until the worker stops (signal, idle limit or error); re-raise its error.
+
+    ``logging_config`` (a ``logging.config`` dict) replaces faust's own colour logging set-up."""
     cfg = worker.cfg
     outcome: dict[str, BaseException] = {}
     datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
@@ -61,7 +65,10 @@ def run_in_faust(
                 await asyncio.wait([task], timeout=60)
 
     app.service(BatchWorker)
-    host = faust.Worker(app, loglevel=log_level.lower().replace("warning", "warn"), quiet=True)
+    host = faust.Worker(app, loglevel=log_level.lower().replace("warning", "warn"), quiet=True,
+                        logging_config=dict(logging_config) if logging_config else None)
+    if not sys.stdout.isatty():
+        host.spinner = None  # its cursor escapes would land in log files and the stats line
     try:
         host.execute_from_commandline()
     except SystemExit as e:
