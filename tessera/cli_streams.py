@@ -117,11 +117,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("generate")
     def generate_cmd(
-        source: str = typer.Option("transactions", "--source"),
+        source: str = typer.Option("transactions", "--source",
+                                   help="source to generate events for"),
         rate: float = typer.Option(1000.0, "--rate", help="events per second (0 = flat out)"),
         count: int | None = typer.Option(None, "--count", help="stop after N (default: never)"),
-        users: int = typer.Option(10_000, "--users"),
-        seed: int = typer.Option(7, "--seed"),
+        users: int = typer.Option(10_000, "--users", help="distinct entities"),
+        seed: int = typer.Option(7, "--seed", help="random seed (same seed, same events)"),
         timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait for each ack"),
         repo: str = repo_opt,
     ) -> None:
@@ -147,14 +148,22 @@ def register(app: typer.Typer) -> None:
     def worker_cmd(
         repo: str = repo_opt,
         source: list[str] = typer.Option([], "--source", help="only these sources"),
-        group: str = typer.Option("tessera-worker", "--group", envvar="TESSERA_GROUP"),
-        lateness: str = typer.Option("1h", "--allowed-lateness"),
-        max_records: int = typer.Option(10_000, "--max-records"),
+        group: str = typer.Option(
+            "tessera-worker", "--group", envvar="TESSERA_GROUP",
+            help="Kafka consumer group; workers in one group share the partitions"),
+        lateness: str = typer.Option(
+            "1h", "--allowed-lateness",
+            help="slack beyond the longest window + hop before an event is late: then it is "
+                 "kept offline but not applied online"),
+        max_records: int = typer.Option(10_000, "--max-records",
+                                        help="records per poll (one batch)"),
         commit_interval_s: float = typer.Option(
             1.0, "--commit-interval",
             help="while catching up, write Redis at least this often (s); a poll that drains "
                  "the topics is always written at once"),
-        session_timeout_ms: int = typer.Option(10_000, "--session-timeout-ms"),
+        session_timeout_ms: int = typer.Option(
+            10_000, "--session-timeout-ms",
+            help="a worker silent this long loses its partitions to the others"),
         max_idle_s: float | None = typer.Option(None, "--max-idle-s",
                                                 help="exit after this long without events"),
         log_level: str = typer.Option("warning", "--log-level",
@@ -164,7 +173,8 @@ def register(app: typer.Typer) -> None:
             help="json, text, or auto: JSON lines unless stderr is a terminal"),
         metrics_port: int = typer.Option(0, "--metrics-port",
                                          help="serve Prometheus /metrics here (0 = off)"),
-        metrics_host: str = typer.Option("127.0.0.1", "--metrics-host"),
+        metrics_host: str = typer.Option("127.0.0.1", "--metrics-host",
+                                        help="address for /metrics"),
     ) -> None:
         """Consume source topics into Redis tile rings and the Parquet event log."""
         from streams.topics import ensure_topics
@@ -195,10 +205,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("skew-check")
     def skew_cmd(
-        view: str = typer.Option(..., "--view"),
+        view: str = typer.Option(..., "--view", help="feature view to compare"),
         sample: int = typer.Option(100, "--sample", help="random entities to compare"),
         at: str | None = typer.Option(None, "--at", help="ISO time or epoch ms (default now)"),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", help="seed for the entity sample"),
         repo: str = repo_opt,
     ) -> None:
         """Compare online values of N random entities with their offline recomputation.
