@@ -1,17 +1,9 @@
-"""The SDK's partitioner: which partition an entity's events belong to.
-
-The SDK keys every event by its entity key and lets kafka-python's default partitioner place
-it: murmur2 of the key's UTF-8 bytes, as the Java client does (``partitioner=murmur2_random``
-in librdkafka, whose own default ``consistent_random`` hashes with CRC32 instead). A worker
-owns the entities whose home partition it holds; events that arrive elsewhere are forwarded
-there (``streams/worker/repartition.py``).
-"""
+"""The SDK's partitioner, re-exported from the base layer (``features.partitioner``) where the
+HTTP push ingest (``serving/ingest``) also reads it: one definition of an entity's home
+partition for every producer."""
 
 from __future__ import annotations
 
-from kafka.partitioner.default import murmur2
+from features.partitioner import home_partition
 
-
-def home_partition(key: str, partitions: int) -> int:
-    """The partition the SDK sends an event with this Kafka key to."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+__all__ = ["home_partition"]

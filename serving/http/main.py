@@ -157,6 +157,8 @@ def build_app(cfg: ServeConfig) -> FastPredict:
     """The served app: predict/features routes, the monitor and dashboard (``mount``)."""
     from serving.dashboard.sources import mount
     from serving.experiments.routes import experiments_router
+    from serving.http.catalog import catalog_router
+    from serving.ingest.routes import ingest_router
 
     scorer = build_scorer(cfg)
     app = create_app(scorer, limits=Limits(max_entities=cfg.max_entities,
@@ -166,6 +168,9 @@ def build_app(cfg: ServeConfig) -> FastPredict:
     settings = Settings.from_env()
     mount(app, settings, scorer.models.registry)
     app.include_router(experiments_router(settings.models_dir, settings.offline_dir))
+    app.include_router(catalog_router(scorer.store.repo, scorer.models.registry))
+    app.include_router(ingest_router(scorer.store.repo, settings.kafka_bootstrap,
+                                     cfg.max_body_bytes))
     return fast_app(app)
 
 
