@@ -125,6 +125,9 @@ def register(app: typer.Typer) -> None:
         business: str = typer.Option(
             "accuracy", help="arm business metric: accuracy|positive_rate"
         ),
+        decide_on: str = typer.Option(
+            "logloss", help="what decides an arm's anytime-valid test: logloss|business"
+        ),
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     ) -> None:
         """Per arm and shadow vs the champion: metrics, CIs, tests and a verdict."""
@@ -140,6 +143,7 @@ def register(app: typer.Typer) -> None:
             alpha=alpha,
             reps=reps,
             business=business,
+            decide_on=decide_on,
         )
         typer.echo(json.dumps(r, indent=2) if as_json else format_report(r))
 

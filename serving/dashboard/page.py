@@ -198,6 +198,69 @@ def _zoom(values: list) -> dict:
     return {"min": max(0.0, min(vals) - pad), "max": min(1.0, max(vals) + pad)}
 
 
+def _decision_cell(seq: dict) -> str:
+    if not seq:
+        return ""
+    word = seq.get("decision", "")
+    cls = {"better": "badge", "worse": "badge alert"}.get(word, "")
+    return f'<b class="{cls}">{_e(word)}</b> ({_num(seq.get("labels"), ",")} labels)<br>' + _e(
+        seq.get("sentence", "")
+    )
+
+
+def _sequence_chart(people: list[tuple[str, dict]], level: int, charts: Charts) -> str:
+    """Each challenger's confidence sequence (lower and upper bound) against labels so far."""
+    sets, metrics = [], []
+    for i, (name, m) in enumerate(people[1:], start=1):
+        seq = (m.get("vs_champion") or {}).get("sequential") or {}
+        metrics.append(seq.get("metric") or "")
+        path = (seq.get(seq.get("metric") or "") or {}).get("path") or []
+        pts = [p for p in path if None not in p]
+        if not pts:
+            continue
+        colour = PALETTE[i % len(PALETTE)]
+        for k, bound in ((1, "lower"), (2, "upper")):
+            sets.append(
+                {
+                    "label": f"{name} {bound}",
+                    "data": [{"x": p[0], "y": p[k]} for p in pts],
+                    "showLine": True,
+                    "borderColor": colour,
+                    "backgroundColor": colour,
+                    "pointRadius": 1,
+                }
+            )
+    if not sets:
+        return ""
+    xs = [pt["x"] for d in sets for pt in d["data"]]
+    sets.append(
+        {
+            "label": "no difference",
+            "data": [{"x": min(xs), "y": 0}, {"x": max(xs), "y": 0}],
+            "showLine": True,
+            "borderColor": "#94a3b8",
+            "borderDash": [4, 4],
+            "pointRadius": 0,
+        }
+    )
+    return charts.add(
+        "scatter",
+        {"datasets": sets},
+        f"Improvement over the champion: {level}% anytime-valid confidence sequence vs labels",
+        {
+            "scales": {
+                "x": {"title": {"display": True, "text": "labels"}},
+                "y": {
+                    "title": {
+                        "display": True,
+                        "text": f"{' / '.join(sorted(set(metrics)))} improvement (> 0: better)",
+                    }
+                },
+            }
+        },
+    )
+
+
 def _experiments(panel: dict, charts: Charts) -> str:
     if not panel["rows"]:
         return _empty(panel)
@@ -278,6 +341,9 @@ def _experiments(panel: dict, charts: Charts) -> str:
             },
         )
         out.append(f'<div class="grid two">{auc}{calib}</div>')
+        seq = _sequence_chart(people, level, charts)
+        if seq:
+            out.append(f'<div class="grid">{seq}</div>')
         out.append(
             _table(
                 [
@@ -289,7 +355,8 @@ def _experiments(panel: dict, charts: Charts) -> str:
                     "logloss",
                     "Brier",
                     "p99 ms",
-                    "verdict",
+                    "decision (anytime-valid)",
+                    "fixed-horizon verdict (one look)",
                 ],
                 [
                     [
@@ -301,6 +368,7 @@ def _experiments(panel: dict, charts: Charts) -> str:
                         _num(m.get("logloss"), ".4f"),
                         _num(m.get("brier"), ".4f"),
                         _num(m.get("p99_ms")),
+                        _decision_cell((m.get("vs_champion") or {}).get("sequential") or {}),
                         _e(((m.get("vs_champion") or {}).get("verdict") or {}).get("sentence", "")),
                     ]
                     for (name, m), c in zip(people, ci, strict=True)

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from serving.experiments import stats
+from serving.experiments import sequential, stats
+from serving.experiments.errors import ExperimentError
 from serving.experiments.join import join_outcomes
 from serving.experiments.records import OUTCOME_SCHEMA, PREDICTION_SCHEMA
 from serving.experiments.sink import read_dataset
@@ -72,21 +73,54 @@ def _metrics(g: pl.DataFrame, threshold: float, reps: int, alpha: float, seed: i
     return out
 
 
-def _paired(champ: pl.DataFrame, other: pl.DataFrame, spec: DeploymentSpec, reps, alpha, seed):
+def _fixed(v: stats.Verdict) -> dict:
+    return {"kind": "fixed-horizon (valid at one pre-planned look)", **asdict(v)}
+
+
+def _decision(main: sequential.Sequence, other: dict[str, sequential.Sequence], who: str) -> dict:
+    """The anytime-valid decision (from ``main``) with every sequence it was chosen among."""
+    return {
+        "decision": main.decision,
+        "metric": main.metric,
+        "labels": main.labels,
+        "decided_at": main.decided_at,
+        "sentence": main.sentence(who),
+        **{name: s.to_dict(who) for name, s in other.items()},
+    }
+
+
+def _paired(
+    champ: pl.DataFrame, other: pl.DataFrame, spec: DeploymentSpec, reps, alpha, seed, seq_opts
+):
     pairs = (
-        champ.select("request_id", pl.col("score").alias("s_a"), "label")
+        champ.select("request_id", "ts", pl.col("score").alias("s_a"), "label")
         .join(
             other.select("request_id", pl.col("score").alias("s_b")), on="request_id", how="inner"
         )
         .drop_nulls(["s_a", "s_b"])
     )
     a_all, b_all = pairs["s_a"].to_numpy(), pairs["s_b"].to_numpy()
-    lab = pairs.drop_nulls("label")
+    lab = pairs.drop_nulls("label").sort("ts", maintain_order=True)
     y = lab["label"].to_numpy() >= 0.5
     a, b = lab["s_a"].to_numpy(), lab["s_b"].to_numpy()
     test = stats.delong_paired(y, a, b)
     t = spec.threshold
-    business = stats.mcnemar((a >= t) == y, (b >= t) == y)
+    ok_a, ok_b = (a >= t) == y, (b >= t) == y
+    business = stats.mcnemar(ok_a, ok_b)
+    loss = sequential.paired_sequence(
+        sequential.per_request_logloss(y, a) - sequential.per_request_logloss(y, b),
+        "logloss",
+        "champion minus challenger",
+        alpha=alpha,
+        **seq_opts,
+    )
+    acc = sequential.paired_sequence(
+        ok_b.astype(float) - ok_a.astype(float),
+        "accuracy",
+        "challenger minus champion",
+        alpha=alpha,
+        **seq_opts,
+    )
     out = {
         "paired_requests": pairs.height,
         "paired_labelled": lab.height,
@@ -95,7 +129,8 @@ def _paired(champ: pl.DataFrame, other: pl.DataFrame, spec: DeploymentSpec, reps
         "auc_test": asdict(test),
         "business_metric": "accuracy",
         "business_test": asdict(business),
-        "verdict": asdict(stats.verdict(test, lab.height, alpha=alpha)),
+        "sequential": _decision(loss, {"logloss": loss, "accuracy": acc}, "challenger"),
+        "verdict": _fixed(stats.verdict(test, lab.height, alpha=alpha)),
     }
     if reps and y.size:
         cis = stats.bootstrap_cis(y, b, a, reps, alpha, seed)
@@ -103,22 +138,47 @@ def _paired(champ: pl.DataFrame, other: pl.DataFrame, spec: DeploymentSpec, reps
     return out
 
 
-def _unpaired(champ: pl.DataFrame, arm: pl.DataFrame, spec: DeploymentSpec, alpha, business):
+def _unpaired(
+    champ: pl.DataFrame,
+    arm: pl.DataFrame,
+    spec: DeploymentSpec,
+    alpha,
+    business,
+    seq_opts,
+    decide_on: str = "logloss",
+):
     def parts(g):
         lab = g.drop_nulls(["label", "score"])
         y = lab["label"].to_numpy() >= 0.5
         s = lab["score"].to_numpy()
-        hits = int(np.sum((s >= spec.threshold) == y)) if business == "accuracy" else int(y.sum())
-        return y, s, hits
+        hit = (s >= spec.threshold) == y if business == "accuracy" else y
+        return y, s, hit.astype(float), lab["ts"].to_numpy()
 
-    ya, sa, xa = parts(champ)
-    yb, sb, xb = parts(arm)
+    ya, sa, ha, ta = parts(champ)
+    yb, sb, hb, tb = parts(arm)
     test = stats.delong_unpaired(ya, sa, yb, sb)
+    loss = sequential.unpaired_sequence(
+        sequential.per_request_logloss(ya, sa),
+        ta,
+        sequential.per_request_logloss(yb, sb),
+        tb,
+        "logloss",
+        higher_is_better=False,
+        alpha=alpha,
+        **seq_opts,
+    )
+    biz = sequential.unpaired_sequence(
+        ha, ta, hb, tb, business, higher_is_better=True, alpha=alpha, **seq_opts
+    )
+    main = biz if decide_on == "business" else loss
     return {
         "auc_test": asdict(test),
         "business_metric": business,
-        "business_test": asdict(stats.two_proportion_z(xa, ya.size, xb, yb.size)),
-        "verdict": asdict(stats.verdict(test, ya.size + yb.size, alpha=alpha, who="arm")),
+        "business_test": asdict(
+            stats.two_proportion_z(int(ha.sum()), ya.size, int(hb.sum()), yb.size)
+        ),
+        "sequential": _decision(main, {"logloss": loss, business: biz}, "arm"),
+        "verdict": _fixed(stats.verdict(test, ya.size + yb.size, alpha=alpha, who="arm")),
     }
 
 
@@ -131,8 +191,21 @@ def build_report(
     reps: int = 200,
     business: str = "accuracy",
     seed: int = 0,
+    t_star: float = 5000,
+    min_labels: int = 100,
+    decide_on: str = "logloss",
 ) -> dict:
-    """The report as plain JSON-able data (NaN becomes None)."""
+    """The report as plain JSON-able data (NaN becomes None).
+
+    Each arm and shadow carries ``vs_champion.sequential``: the anytime-valid decision
+    (better / worse / keep collecting) from confidence sequences of the per-request logloss
+    (arms: or of the business metric, ``decide_on="business"``), safe to read after every
+    label; ``vs_champion.verdict`` is the fixed-horizon DeLong verdict, valid only at one
+    look planned in advance.
+    """
+    if decide_on not in ("logloss", "business"):
+        raise ExperimentError(f"decide_on must be 'logloss' or 'business', not {decide_on!r}")
+    seq_opts = {"t_star": t_star, "min_labels": min_labels}
     preds = preds.filter(pl.col("model") == spec.name)
     outcomes = outcomes.filter(pl.col("model").is_null() | (pl.col("model") == spec.name))
     df = join_outcomes(preds, outcomes, max_delay_s)
@@ -143,6 +216,7 @@ def build_report(
         "threshold": spec.threshold,
         "alpha": alpha,
         "max_delay_s": max_delay_s,
+        "sequential": {"t_star": t_star, "min_labels": min_labels, "decide_on": decide_on},
         "champion": {
             "version": spec.champion,
             **_metrics(champ, spec.threshold, reps, alpha, seed),
@@ -159,7 +233,7 @@ def build_report(
                 "version": version,
                 "status": status,
                 **_metrics(g, spec.threshold, reps, alpha, seed),
-                "vs_champion": _unpaired(champ, g, spec, alpha, business),
+                "vs_champion": _unpaired(champ, g, spec, alpha, business, seq_opts, decide_on),
             }
         )
     shadow_rows = df.filter(pl.col("role") == "shadow")
@@ -169,7 +243,7 @@ def build_report(
                 "version": version,
                 "live": version in spec.shadows,
                 **_metrics(g, spec.threshold, reps, alpha, seed),
-                "vs_champion": _paired(champ, g, spec, reps, alpha, seed),
+                "vs_champion": _paired(champ, g, spec, reps, alpha, seed, seq_opts),
             }
         )
     return _clean(report)
@@ -205,6 +279,20 @@ def _fmt(x, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _seq_line(vs: dict) -> str:
+    seq = vs.get("sequential") or {}
+    return f"[anytime-valid] {seq.get('sentence', 'no sequential test')}"
+
+
+def _seq_others(vs: dict) -> list[str]:
+    seq = vs.get("sequential") or {}
+    return [
+        f"  also anytime-valid: {v['sentence']}"
+        for k, v in seq.items()
+        if isinstance(v, dict) and k != seq.get("metric")
+    ]
+
+
 def format_report(r: dict) -> str:
     """A terminal-sized summary of ``build_report``'s output."""
     lines = [
@@ -232,16 +320,20 @@ def format_report(r: dict) -> str:
         vs = a["vs_champion"]
         bt = vs["business_test"]
         head = f"arm {a['name']} v{a['version']} ({a['status']})"
-        lines.append(f"{head}: {vs['verdict']['sentence']}")
+        lines.append(f"{head}: {_seq_line(vs)}")
+        lines.extend(_seq_others(vs))
+        lines.append(f"  fixed-horizon, one look only: {vs['verdict']['sentence']}")
         lines.append(
-            f"  {vs['business_metric']}: {_fmt(bt['rate_b'])} vs {_fmt(bt['rate_a'])} "
-            f"(two-proportion p={_fmt(bt['p_value'], '.2g')})"
+            f"  fixed-horizon {vs['business_metric']}: {_fmt(bt['rate_b'])} vs "
+            f"{_fmt(bt['rate_a'])} (two-proportion p={_fmt(bt['p_value'], '.2g')})"
         )
     for s in r["shadows"]:
         vs = s["vs_champion"]
         bt = vs["business_test"]
         ci = vs.get("ci_diff", {}).get("auc_diff")
-        lines.append(f"shadow v{s['version']}: {vs['verdict']['sentence']}")
+        lines.append(f"shadow v{s['version']}: {_seq_line(vs)}")
+        lines.extend(_seq_others(vs))
+        lines.append(f"  fixed-horizon, one look only: {vs['verdict']['sentence']}")
         lines.append(
             f"  score correlation {_fmt(vs['score_correlation'], '.3f')}, agreement at threshold "
             f"{_fmt(vs['agreement_at_threshold'], '.3f')}, accuracy {_fmt(bt['rate_b'])} vs "

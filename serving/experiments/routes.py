@@ -20,16 +20,36 @@ MAX_REPS = 1000
 def experiments_router(models_dir: Path | str, offline_dir: Path | str) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/v1/experiments/{name}", summary="Arms and shadows vs the champion, with verdicts")
+    @router.get(
+        "/v1/experiments/{name}",
+        summary="Arms and shadows vs the champion: anytime-valid decisions and fixed-horizon tests",
+    )
     def report(
         name: str,
         max_delay_s: float = Query(7 * 86_400, ge=0, le=10 * 365 * 86_400),
         alpha: float = Query(0.05, gt=0, lt=1),
         reps: int = Query(200, ge=0, le=MAX_REPS, description="bootstrap resamples (0: no CIs)"),
+        t_star: float = Query(
+            5000, gt=0, le=1e9, description="labels at which the confidence sequence is tightest"
+        ),
+        min_labels: int = Query(
+            100, ge=10, le=10**9, description="labels (per side for arms) before any decision"
+        ),
+        decide_on: str = Query(
+            "logloss", pattern="^(logloss|business)$", description="arms: metric that decides"
+        ),
     ) -> dict:
         try:
             return experiment_report(
-                models_dir, offline_dir, name, max_delay_s=max_delay_s, alpha=alpha, reps=reps
+                models_dir,
+                offline_dir,
+                name,
+                max_delay_s=max_delay_s,
+                alpha=alpha,
+                reps=reps,
+                t_star=t_star,
+                min_labels=min_labels,
+                decide_on=decide_on,
             )
         except TesseraError as e:
             raise HTTPException(status_code=404, detail=str(e)) from e

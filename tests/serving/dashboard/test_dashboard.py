@@ -103,8 +103,9 @@ def test_dashboard_renders_every_chart_with_live_numbers(browser, serve, data):
     page.wait_for_function("document.body.dataset.charts !== undefined", timeout=10_000)
     assert errors == [] and outside == []
 
-    # one histogram per monitored column, AUC-with-CI and calibration, freshness, throughput
-    expected = len(data["monitor"]["columns"]) + 2 + 2
+    # one histogram per monitored column, AUC-with-CI, calibration and the confidence sequence,
+    # freshness, throughput
+    expected = len(data["monitor"]["columns"]) + 3 + 2
     charts = page.evaluate(
         """() => Object.entries(window.tesseraCharts).map(([id, c]) => ({
             id, title: c.canvas.dataset.title, type: c.config.type,

@@ -17,4 +17,4 @@ def test_demo_finds_the_better_shadow_on_live_traffic(kafka_bootstrap, tmp_path)
     assert "log records dropped: 0" in lines[0]
     rows = {line.split()[0] + " " + line.split()[1]: line.split() for line in lines[3:6]}
     assert int(rows["champion v1"][2]) + int(rows["arm challenger"][3]) == 2000
-    assert "shadow v3: the challenger is better" in text
+    assert "shadow v3: [anytime-valid] the challenger is better (decided at" in text

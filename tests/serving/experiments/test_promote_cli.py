@@ -91,8 +91,8 @@ def test_deploy_report_promote_rollback_commands(cli, tmp_path):
     for frame, folder in zip((preds, outcomes), dataset_dirs(tmp_path / "offline"), strict=True):
         import_frame(folder, frame)
     text = cli("experiment", "report", "fraud", "--reps", "20")
-    assert "arm challenger v2 (live): the arm is better" in text
-    assert "shadow v3: the challenger is better" in text
+    assert "arm challenger v2 (live): [anytime-valid] the arm is better" in text
+    assert "shadow v3: [anytime-valid] the challenger is better" in text
     r = json.loads(cli("experiment", "report", "fraud", "--reps", "0", "--json"))
     assert r["arms"][0]["vs_champion"]["verdict"]["word"] == "better"
 

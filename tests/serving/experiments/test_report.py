@@ -57,9 +57,24 @@ def test_report_finds_the_better_shadow_and_arm():
     assert s4["paired_requests"] == c["predictions"]
     lo, hi = c["ci"]["auc"]
     assert lo < c["auc"] < hi
+    # the anytime-valid decisions: better for the truly better ones, keep collecting for v4
+    seq = {s["version"]: s["vs_champion"]["sequential"] for s in r["shadows"]}
+    assert seq["3"]["decision"] == "better" and seq["4"]["decision"] == "keep collecting"
+    assert r["arms"][0]["vs_champion"]["sequential"]["decision"] == "better"
+    assert seq["3"]["decided_at"] < seq["3"]["labels"] == c["labelled"]
+    path = seq["3"]["logloss"]["path"]
+    assert [p[0] for p in path] == sorted(p[0] for p in path) and path[-1][0] == c["labelled"]
+    assert any(p[0] == seq["3"]["decided_at"] and p[1] > 0 for p in path)
+    lo, hi = seq["4"]["logloss"]["lower"], seq["4"]["logloss"]["upper"]
+    assert lo < 0 < hi
+    arm_seq = r["arms"][0]["vs_champion"]["sequential"]
+    assert set(arm_seq) >= {"logloss", "accuracy"}  # the loss and the business metric
+    assert r["shadows"][0]["vs_champion"]["verdict"]["kind"].startswith("fixed-horizon")
     text = format_report(r)
-    assert "shadow v3: the challenger is better" in text
-    assert "arm challenger v2 (live): the arm is better" in text
+    assert "shadow v3: [anytime-valid] the challenger is better (decided at" in text
+    assert "arm challenger v2 (live): [anytime-valid] the arm is better" in text
+    assert "shadow v4: [anytime-valid] keep collecting" in text
+    assert "fixed-horizon, one look only: the challenger is better" in text
 
 
 def test_report_with_no_labels_says_so():

@@ -102,6 +102,12 @@ def test_experiment_report_over_http(tmp_path):
     http = TestClient(app)
     r = http.get("/v1/experiments/fraud", params={"reps": 20})
     assert r.status_code == 200
-    assert r.json()["arms"][0]["vs_champion"]["verdict"]["word"] == "better"
+    arm = r.json()["arms"][0]["vs_champion"]
+    assert arm["verdict"]["word"] == "better"
+    seq = arm["sequential"]  # the anytime-valid decision, with its interval over time
+    both = r.json()["arms"][0]["labelled"] + r.json()["champion"]["labelled"]
+    assert seq["decision"] == "better" and seq["labels"] == both
+    assert seq["decided_at"] <= seq["labels"] and len(seq["logloss"]["path"]) > 10
+    assert all(len(p) == 3 and p[1] <= p[2] for p in seq["logloss"]["path"])
     missing = http.get("/v1/experiments/nope")
     assert missing.status_code == 404 and "tessera deploy nope" in missing.json()["detail"]
