@@ -145,6 +145,11 @@ def register(app: typer.Typer) -> None:
         ),
         max_entities: int = typer.Option(1000, help="largest batch one request may ask for"),
         reload_s: float = typer.Option(1.0, help="how often aliases are re-read (hot reload)"),
+        allow_no_model: bool = typer.Option(
+            False, "--allow-no-model", envvar="TESSERA_ALLOW_NO_MODEL",
+            help="with no champion yet, serve /v1/features only (/readyz says 'no model "
+            "loaded'); restart once one is trained",
+        ),
         models_uri: str | None = MODELS_URI,
     ) -> None:
         """Serve POST /v1/predict/{model} and /v1/features over HTTP (uvicorn)."""
@@ -160,7 +165,10 @@ def register(app: typer.Typer) -> None:
         if not model:
             reg = _registry(uri)
             model = [n for n in reg.models() if CHAMPION in reg.aliases(n)]
-            if not model:
+            if not model and allow_no_model:
+                typer.echo(f"no model with a champion alias in {uri}: serving features only",
+                           err=True)
+            elif not model:
                 raise RegistryError(
                     f"no model with a champion alias in {uri}; train one (`tessera train "
                     "--alias champion ...`) or pass --model NAME@ALIAS"
