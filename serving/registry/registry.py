@@ -3,9 +3,14 @@
 Layout under the storage root (one folder per model name)::
 
     {name}/versions/{n}/model.txt      LightGBM text format (never pickles)
-    {name}/versions/{n}/metadata.json  features, training set, params, metrics, references
+    {name}/versions/{n}/metadata.json  features, training set, params, metrics, references,
+                                       register-time gate results
+    {name}/versions/{n}/holdout.parquet  holdout labels, scores, features, segment columns
+    {name}/versions/{n}/gates.jsonl    one line per gate evaluation at promotion
     {name}/aliases.json                {"champion": "3", "challenger": "4"}
     {name}/audit.jsonl                 one line per alias change: who, when, why, before, after
+                                       (and, for champion moves, the gates and any override)
+    {name}/gate_policy.json            review gate limits (else gate_policy.json at the root)
 
 A version is written once (model first, metadata last: a version without metadata is not
 listed) and never modified. Aliases are what the scorer follows, so moving ``champion`` is a
@@ -22,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from features.errors import RegistryError
+from serving.registry import gates
 from serving.registry.storage import ModelStorage
 
 CHAMPION = "champion"
@@ -81,8 +89,12 @@ class ModelRegistry:
                 out.append(v)
         return sorted(out, key=int)
 
-    def register(self, name: str, model_text: str, metadata: dict[str, Any]) -> ModelVersion:
-        """Store a new version (the next number) and return it. Existing versions never change."""
+    def register(
+        self, name: str, model_text: str, metadata: dict[str, Any],
+        holdout: pa.Table | None = None,
+    ) -> ModelVersion:
+        """Store a new version (the next number) and return it. Existing versions never change.
+        ``holdout`` (``TrainResult.holdout``) is kept for the gates and the model card."""
         _check_name(name)
         taken = [int(v) for v in self.storage.list_dir(f"{name}/versions") if v.isdigit()]
         version = str(max(taken, default=0) + 1)
@@ -93,6 +105,8 @@ class ModelRegistry:
         meta.setdefault("created", _now())
         meta.setdefault("created_by", _who())
         self.storage.write_bytes(f"{base}/model.txt", model_text.encode())
+        if holdout is not None:
+            self.storage.write_bytes(f"{base}/holdout.parquet", gates.table_to_bytes(holdout))
         self.storage.write_bytes(
             f"{base}/metadata.json", json.dumps(meta, indent=2, sort_keys=True).encode()
         )
@@ -109,6 +123,58 @@ class ModelRegistry:
         text = self.storage.read_bytes(f"{base}/model.txt").decode()
         meta = json.loads(self.storage.read_bytes(f"{base}/metadata.json"))
         return ModelVersion(name, version, text, meta)
+
+    def holdout(self, name: str, ref: str = CHAMPION) -> pa.Table | None:
+        """The holdout rows stored with a version (None for versions registered without)."""
+        rel = f"{name}/versions/{self.resolve(name, ref)}/holdout.parquet"
+        return gates.table_from_bytes(self.storage.read_bytes(rel)) if self.storage.exists(
+            rel) else None
+
+    def gate_history(self, name: str, ref: str = CHAMPION) -> list[dict[str, Any]]:
+        """Gate results of a version: at register (from its metadata), then each promotion."""
+        version = self.resolve(name, ref)
+        meta = self.metadata(name, version)
+        out = [meta["gates"]] if meta.get("gates") else []
+        rel = f"{name}/versions/{version}/gates.jsonl"
+        if self.storage.exists(rel):
+            text = self.storage.read_bytes(rel).decode()
+            out += [json.loads(line) for line in text.splitlines() if line.strip()]
+        return out
+
+    def gate_policy(self, name: str) -> gates.GatePolicy:
+        return gates.load_policy(self.storage, name)
+
+    def set_gate_policy(self, name: str | None, policy: gates.GatePolicy) -> None:
+        """Write the policy of ``name`` (or, for None, the default of every model)."""
+        rel = f"{name}/{gates.POLICY_FILE}" if name else gates.POLICY_FILE
+        self.storage.write_bytes(rel, json.dumps(policy.to_dict(), indent=2).encode())
+
+    def check_gates(
+        self, name: str, version: str, override: bool = False, why: str = "",
+        record: bool = False,
+    ) -> dict[str, Any]:
+        """Evaluate the gate policy for making ``version`` the champion, against the current
+        champion on the candidate's holdout rows. Raises ``GateFailed`` when a check fails,
+        unless ``override`` (which needs a ``why``)."""
+        version = self.resolve(name, version)
+        current = self.aliases(name).get(CHAMPION)
+        champion = self.get(name, current) if current and current != version else None
+        report = gates.evaluate(
+            self.gate_policy(name), self.metadata(name, version).get("metrics") or {},
+            self.holdout(name, version), champion, stage="promote",
+        )
+        if not report["passed"]:
+            if not override:
+                gates.refuse(name, version, report)
+            if not why.strip():
+                raise RegistryError(
+                    f"{name} v{version}: --override needs --why '...': the reason is audited"
+                )
+            report["override"] = True
+        if record:
+            self.storage.append_line(f"{name}/versions/{version}/gates.jsonl",
+                                     json.dumps(report, sort_keys=True))
+        return report
 
     def resolve(self, name: str, ref: str = CHAMPION) -> str:
         """Version number of ``ref`` (a number, an alias, or 'latest')."""
@@ -143,15 +209,29 @@ class ModelRegistry:
         return json.loads(self.storage.read_bytes(f"{name}/aliases.json"))
 
     def set_alias(
-        self, name: str, alias: str, version: str | None, who: str | None = None, why: str = ""
+        self, name: str, alias: str, version: str | None, who: str | None = None, why: str = "",
+        override: bool = False, gate: bool = True,
     ) -> dict[str, Any]:
-        """Point ``alias`` at ``version`` (None removes it) and append the change to the audit."""
+        """Point ``alias`` at ``version`` (None removes it) and append the change to the audit.
+
+        Moving ``champion`` to another version passes the review gates first (``check_gates``;
+        ``GateFailed`` unless ``override`` with a ``why``); ``gate=False`` (a rollback to the
+        previous champion) skips them, and the audit record says so."""
         if not alias or alias.isdigit() or alias == "latest":
             raise RegistryError(f"alias {alias!r} must be a word (not a number or 'latest')")
         if version is not None:
             version = self.resolve(name, str(version))
         aliases = self.aliases(name)
         before = aliases.get(alias)
+        extra: dict[str, Any] = {}
+        if alias == CHAMPION and version is not None and version != before:
+            if gate:
+                report = self.check_gates(name, version, override, why, record=True)
+                extra = {"gates": {"passed": report["passed"], "failed": report["failed"]}}
+                if report.get("override"):
+                    extra["override"] = True
+            else:
+                extra = {"gates": "skipped"}
         if version is None:
             aliases.pop(alias, None)
         else:
@@ -167,6 +247,7 @@ class ModelRegistry:
             "alias": alias,
             "before": before,
             "after": version,
+            **extra,
         }
         self.storage.append_line(f"{name}/audit.jsonl", json.dumps(entry, sort_keys=True))
         return entry
@@ -183,7 +264,9 @@ class ModelRegistry:
 
 
 def set_alias(
-    root: str | Path, name: str, alias: str, version: str, who: str | None = None, why: str = ""
+    root: str | Path, name: str, alias: str, version: str, who: str | None = None, why: str = "",
+    override: bool = False,
 ) -> dict[str, Any]:
-    """Move an alias in the registry at ``root`` (the hook `tessera promote` uses)."""
-    return ModelRegistry(root).set_alias(name, alias, version, who=who, why=why)
+    """Move an alias in the registry at ``root`` (gated like ``ModelRegistry.set_alias``)."""
+    return ModelRegistry(root).set_alias(name, alias, version, who=who, why=why,
+                                         override=override)

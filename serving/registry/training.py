@@ -255,7 +255,7 @@ def train(
     ).to_dict()
     gain = booster.feature_importance("gain")
     p["num_iterations"] = rounds
-    hold = _holdout_table(df[cut:], timestamp, y_hold, test_scores, refs, x[cut:], segments)
+    hold = _holdout_table(df[cut:], timestamp, y_hold, test_scores, refs, cols, label, segments)
     return TrainResult(
         booster.model_to_string(), refs, metrics, p, reference,
         extra={"importance": {r: float(g) for r, g in zip(refs, gain, strict=True)},
@@ -265,14 +265,23 @@ def train(
 
 
 def _holdout_table(df, timestamp: str, y: np.ndarray, score: np.ndarray, refs: list[str],
-                   x: np.ndarray, segments) -> pa.Table:
+                   feature_cols: list[str], label: str, segments) -> pa.Table:
+    """Holdout labels and scores, with every feature column of the training set (not only the
+    model's: the champion is scored on these rows by the ``max_auc_drop`` gate)."""
+    import polars as pl
+
     keep = np.arange(len(y))
     if len(keep) > MAX_STORED_HOLDOUT:
         keep = np.unique(np.linspace(0, len(y) - 1, MAX_STORED_HOLDOUT).astype(int))
-    cols = {"label": y[keep], "score": score[keep],
-            "ts": df[timestamp].to_arrow().take(pa.array(keep))}
-    for j, r in enumerate(refs):
-        cols[f"f:{r}"] = x[keep, j]
+    idx = pa.array(keep)
+    cols = {"label": y[keep], "score": score[keep], "ts": df[timestamp].to_arrow().take(idx)}
+    by_ref = dict(zip(refs, feature_cols, strict=True))
+    for c in df.columns:
+        r = column_ref(c)
+        if r and c not in (label, timestamp) and r not in by_ref:
+            by_ref[r] = c
+    for r, c in by_ref.items():
+        cols[f"f:{r}"] = df[c].cast(pl.Float64).to_numpy()[keep]
     for sname in segments:
         cols[f"s:{sname}"] = df[sname].cast(str).to_arrow().take(pa.array(keep))
     return pa.table(cols)
