@@ -22,10 +22,12 @@ def _registry():
     return ModelRegistry(Settings.from_env().models_dir)
 
 
-def _alias_setter(why: str):
-    """Moves the registry's alias (what the scorer follows) with an audit record there too."""
-    registry = _registry()
-    return lambda name, alias, version: registry.set_alias(name, alias, version, why=why)
+def _alias_setter(why: str, override: bool = False, gate: bool = True):
+    """Moves the registry's alias (what the scorer follows) with an audit record there too;
+    a new champion passes the review gates first (``.check``, before any spec revision)."""
+    from serving.registry.gates import GatedAliasSetter
+
+    return GatedAliasSetter(_registry(), why, override=override, gate=gate)
 
 
 def _check_versions(name: str, versions: list[str]) -> None:
@@ -53,7 +55,8 @@ def register(app: typer.Typer) -> None:
         no_shadows: bool = typer.Option(False, "--no-shadows", help="remove every shadow"),
         salt: str | None = typer.Option(None, help="experiment salt (a new salt reshuffles arms)"),
         threshold: float | None = typer.Option(None, help="decision threshold for the report"),
-        reason: str = typer.Option("", "--reason", "-m", help="why (kept in the audit log)"),
+        reason: str = typer.Option("", "--reason", "--why", "-m", help="why (kept in the audit log)"),
+        override: bool = typer.Option(False, help="a new champion that fails its gates (audited)"),
     ) -> None:
         """Create or change NAME's deployment: a new spec revision plus an audit record."""
         from serving.experiments.errors import ExperimentError
@@ -85,21 +88,29 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{name}: nothing changed (revision {spec.revision})")
             return
         _check_versions(name, [new.champion, *(a.version for a in new.arms), *new.shadows])
+        setter = _alias_setter(reason or "tessera deploy", override=override)
+        if not store.revision(name) or new.champion != spec.champion:
+            setter.check(name, new.champion)  # review gates, before the revision is written
         saved = store.save(new, why=reason)
         if saved.revision == 1 or saved.champion != spec.champion:
-            _alias_setter(reason or "tessera deploy")(name, "champion", saved.champion)
+            setter(name, "champion", saved.champion)
         _show(saved)
 
     @app.command("promote")
     def promote(
         name: str = typer.Argument(..., help="model name"),
         source: str = typer.Option(..., "--from", help="arm name or shadow version to promote"),
-        reason: str = typer.Option("", "--reason", "-m", help="why (kept in the audit log)"),
+        reason: str = typer.Option("", "--reason", "--why", "-m", help="why (kept in the audit log)"),
+        override: bool = typer.Option(
+            False, help="promote even though the review gates fail (needs --why; audited)"
+        ),
     ) -> None:
-        """Make an arm or shadow the champion (hot-reloaded by running routers)."""
+        """Make an arm or shadow the champion (hot-reloaded by running routers), if it passes
+        the review gates (`tessera models policy`)."""
         from serving.experiments.promote import promote as do_promote
 
-        _show(do_promote(_store(), name, source, why=reason, set_alias=_alias_setter(reason)))
+        setter = _alias_setter(reason, override=override)
+        _show(do_promote(_store(), name, source, why=reason, set_alias=setter))
 
     @app.command("rollback")
     def rollback(
@@ -109,7 +120,9 @@ def register(app: typer.Typer) -> None:
         """Restore the previous champion."""
         from serving.experiments.promote import rollback as do_rollback
 
-        _show(do_rollback(_store(), name, why=reason, set_alias=_alias_setter(reason)))
+        # a rollback restores the previous champion: not gated (the audit says "skipped")
+        setter = _alias_setter(reason or "rollback", gate=False)
+        _show(do_rollback(_store(), name, why=reason, set_alias=setter))
 
     experiment = typer.Typer(help="Shadows and A/B experiments: logs, reports, history.")
     app.add_typer(experiment, name="experiment")

@@ -23,6 +23,9 @@ def _switch(
     who: str | None,
     set_alias: SetAlias | None,
 ) -> DeploymentSpec:
+    check = getattr(set_alias, "check", None)  # the registry's review gates (GatedAliasSetter)
+    if check is not None:
+        check(new.name, new.champion)  # refuses before any revision is written
     saved = store.save(new, why=why, who=who)
     if set_alias is not None:
         set_alias(new.name, CHAMPION, new.champion)
