@@ -24,26 +24,42 @@ ROOT = Path(__file__).resolve().parents[2]
 REPO = str(ROOT / "examples" / "feature_repo.py")
 
 
-def _env(tmp_path: Path, redis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP"}
-    env.update(TESSERA_HOME=str(tmp_path), REDIS_URL=redis_url, TESSERA_FEATURE_REPO=REPO)
-    return env
+@pytest.fixture
+def env(tmp_path, redis_url, monkeypatch) -> dict[str, str]:
+    """A fresh home with the feature repo applied and nothing trained: the compose stack after
+    its `apply` service ran (no broker: topics are not the point here)."""
+    from typer.testing import CliRunner
+
+    from tessera import cli
+
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    cli._register()
+    res = CliRunner().invoke(cli.app, ["apply", "--repo", REPO])
+    assert res.exit_code == 0, res.output
+    return dict(os.environ)
 
 
-def test_serve_without_a_model_exits_2_with_what_to_do(tmp_path, redis_url):
-    out = subprocess.run([sys.executable, "-m", "tessera", "serve", "--port", str(free_port())],
-                         env=_env(tmp_path, redis_url), capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 2
-    assert "no model with a champion alias" in out.stderr and "tessera train" in out.stderr
+def test_serve_without_a_model_refuses_with_what_to_do(env):
+    from typer.testing import CliRunner
+
+    from features.errors import RegistryError
+    from tessera import cli
+
+    res = CliRunner().invoke(cli.app, ["serve", "--port", str(free_port())])
+    # a TesseraError: `tessera` (cli.main) prints it and exits 2
+    assert isinstance(res.exception, RegistryError), res.output
+    assert "no model with a champion alias" in str(res.exception)
+    assert "tessera train" in str(res.exception)
 
 
-def test_allow_no_model_serves_features_alive_but_not_ready(tmp_path, redis_url):
+def test_allow_no_model_serves_features_alive_but_not_ready(env):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tessera", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2", "--allow-no-model"],
-        env=_env(tmp_path, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--allow-no-model"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
