@@ -24,6 +24,7 @@ from typing import Any
 
 import hiredis
 import polars as pl
+import redis
 
 from features.definitions import BatchFeatureView
 from features.errors import OfflineStoreError
@@ -31,7 +32,7 @@ from features.online.batch import feature_field
 from features.online.layout import KEY_PREFIX, entity_key
 
 STATE_KEY = f"{KEY_PREFIX}:materialized"
-CHUNK = 5_000  # entities per pipelined write (and per progress step)
+CHUNK = 10_000  # entities per pipelined write (and per progress step)
 EXPIRY_SLACK_S = 3600
 _ROW = "__tessera_row"
 _TS = "__tessera_ts"
@@ -104,70 +105,102 @@ def latest_rows(view: BatchFeatureView, path: Path, start_us: int | None,
     )
 
 
-def _encoded(df: pl.DataFrame, view: BatchFeatureView) -> list[list[bytes]]:
-    """Per feature, every entity's field value: ``b"<ts>:<value>"`` or ``b"<ts>"`` for null."""
+def _value(df: pl.DataFrame, view: BatchFeatureView, name: str) -> pl.Expr:
+    """A feature's field value: ``"<ts>:<value>"``, or ``"<ts>"`` when the row holds a null."""
+    c = pl.col(name)
+    t = view.schema[name]
+    if t == "timestamp":  # epoch µs (naive datetimes are UTC, as in training sets)
+        c = (c.cast(pl.Datetime("us")) if df.schema[name] == pl.Date else c).dt.epoch("us")
+    elif t == "bool":
+        c = pl.when(c).then(pl.lit("true")).when(c.not_()).then(pl.lit("false"))
+    elif t == "float":
+        c = c.cast(pl.Float64)
     ts = pl.col(_TS).cast(pl.String)
-    exprs = []
-    for n in view.feature_names:
-        c = pl.col(n)
-        t = view.schema[n]
-        if t == "timestamp":  # epoch µs (naive datetimes are UTC, as in training sets)
-            c = (c.cast(pl.Datetime("us")) if df.schema[n] == pl.Date else c).dt.epoch("us")
-        elif t == "bool":
-            c = pl.when(c).then(pl.lit("true")).when(c.not_()).then(pl.lit("false"))
-        elif t == "float":
-            c = c.cast(pl.Float64)
-        exprs.append(pl.concat_str([ts, pl.lit(":"), c.cast(pl.String)])
-                     .fill_null(ts).alias(n))
-    out = df.select(exprs)
-    return [out[n].cast(pl.Binary).to_list() for n in view.feature_names]
+    return pl.concat_str([ts, pl.lit(":"), c.cast(pl.String)]).fill_null(ts)
 
 
-def _writes(df: pl.DataFrame, view: BatchFeatureView, now_us: int
-            ) -> list[tuple[str, list[bytes], int]]:
-    """Per entity of ``df``: (key, HSET field/value arguments, key expiry in seconds)."""
-    values = _encoded(df, view)
-    fields = [feature_field(view, n).encode() for n in view.feature_names]
+def _bulk(e: pl.Expr) -> pl.Expr:
+    """A RESP bulk string of a string column (length in bytes)."""
+    return pl.concat_str([pl.lit("$"), e.str.len_bytes().cast(pl.String), pl.lit("\r\n"), e,
+                          pl.lit("\r\n")])
+
+
+def _const(b: str) -> str:
+    return f"${len(b.encode())}\r\n{b}\r\n"
+
+
+def _commands(df: pl.DataFrame, view: BatchFeatureView, now_us: int) -> tuple[bytes, list[str]]:
+    """The RESP of ``HSET key field value ...``, ``EXPIRE key s NX`` and ``EXPIRE key s GT``
+    (set when the key has none, raised when lower) for every entity of ``df``, built column-wise
+    (polars) rather than command by command; and the keys, in order."""
     kcols = [df[k].to_list() for k in view.entity.keys]
-    out = []
+    keys = [entity_key(view.entity, vals) for vals in zip(*kcols, strict=True)]
+    names = view.feature_names
+    key = _bulk(pl.col("__key"))
+    ttl_s = ((pl.col(_TS) + view.ttl - now_us) / 1e6).ceil().cast(pl.Int64).clip(1)
+    ttl = _bulk((ttl_s + EXPIRY_SLACK_S).cast(pl.String))
+    hset = [pl.lit(f"*{2 + 2 * len(names)}\r\n{_const('HSET')}"), key]
+    for n in names:
+        hset += [pl.lit(_const(feature_field(view, n))), _bulk(_value(df, view, n))]
+    expire = pl.lit(f"*4\r\n{_const('EXPIRE')}")
+    cmd = pl.concat_str([*hset, expire, key, ttl, pl.lit(_const("NX")),
+                         expire, key, ttl, pl.lit(_const("GT"))])
+    out = df.with_columns(pl.Series("__key", keys, dtype=pl.String)).select(cmd.str.join(""))
+    return out.item().encode(), keys
+
+
+class _Pipeline:
+    """Commands written on one pooled connection as they are built, replies read at the end
+    (raw hiredis: redis-py's per-reply Python would cost more than Redis' work), so Redis
+    applies one chunk while the next is being built."""
+
+    def __init__(self, client: Any) -> None:
+        self.pool = client.connection_pool
+        self.conn = self.pool.get_connection()
+        self.conn.connect()
+        self.pending = 0
+
+    def send(self, resp: bytes, n_cmds: int) -> None:
+        self.conn._sock.sendall(resp)
+        self.pending += n_cmds
+
+    def finish(self) -> None:
+        sock, reader, error = self.conn._sock, hiredis.Reader(), None
+        while self.pending:
+            data = sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("Redis closed the connection during materialize")
+            reader.feed(data)
+            while (r := reader.gets()) is not False:
+                self.pending -= 1
+                if isinstance(r, hiredis.ReplyError) and error is None:
+                    error = r
+        if error is not None:
+            raise redis.ResponseError(f"materialize write failed: {error}")
+
+    def close(self, ok: bool) -> None:
+        if not ok:
+            self.conn.disconnect()  # replies may be left unread: never reuse this connection
+        self.pool.release(self.conn)
+
+
+def _send_cluster(client: Any, df: pl.DataFrame, view: BatchFeatureView, now_us: int) -> None:
+    """The same commands through a cluster client's pipeline, which routes each key to its
+    node (every command touches one key)."""
+    kcols = [df[k].to_list() for k in view.entity.keys]
+    values = df.select([_value(df, view, n).alias(n) for n in view.feature_names])
+    fields = [feature_field(view, n) for n in view.feature_names]
+    pipe = client.pipeline(transaction=False)
     for i, ts in enumerate(df[_TS].to_list()):
-        args: list[bytes] = []
-        for fld, col in zip(fields, values, strict=True):
-            args += [fld, col[i]]
+        key = entity_key(view.entity, [c[i] for c in kcols])
+        args: list[str] = []
+        for f, n in zip(fields, view.feature_names, strict=True):
+            args += [f, values[n][i]]
         ttl_s = max(1, math.ceil((ts + view.ttl - now_us) / 1e6)) + EXPIRY_SLACK_S
-        out.append((entity_key(view.entity, [c[i] for c in kcols]), args, ttl_s))
-    return out
-
-
-def _send(client: Any, writes: list[tuple[str, list[bytes], int]]) -> None:
-    """Per entity ``HSET key fields...``, then ``EXPIRE key s NX`` and ``EXPIRE key s GT`` (set
-    when the key has none, raised when lower), pipelined. A cluster client (no connection pool)
-    routes each key's commands through its own pipeline."""
-    pool = getattr(client, "connection_pool", None)
-    if pool is None:
-        pipe = client.pipeline(transaction=False)
-        for key, args, ttl_s in writes:
-            pipe.execute_command("HSET", key, *args)
-            pipe.execute_command("EXPIRE", key, ttl_s, "NX")
-            pipe.execute_command("EXPIRE", key, ttl_s, "GT")
-        pipe.execute()
-        return
-    pack = hiredis.pack_command
-    cmds = []
-    for key, args, ttl_s in writes:
-        cmds.append(pack(("HSET", key, *args)))
-        cmds.append(pack(("EXPIRE", key, ttl_s, "NX")))
-        cmds.append(pack(("EXPIRE", key, ttl_s, "GT")))
-    conn = pool.get_connection()
-    try:
-        conn.send_packed_command([b"".join(cmds)])
-        for _ in cmds:
-            conn.read_response(disable_decoding=True)  # an error reply raises
-    except BaseException:
-        conn.disconnect()  # replies may be left unread: never reuse this connection
-        raise
-    finally:
-        pool.release(conn)
+        pipe.execute_command("HSET", key, *args)
+        pipe.execute_command("EXPIRE", key, ttl_s, "NX")
+        pipe.execute_command("EXPIRE", key, ttl_s, "GT")
+    pipe.execute()
 
 
 def materialize_view(
@@ -196,11 +229,25 @@ def materialize_view(
     total = df.height
     if progress:
         progress(0, total)
-    for lo in range(0, total, chunk):
-        part = df.slice(lo, chunk)
-        _send(client, _writes(part, view, now))
-        if progress:
-            progress(min(lo + chunk, total), total)
+    cluster = getattr(client, "connection_pool", None) is None  # redis.cluster.RedisCluster
+    pipe = None if cluster else _Pipeline(client)
+    ok = False
+    try:
+        for lo in range(0, total, chunk):
+            part = df.slice(lo, chunk)
+            if pipe is None:
+                _send_cluster(client, part, view, now)
+            else:
+                resp, keys = _commands(part, view, now)
+                pipe.send(resp, 3 * len(keys))
+            if progress:
+                progress(min(lo + chunk, total), total)
+        if pipe is not None:
+            pipe.finish()
+        ok = True
+    finally:
+        if pipe is not None:
+            pipe.close(ok)
     client.hset(STATE_KEY, state_field(view), str(end))
     return MaterializeReport(view.name, view.version, start_us, end, total,
                              time.perf_counter() - t0)
