@@ -13,10 +13,14 @@ champion it was meant to replace has changed: a later call returns that run.
    is found again by its ``retrain_run``, so a crash after registering never registers twice;
    the registry writes metadata last, so a crash while registering leaves no listed version.
 2. **shadow**: add the version to the deployment spec's shadows (skipped if already there).
-3. **decide** (every later call, until decided): read the experiment report; "better" at the
-   configured confidence promotes it (spec revision + ``champion`` alias); "worse" retires the
-   shadow; otherwise the run waits, with the labels still needed. Promotion is repaired if a
-   crash left the spec and the alias disagreeing, so there is never more than one champion.
+3. **decide** (every later call, until decided): read the experiment report's *anytime-valid*
+   decision (the confidence sequence of the per-request logloss difference, see
+   ``serving.experiments.sequential``), which stays valid however often the run is resumed:
+   "better" at the configured confidence promotes it (spec revision + ``champion`` alias);
+   "worse" retires the shadow; "keep collecting" waits, with the labels so far. A
+   fixed-horizon p-value would not do here: every resumed call is another look. Promotion is
+   repaired if a crash left the spec and the alias disagreeing, so there is never more than one
+   champion.
 
 Each decision lands in the deployment audit log with its reason. The state of a run is a small
 JSON file ``<models_dir>/<name>/retrain/<run>.json`` written atomically after each step.
@@ -234,7 +238,7 @@ class Retrainer:
         if mine is None:
             state.update(step="shadow", reason="no predictions from the shadow yet")
             return self._save(state)
-        verdict = mine["vs_champion"]["verdict"]
+        verdict = _sequential_verdict(mine["vs_champion"])
         state["verdict"] = verdict
         if verdict["word"] == "better":
             why = f"retrain {run}: v{version} beats v{spec.champion}: {verdict['sentence']}"
@@ -277,3 +281,18 @@ class Retrainer:
                 who=WHO,
                 why=f"retrain {run}: align alias with the deployment spec",
             )
+
+
+def _sequential_verdict(vs: dict) -> dict:
+    """The report's anytime-valid decision as the run's verdict (the fixed-horizon one beside)."""
+    seq = vs.get("sequential") or {}
+    fixed = vs.get("verdict") or {}
+    return {
+        "word": seq.get("decision", "keep collecting"),
+        "sentence": seq.get("sentence", "no sequential test in the report"),
+        "kind": "anytime-valid",
+        "metric": seq.get("metric"),
+        "labels": seq.get("labels"),
+        "decided_at": seq.get("decided_at"),
+        "fixed_horizon": fixed.get("sentence"),
+    }

@@ -73,6 +73,8 @@ def test_retrain_registers_with_lineage_shadows_then_promotes_when_better(home):
     write_log(offline, store.current("fraud"), {"1": 1.5, "2": 0.5})
     done = r.decide("fraud", state["run"])
     assert done["step"] == "promoted" and "better" in done["reason"]
+    assert done["verdict"]["kind"] == "anytime-valid" and done["verdict"]["word"] == "better"
+    assert 100 <= done["verdict"]["decided_at"] <= done["verdict"]["labels"]
     assert registry.resolve("fraud", "champion") == "2"
     spec = store.current("fraud")
     assert spec.champion == "2" and spec.shadows == ()
@@ -103,7 +105,7 @@ def test_no_difference_keeps_waiting_and_audits_once(home):
     write_log(offline, store.current("fraud"), {"1": 1.0, "2": 1.0})
     for _ in range(2):
         waiting = r.decide("fraud", state["run"])
-    assert waiting["step"] == "shadow" and waiting["verdict"]["word"] == "no difference yet"
+    assert waiting["step"] == "shadow" and waiting["verdict"]["word"] == "keep collecting"
     kept = [e for e in store.audit_log("fraud") if "kept as a shadow" in e.get("why", "")]
     assert len(kept) == 1
 
