@@ -19,7 +19,7 @@ import yaml
 from tests.deploy.cli_args import parse
 
 ROOT = Path(__file__).resolve().parents[2]
-TESSERA_SERVICES = ("apply", "worker", "scorer")
+TESSERA_SERVICES = ("apply", "worker", "scorer", "sink")
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +200,13 @@ def test_the_command_check_rejects_what_the_cli_would():
 def test_the_scorer_starts_without_a_model(services):
     # `tessera serve` with no champion exits 2; with restart: unless-stopped that is a loop
     assert "--allow-no-model" in services["scorer"]["command"]
+
+
+def test_the_scorer_hook_is_importable(services):
+    import importlib
+
+    module, _, name = _env(services["scorer"])["TESSERA_SCORER_HOOK"].partition(":")
+    assert callable(getattr(importlib.import_module(module), name))
 
 
 def test_long_running_services_have_healthchecks_and_restart(services):
