@@ -40,6 +40,15 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
+def _check_tags(tags: dict[str, str] | None, view: str) -> dict[str, str]:
+    tags = dict(tags or {})
+    for k, v in tags.items():
+        if type(k) is not str or type(v) is not str:
+            raise DefinitionError(f"view {view!r}: tags must map strings to strings, got "
+                                  f"{k!r}: {v!r}")
+    return tags
+
+
 def _digest(payload: object) -> str:
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -220,6 +229,8 @@ class FeatureView:
     source: EventSource
     features: tuple[WindowedFeature, ...]
     description: str = ""
+    # catalog metadata, like description: not in spec(), so never in the version
+    tags: dict[str, str] = field(default_factory=dict, hash=False)
 
     def __init__(
         self,
@@ -228,6 +239,7 @@ class FeatureView:
         aggregations: list[Aggregate],
         entity: Entity | None = None,
         description: str = "",
+        tags: dict[str, str] | None = None,
     ):
         _check_name(name, "feature view")
         if entity is not None and entity != source.entity:
@@ -272,6 +284,7 @@ class FeatureView:
         object.__setattr__(self, "source", source)
         object.__setattr__(self, "features", tuple(feats))
         object.__setattr__(self, "description", description)
+        object.__setattr__(self, "tags", _check_tags(tags, name))
 
     @property
     def entity(self) -> Entity:
@@ -331,6 +344,7 @@ class BatchFeatureView:
     schema: dict[str, str]
     ttl: int
     description: str = ""
+    tags: dict[str, str] = field(default_factory=dict, hash=False)  # not in the version
 
     def __init__(
         self,
@@ -341,6 +355,7 @@ class BatchFeatureView:
         schema: dict[str, str],
         ttl: str | int | timedelta,
         description: str = "",
+        tags: dict[str, str] | None = None,
     ):
         _check_name(name, "batch feature view")
         norm = {k: _norm_type(v, f"batch view {name!r} field {k!r}") for k, v in schema.items()}
@@ -360,6 +375,7 @@ class BatchFeatureView:
         object.__setattr__(self, "schema", norm)
         object.__setattr__(self, "ttl", ttl_us)
         object.__setattr__(self, "description", description)
+        object.__setattr__(self, "tags", _check_tags(tags, name))
 
     @property
     def feature_names(self) -> list[str]:

@@ -1,9 +1,12 @@
 """The registry: every applied feature view's spec, stored under its content hash.
 
-``registry/views/<name>/<version>.json`` holds one version (never rewritten, so models trained
-on an old version can still rebuild it) and ``registry/current.json`` says which version of each
-view the last ``apply`` made current. Specs are plain JSON; ``load_repo`` rebuilds the
-definition objects from them, and the rebuilt views have the same ``.version``.
+``registry/views/<name>/<version>.json`` holds one version (its spec is never rewritten, so
+models trained on an old version can still rebuild it; only its catalog metadata, description
+and tags, which are not part of the version, is updated by a later ``apply``) and
+``registry/current.json`` says which version of each view the last ``apply`` made current. Specs
+are plain JSON; ``load_repo`` rebuilds the definition objects from them, and the rebuilt views
+have the same ``.version``. ``plan`` compares a repo with the current registry before ``apply``
+(new / changed / removed views, as ``feast plan`` does); ``describe`` is a view's catalog entry.
 """
 
 from __future__ import annotations
@@ -64,8 +67,9 @@ def load_module(path: str | Path) -> FeatureRepo:
 
 @dataclass
 class ApplyReport:
-    """What ``apply`` did: per view its version and whether it is new, changed or unchanged;
-    the sources, so the caller can create their topics when a broker is configured."""
+    """What ``apply`` did: per view its version and whether it is new, changed, unchanged or
+    removed (removed: the version it had); the sources, so the caller can create their topics
+    when a broker is configured."""
 
     views: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (version, status)
     sources: list[EventSource] = field(default_factory=list)
@@ -75,12 +79,113 @@ class ApplyReport:
                 for name, (version, status) in sorted(self.views.items())]
 
 
+@dataclass(frozen=True)
+class ViewChange:
+    """One line of a plan: ``status`` is new, changed, removed, metadata (description or tags
+    only: same version) or unchanged; ``details`` say what differs."""
+
+    name: str
+    status: str
+    before: str | None  # current version in the registry
+    after: str | None  # version the repo would make current
+    details: tuple[str, ...] = ()
+
+
+@dataclass
+class Plan:
+    """What ``apply`` would do to the registry, computed without writing anything."""
+
+    changes: list[ViewChange] = field(default_factory=list)
+
+    def by_status(self, *statuses: str) -> list[ViewChange]:
+        return [c for c in self.changes if c.status in statuses]
+
+    @property
+    def empty(self) -> bool:
+        return not self.by_status("new", "changed", "removed", "metadata")
+
+    def lines(self) -> list[str]:
+        out = []
+        for c in self.changes:
+            if c.status == "unchanged":
+                continue
+            mark = {"new": "+", "removed": "-", "changed": "~", "metadata": "~"}[c.status]
+            if c.status == "new":
+                head = f"{mark} {c.name} @ {c.after} (new)"
+            elif c.status == "removed":
+                head = f"{mark} {c.name} @ {c.before} (removed)"
+            elif c.status == "changed":
+                head = f"{mark} {c.name} @ {c.before} -> {c.after} (changed)"
+            else:
+                head = f"{mark} {c.name} @ {c.after} (description/tags only, same version)"
+            out.append(head)
+            out.extend(f"    {d}" for d in c.details)
+        n = {s: len(self.by_status(s)) for s in ("new", "changed", "removed", "unchanged")}
+        out.append(f"plan: {n['new']} new, {n['changed']} changed, {n['removed']} removed, "
+                   f"{n['unchanged'] + len(self.by_status('metadata'))} unchanged")
+        return out
+
+
 def _record(view: AnyView) -> dict:
     rec = {"name": view.name, "version": view.version, "spec": view.spec(),
-           "description": view.description}
+           "description": view.description, "tags": dict(view.tags)}
     if isinstance(view, FeatureView):
         rec["partitions"] = view.source.partitions
     return rec
+
+
+def _spec_details(old: dict, new: dict) -> list[str]:
+    """What differs between two specs of one view, in words a reviewer reads."""
+    out = []
+    if old.get("kind") != new.get("kind"):
+        return [f"kind {old.get('kind')} -> {new.get('kind')}"]
+    if new.get("kind") == "windowed":
+        of = {f["name"]: f for f in old["features"]}
+        nf = {f["name"]: f for f in new["features"]}
+        out += [f"feature added: {n}" for n in nf if n not in of]
+        out += [f"feature removed: {n}" for n in of if n not in nf]
+        out += [f"feature changed: {n}" for n in nf if n in of and nf[n] != of[n]]
+        os_, ns = old["source"], new["source"]
+        for k in sorted(set(os_) | set(ns)):
+            if os_.get(k) != ns.get(k):
+                out.append(f"source {k}: {os_.get(k)!r} -> {ns.get(k)!r}")
+    else:
+        for k in sorted(set(old) | set(new)):
+            if old.get(k) != new.get(k):
+                out.append(f"{k}: {old.get(k)!r} -> {new.get(k)!r}")
+    return out or ["spec differs"]
+
+
+def plan(repo: FeatureRepo, settings: Settings) -> Plan:
+    """Compare ``repo`` with the registry's current views (nothing is written)."""
+    root = settings.registry_dir
+    current_path = root / "current.json"
+    before = _read_json(current_path)["views"] if current_path.exists() else {}
+    out = Plan()
+    for name in sorted(set(before) | set(repo.views)):
+        view = repo.views.get(name)
+        old_version = before.get(name)
+        if view is None:
+            out.changes.append(ViewChange(name, "removed", old_version, None))
+            continue
+        if old_version is None:
+            out.changes.append(ViewChange(name, "new", None, view.version))
+            continue
+        old_path = root / "views" / name / f"{old_version}.json"
+        old = _read_json(old_path) if old_path.exists() else None
+        if old_version != view.version:
+            details = _spec_details(old["spec"], view.spec()) if old else []
+            out.changes.append(ViewChange(name, "changed", old_version, view.version,
+                                          tuple(details)))
+            continue
+        meta = []
+        if old is not None and old.get("description", "") != view.description:
+            meta.append("description changed")
+        if old is not None and old.get("tags", {}) != view.tags:
+            meta.append(f"tags: {old.get('tags', {})} -> {view.tags}")
+        out.changes.append(ViewChange(name, "metadata" if meta else "unchanged", old_version,
+                                      view.version, tuple(meta)))
+    return out
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -110,14 +215,56 @@ def apply(repo: FeatureRepo, settings: Settings) -> ApplyReport:
     index = {}
     for name, view in sorted(repo.views.items()):
         path = root / "views" / name / f"{view.version}.json"
-        if not path.exists():
-            _write_json(path, _record(view))
+        rec = _record(view)
+        if not path.exists() or _metadata_of(_read_json(path)) != _metadata_of(rec):
+            _write_json(path, rec)  # same spec (same version): only description/tags differ
         status = ("unchanged" if before.get(name) == view.version
                   else "changed" if name in before else "new")
         report.views[name] = (view.version, status)
         index[name] = view.version
+    for name in sorted(set(before) - set(index)):
+        report.views[name] = (before[name], "removed")  # its version files stay
     _write_json(current_path, {"views": index})
     return report
+
+
+def _metadata_of(rec: dict) -> tuple:
+    return rec.get("description", ""), rec.get("tags", {})
+
+
+def describe(view: AnyView) -> dict:
+    """A view's catalog entry: what it computes, from what, under which version."""
+    entry: dict = {"name": view.name, "version": view.version, "description": view.description,
+                   "tags": dict(view.tags), "entity": {"name": view.entity.name,
+                                                       "keys": list(view.entity.keys)}}
+    from features.semantics.windows import format_duration
+
+    if isinstance(view, FeatureView):
+        src = view.source
+        entry.update(kind="windowed", source={
+            "name": src.name, "topic": src.topic, "timestamp_field": src.timestamp_field,
+            "schema": dict(src.schema), "partitions": src.partitions})
+        entry["features"] = [{
+            "name": f.name, "aggregation": f.fn, "field": f.field,
+            "type": _output_type(f.fn),
+            "window": format_duration(f.window), "hop": format_duration(f.hop)}
+            for f in view.features]
+    else:
+        entry.update(kind="batch", source={"path": view.path,
+                                           "timestamp_field": view.timestamp_field},
+                     ttl=format_duration(view.ttl))
+        entry["features"] = [{"name": n, "type": t} for n, t in view.schema.items()]
+    return entry
+
+
+def _output_type(fn: str) -> str:
+    """The type a windowed feature reads as (online and in training sets): what its
+    aggregation's ``finalize`` returns (count: int; the others: float, null when empty)."""
+    from features.semantics.aggregations import get_aggregation
+
+    ann = get_aggregation(fn).finalize.__annotations__.get("return", "float")
+    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", "float")
+    return "int" if ann.split("|")[0].strip() == "int" else "float"
 
 
 def _entity(spec: dict) -> Entity:
@@ -137,11 +284,11 @@ def view_from_record(rec: dict) -> AnyView:
         aggs = [Aggregate(f["fn"], [f["window"]], field=f["field"], hop=f["hop"], name=f["name"])
                 for f in spec["features"]]
         return FeatureView(spec["name"], _source(spec["source"], rec.get("partitions", 4)), aggs,
-                           description=rec.get("description", ""))
+                           description=rec.get("description", ""), tags=rec.get("tags"))
     if spec["kind"] == "batch":
         return BatchFeatureView(spec["name"], _entity(spec["entity"]), spec["path"],
                                 spec["timestamp_field"], spec["schema"], spec["ttl"],
-                                description=rec.get("description", ""))
+                                description=rec.get("description", ""), tags=rec.get("tags"))
     raise RegistryError(f"unknown view kind {spec['kind']!r} in the registry; upgrade tessera")
 
 

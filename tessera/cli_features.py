@@ -1,13 +1,89 @@
-"""``tessera apply | training-set | import-events | compact``: definitions and the offline store."""
+"""``tessera apply | features list|describe | training-set | import-events | compact``:
+definitions, the feature catalog and the offline store. The catalog joins the feature registry
+with the model registry (``serving.http.catalog``), which only this package may import both of."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from features.errors import OfflineStoreError, RegistryError
 from features.settings import Settings
+
+MODELS_URI = typer.Option(
+    None, "--models-uri", envvar="TESSERA_MODELS_URI",
+    help="model registry, to see which models read each view (default $TESSERA_HOME/models)",
+)
+
+
+def _users(settings: Settings, models_uri: str | None) -> dict[str, list[dict[str, Any]]]:
+    """View name -> the registered model versions reading it (``serving.http.catalog``)."""
+    from serving.http.catalog import models_using
+    from serving.registry import ModelRegistry
+
+    return models_using(ModelRegistry(models_uri or settings.models_dir))
+
+
+def _blocked(the_plan, users: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Why the plan would break a model an alias points at: a view it reads removed, or
+    changed to a version it was not trained on."""
+    from serving.http.catalog import aliased_users
+
+    out = []
+    for c in the_plan.by_status("removed", "changed"):
+        hit = [u for u in aliased_users(users.get(c.name, []))
+               if c.status == "removed" or u["view_version"] != c.after]
+        if hit:
+            who = ", ".join(f"{u['model']} v{u['version']} ({'/'.join(u['aliases'])})"
+                            for u in hit)
+            verb = "remove" if c.status == "removed" else f"change ({c.before} -> {c.after})"
+            out.append(f"{verb} view {c.name!r}, read by {who}")
+    return out
+
+
+def _views(settings: Settings, repo: Path | None) -> dict:
+    from features.registry import load_module, load_repo
+
+    return (load_module(repo) if repo else load_repo(settings)).views
+
+
+def _models_cell(users: list[dict[str, Any]]) -> str:
+    if not users:
+        return "-"
+    return ",".join(f"{u['model']}@{u['version']}" + (f"({'/'.join(u['aliases'])})"
+                                                      if u["aliases"] else "")
+                    for u in users)
+
+
+def _describe_lines(d: dict[str, Any]) -> list[str]:
+    out = [f"view:        {d['name']} ({d['kind']})", f"version:     {d['version']}",
+           f"entity:      {d['entity']['name']} (keys: {', '.join(d['entity']['keys'])})"]
+    src = d["source"]
+    if d["kind"] == "windowed":
+        out.append(f"source:      {src['name']} (topic {src['topic']}, {src['partitions']} "
+                   f"partitions, event time {src['timestamp_field']})")
+    else:
+        out.append(f"source:      {src['path']} (time {src['timestamp_field']}, ttl {d['ttl']})")
+    out.append(f"description: {d['description'] or '-'}")
+    tags = ", ".join(f"{k}={v}" for k, v in sorted(d["tags"].items()))
+    out.append(f"tags:        {tags or '-'}")
+    out.append("features:")
+    for f in d["features"]:
+        if d["kind"] == "windowed":
+            agg = f"{f['aggregation']}({f['field'] or ''})"
+            out.append(f"  {f['name']:<28} {f['type']:<6} {agg:<22} window {f['window']:<5} "
+                       f"hop {f['hop']}")
+        else:
+            out.append(f"  {f['name']:<28} {f['type']}")
+    out.append("models:" + ("" if d["models"] else " none registered"))
+    for u in d["models"]:
+        aliases = f" ({', '.join(u['aliases'])})" if u["aliases"] else ""
+        trained = f", trained on {u['view_version']}" if u["view_version"] else ""
+        out.append(f"  {u['model']} v{u['version']}{aliases}{trained}")
+    return out
 
 
 def _source(settings: Settings, name: str):
@@ -25,20 +101,91 @@ def register(app: typer.Typer) -> None:
     def apply_cmd(
         repo: Path = typer.Option(..., "--repo", help="Python module defining the features"),
         topics: bool = typer.Option(True, help="create the sources' topics if a broker is set"),
+        force: bool = typer.Option(False, "--force", help="change or remove views that models "
+                                   "with an alias still read"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print the plan, change nothing"),
+        models_uri: str | None = MODELS_URI,
     ) -> None:
-        """Validate a feature repo and record each view under its content hash."""
-        from features.registry import apply, load_module
+        """Show the plan (new / changed / removed views), then record each view under its
+        content hash. Refuses to change or remove a view an aliased model reads, unless --force."""
+        from features.registry import apply, load_module, plan
 
         settings = Settings.from_env()
-        report = apply(load_module(repo), settings)
-        for line in report.lines():
+        definitions = load_module(repo)
+        the_plan = plan(definitions, settings)
+        for line in the_plan.lines():
             typer.echo(line)
+        blocked = _blocked(the_plan, _users(settings, models_uri))
+        if blocked and not force:
+            raise RegistryError("refusing to apply: " + "; ".join(blocked) + ". Retrain or move "
+                                "those aliases first, or re-run with --force")
+        for line in blocked:
+            typer.echo(f"warning (--force): {line}")
+        if dry_run:
+            typer.echo("dry run: nothing applied")
+            return
+        report = apply(definitions, settings)
+        typer.echo(f"applied: {len(definitions.views)} views current"
+                   + ("" if not the_plan.by_status("removed") else ", removed: " + ", ".join(
+                       c.name for c in the_plan.by_status("removed"))))
         if topics and settings.kafka_bootstrap:
             from streams.topics import ensure_topics
 
             created = ensure_topics(report.sources, settings.kafka_bootstrap)
             typer.echo(f"topics created: {', '.join(created) or 'none (all exist)'}")
         typer.echo(f"registry: {settings.registry_dir}")
+
+    features_app = typer.Typer(help="The feature catalog: applied views and who uses them.")
+    app.add_typer(features_app, name="features")
+
+    @features_app.command("list")
+    def list_cmd(
+        repo: Path | None = typer.Option(None, "--repo", help="a repo module instead of the "
+                                         "applied registry"),
+        models_uri: str | None = MODELS_URI,
+    ) -> None:
+        """Every view: kind, entity, version, feature count, models reading it, description."""
+        from features.registry import describe
+
+        settings = Settings.from_env()
+        views = _views(settings, repo)
+        users = _users(settings, models_uri)
+        rows = [("VIEW", "KIND", "ENTITY", "VERSION", "FEATURES", "MODELS", "DESCRIPTION")]
+        for name in sorted(views):
+            d = describe(views[name])
+            rows.append((name, d["kind"], d["entity"]["name"], d["version"],
+                         str(len(d["features"])), _models_cell(users.get(name, [])),
+                         d["description"]))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for r in rows:
+            typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False))
+                       + "  " + r[-1])
+
+    @features_app.command("describe")
+    def describe_cmd(
+        view: str = typer.Argument(..., help="view name"),
+        as_json: bool = typer.Option(False, "--json", help="the catalog entry as JSON"),
+        repo: Path | None = typer.Option(None, "--repo", help="a repo module instead of the "
+                                         "applied registry"),
+        models_uri: str | None = MODELS_URI,
+    ) -> None:
+        """One view: entity, source, features (type, window, hop), version, description, tags,
+        and the registered models that read it."""
+        from features.errors import UnknownFeatureError
+        from features.registry import describe
+
+        settings = Settings.from_env()
+        views = _views(settings, repo)
+        if view not in views:
+            raise UnknownFeatureError(f"no feature view {view!r}; known views: "
+                                      f"{', '.join(sorted(views)) or 'none'}")
+        d = describe(views[view])
+        d["models"] = _users(settings, models_uri).get(view, [])
+        if as_json:
+            typer.echo(json.dumps(d, indent=2, sort_keys=True))
+            return
+        for line in _describe_lines(d):
+            typer.echo(line)
 
     @app.command("training-set")
     def training_set_cmd(

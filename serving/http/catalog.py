@@ -7,13 +7,14 @@ One join of the feature registry (``features.registry.describe``) with the model
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter
+from typing import TYPE_CHECKING, Any
 
 from features.definitions import FeatureRepo
 from features.registry import describe
 from serving.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 
 def models_using(registry: ModelRegistry) -> dict[str, list[dict[str, Any]]]:
@@ -47,7 +48,14 @@ def catalog(repo: FeatureRepo, registry: ModelRegistry | None) -> dict[str, Any]
     return {"views": views}
 
 
+def aliased_users(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The model versions an alias points at (what is, or may again be, served)."""
+    return [u for u in users if u["aliases"]]
+
+
 def catalog_router(repo: FeatureRepo, registry: ModelRegistry | None) -> APIRouter:
+    from fastapi import APIRouter  # here: the CLI reads this module without the web stack
+
     router = APIRouter()
 
     @router.get("/v1/catalog", tags=["features"],
