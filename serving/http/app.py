@@ -25,6 +25,7 @@ import asyncio
 import logging
 import math
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -250,6 +251,15 @@ def _features(req: dict[str, Any], limits: Limits) -> list[str]:
     return refs
 
 
+def with_request_ids(result: dict[str, Any]) -> dict[str, Any]:
+    """Every prediction carries a ``request_id``: the experiment router's (the id its prediction
+    log keeps, what ``POST /v1/outcomes`` takes), else a fresh one."""
+    for p in result.get("predictions", ()):
+        if not p.get("request_id"):
+            p["request_id"] = uuid.uuid4().hex
+    return result
+
+
 class Handlers:
     """The predict and features routes, framework-free: ``await h.predict(model, body)`` ->
     (status, JSON bytes). The FastAPI routes and ``FastPredict`` both call them."""
@@ -291,8 +301,8 @@ class Handlers:
             ents, rf, at_us, cells = self._prepare_predict(model, body)
         except Exception as e:  # noqa: BLE001 - failure() answers every error
             return failure("predict", e)
-        return await self._run("predict", cells, lambda: self.scorer.predict(
-            model, ents, rf, None, at_us=at_us))
+        return await self._run("predict", cells, lambda: with_request_ids(self.scorer.predict(
+            model, ents, rf, None, at_us=at_us)))
 
     def _prepare_features(self, body: bytes):
         req = _load(body)

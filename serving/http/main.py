@@ -171,6 +171,11 @@ def build_app(cfg: ServeConfig) -> FastPredict:
     app.include_router(catalog_router(scorer.store.repo, scorer.models.registry))
     app.include_router(ingest_router(scorer.store.repo, settings.kafka_bootstrap,
                                      cfg.max_body_bytes))
+    from serving.dashboard.model_card import model_card_router
+    from serving.http.outcomes import from_settings as outcomes_router
+
+    app.include_router(model_card_router(scorer.models.registry))
+    app.include_router(outcomes_router(scorer, settings, cfg.max_body_bytes))
     return fast_app(app)
 
 

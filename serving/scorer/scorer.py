@@ -194,7 +194,8 @@ class Scorer:
             for i, row in enumerate(entities):
                 served = router.score(self.entity_key(plan, row), x[i])
                 preds.append({"score": served.score, "version": served.version,
-                              "arm": getattr(served, "arm", None), "freshness_s": fresh[i]})
+                              "arm": getattr(served, "arm", None), "freshness_s": fresh[i],
+                              "request_id": getattr(served, "request_id", None)})
         else:
             scores = (
                 [model.predictor.predict_one(x[0])] if len(entities) == 1

@@ -1,0 +1,65 @@
+"""Where ``POST /v1/outcomes`` writes labels: the outcome log the experiment report reads.
+
+With a broker (``KAFKA_BOOTSTRAP``) a label is produced to the ``outcomes`` topic and the call
+waits for the broker's acknowledgement; `tessera experiment sink` copies the topic to Parquet
+exactly once in effect. Without one, labels are committed straight into the outcome dataset
+(``{offline}/experiments/outcomes``) as one more manifest file, under a file lock so several
+server processes never lose each other's manifest entries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+import polars as pl
+
+
+class OutcomeLog(Protocol):
+    def write(self, rows: list[dict]) -> None:
+        """Store ``rows`` (OutcomeRecord fields) durably or raise."""
+
+
+class KafkaOutcomeLog:
+    def __init__(self, bootstrap: str, topic: str = "outcomes", timeout_s: float = 5.0) -> None:
+        from kafka import KafkaProducer
+
+        from serving.experiments.kafka_log import ensure_topics
+
+        ensure_topics(bootstrap, [topic])
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                       client_id="tessera-outcomes-http")
+
+    def write(self, rows: list[dict]) -> None:
+        self._producer.send(self.topic, value=orjson.dumps(rows)).get(timeout=self.timeout_s)
+
+    def close(self) -> None:
+        self._producer.close(5)
+
+
+class ParquetOutcomeLog:
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+
+    def write(self, rows: list[dict]) -> None:
+        from serving.experiments.records import OUTCOME_SCHEMA
+        from serving.experiments.sink import import_frame
+
+        frame = pl.from_arrow(_table(rows, OUTCOME_SCHEMA))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".outcomes.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            import_frame(self.folder, frame)
+
+    def close(self) -> None:
+        pass
+
+
+def _table(rows: list[dict], schema):
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=schema)
