@@ -10,25 +10,28 @@ import typer
 
 from features.settings import Settings
 
+CHAMPION_ALIAS = "champion"
+
 MODELS_URI = typer.Option(
-    None, "--models-uri", envvar="TESSERA_MODELS_URI",
-    help="model storage: a folder or a pyarrow filesystem URI (default $TESSERA_HOME/models)",
+    None, "--models-uri",
+    help="model storage: a folder or a pyarrow filesystem URI (default: models_uri in "
+         "tessera.yaml / TESSERA_MODELS_URI, else <home>/models)",
 )
 
 
 def _registry(uri: str | None):
     from serving.registry import ModelRegistry
 
-    return ModelRegistry(uri or Settings.from_env().models_dir)
+    return ModelRegistry(uri or Settings.from_env().models_location)
 
 
 def _view_versions(refs: list[str], repo_path: Path | None) -> dict[str, str]:
     """Versions of the views the features come from, when a feature repo is available."""
     from features.errors import TesseraError
-    from serving.scorer.repo import load_feature_repo
+    from features.repos import resolve_repo
 
     try:
-        repo = load_feature_repo(repo_path, Settings.from_env())
+        repo = resolve_repo(repo_path, Settings.from_env())
     except TesseraError:
         if repo_path:
             raise
@@ -50,66 +53,124 @@ def register(app: typer.Typer) -> None:
         ),
         timestamp: str = typer.Option("ts", help="time column used for the holdout split"),
         holdout: float = typer.Option(0.2, help="share of newest rows held out for metrics"),
+        min_holdout_rows: int | None = typer.Option(
+            None, envvar="TESSERA_MIN_HOLDOUT_ROWS",
+            help="refuse a holdout smaller than this (default 100)",
+        ),
+        segment: list[str] = typer.Option(
+            [], help="column kept with the holdout for per-segment metrics and gates (repeatable)"
+        ),
+        progress: bool = typer.Option(True, help="print holdout AUC/logloss while training"),
         repo: Path | None = typer.Option(
             None, help="feature repo file, to record view versions (default: applied registry)"
         ),
         alias: str | None = typer.Option(None, help="also point this alias at the new version"),
+        override: bool = typer.Option(
+            False, help="with --alias champion: promote even if the review gates fail (audited)"
+        ),
+        why: str = typer.Option("", "--why", help="reason for --alias (needed with --override)"),
         models_uri: str | None = MODELS_URI,
     ) -> None:
         """Train LightGBM on a training set and register it as a new immutable version."""
+        from serving.registry import gates
         from serving.registry.training import fingerprint_of, train
 
         p = json.loads(params.read_text()) if params else None
         refs = [f.strip() for f in features.split(",")] if features else None
-        res = train(training_set, label, refs, timestamp, p, seed, holdout)
+
+        def report(i: int, n: int, m: dict) -> None:
+            typer.echo(f"  iteration {i}/{n}: holdout AUC {m['auc']:.4f}, "
+                       f"logloss {m['logloss']:.4f}", err=True)
+
+        res = train(training_set, label, refs, timestamp, p, seed, holdout,
+                    min_holdout_rows=min_holdout_rows, segments=segment,
+                    progress=report if progress else None)
+        reg = _registry(models_uri)
+        champion = None
+        if reg.versions(model) and CHAMPION_ALIAS in reg.aliases(model):
+            champion = reg.get(model, CHAMPION_ALIAS)
         res.extra.update(
             label=label,
             seed=seed,
             training_set={"path": str(training_set.resolve()),
                           "fingerprint": fingerprint_of(training_set)},
             feature_views=_view_versions(res.features, repo),
+            gates=gates.evaluate(reg.gate_policy(model), res.metrics, res.holdout, champion),
         )
-        reg = _registry(models_uri)
-        mv = reg.register(model, res.model_text, res.metadata())
-        if alias:
-            reg.set_alias(model, alias, mv.version, why=f"trained on {training_set.name}")
+        mv = reg.register(model, res.model_text, res.metadata(), holdout=res.holdout)
         m = res.metrics
+        g = res.extra["gates"]
         typer.echo(
-            f"registered {model} v{mv.version}: AUC {m['auc']:.4f}, logloss {m['logloss']:.4f} "
-            f"on {m['holdout_rows']} holdout rows from {m['holdout_from']}"
+            f"registered {model} v{mv.version}: AUC {m['auc']:.4f}, logloss {m['logloss']:.4f}, "
+            f"calibration error {m['calibration_error']:.4f} on {m['holdout_rows']} holdout rows "
+            f"from {m['holdout_from']}; gates "
+            + ("passed" if g["passed"] else f"FAILED ({', '.join(g['failed'])})")
         )
+        if alias:
+            reg.set_alias(model, alias, mv.version, why=why or f"trained on {training_set.name}",
+                          override=override)
+            typer.echo(f"{model} {alias} -> {mv.version}")
 
-    models = typer.Typer(help="Registered models: versions, metadata and aliases.")
+    models = typer.Typer(help="Registered models: versions, metadata, aliases and model cards.")
     app.add_typer(models, name="models")
 
     @models.command("list")
     def list_cmd(models_uri: str | None = MODELS_URI) -> None:
         """Every model with its versions and aliases."""
         reg = _registry(models_uri)
-        for name in reg.models():
+        names = reg.models()
+        if not names:
+            typer.echo(f"no models in {reg.storage.uri}; register one with `tessera train "
+                       "--training-set PATH --label COL --model NAME`")
+        for name in names:
             aliases = ", ".join(f"{a}={v}" for a, v in sorted(reg.aliases(name).items()))
             typer.echo(f"{name}: versions {', '.join(reg.versions(name))}"
                        + (f"; {aliases}" if aliases else ""))
 
     @models.command("show")
     def show_cmd(
-        name: str,
-        ref: str = typer.Argument("latest", help="version number, alias or 'latest'"),
-        full: bool = typer.Option(False, "--full", help="include reference distributions"),
+        name: str = typer.Argument(..., help="NAME, NAME@ALIAS or NAME@VERSION"),
+        ref: str | None = typer.Argument(None, help="version number, alias or 'latest'"),
+        as_json: bool = typer.Option(False, "--json", help="the stored metadata as JSON"),
+        full: bool = typer.Option(False, "--full", help="with --json: reference distributions"),
         audit: bool = typer.Option(False, "--audit", help="print the alias audit log instead"),
         models_uri: str | None = MODELS_URI,
     ) -> None:
-        """Metadata of one version (or the alias audit log)."""
+        """The model card of one version (default: latest), its metadata, or the audit log."""
+        from serving.registry.model_card import build_card, format_card, parse_ref
+
+        name, ref = parse_ref(name, ref)
         reg = _registry(models_uri)
         if audit:
             for entry in reg.audit(name):
                 typer.echo(json.dumps(entry, sort_keys=True))
+            return
+        if not as_json:
+            typer.echo(format_card(build_card(reg, name, ref)))
             return
         meta = reg.metadata(name, ref)
         if not full:
             meta = {k: v for k, v in meta.items() if k != "reference"}
         meta["aliases"] = sorted(a for a, v in reg.aliases(name).items() if v == meta["version"])
         typer.echo(json.dumps(meta, indent=2, sort_keys=True))
+
+    @models.command("policy")
+    def policy_cmd(
+        name: str | None = typer.Argument(None, help="model name (default: every model's)"),
+        set_file: Path | None = typer.Option(
+            None, "--set", exists=True, dir_okay=False,
+            help="JSON file of gate limits: min_auc, max_calibration_error, max_auc_drop, "
+            "segment, min_segment_auc, max_segment_gap, min_segment_rows",
+        ),
+        models_uri: str | None = MODELS_URI,
+    ) -> None:
+        """Show (or set) the review gate policy checked at register and at promotion."""
+        from serving.registry.gates import GatePolicy
+
+        reg = _registry(models_uri)
+        if set_file is not None:
+            reg.set_gate_policy(name, GatePolicy.from_dict(json.loads(set_file.read_text())))
+        typer.echo(json.dumps(reg.gate_policy(name or "").to_dict(), indent=2))
 
     @models.command("alias")
     def alias_cmd(
@@ -118,13 +179,23 @@ def register(app: typer.Typer) -> None:
         version: str | None = typer.Argument(None, help="version or alias to point at"),
         why: str = typer.Option(..., "--why", "-m", help="reason, kept in the audit log"),
         remove: bool = typer.Option(False, "--remove", help="delete the alias"),
+        override: bool = typer.Option(
+            False, help="make VERSION the champion even though its review gates fail (audited)"
+        ),
         models_uri: str | None = MODELS_URI,
     ) -> None:
-        """Point ALIAS (e.g. champion) at VERSION; the change is appended to the audit log."""
+        """Point ALIAS (e.g. champion) at VERSION; the change is appended to the audit log.
+        Moving champion runs the review gates first (`tessera models policy`)."""
         if version is None and not remove:
             raise typer.BadParameter("give a VERSION, or --remove")
-        entry = _registry(models_uri).set_alias(name, alias, None if remove else version, why=why)
-        typer.echo(f"{name} {alias}: {entry['before']} -> {entry['after']}")
+        entry = _registry(models_uri).set_alias(
+            name, alias, None if remove else version, why=why, override=override
+        )
+        gates = entry.get("gates")
+        note = "" if not isinstance(gates, dict) else (
+            " (gates passed)" if gates["passed"]
+            else f" (gates FAILED: {', '.join(gates['failed'])}; overridden)")
+        typer.echo(f"{name} {alias}: {entry['before']} -> {entry['after']}{note}")
 
     @app.command("serve")
     def serve_cmd(
@@ -133,18 +204,20 @@ def register(app: typer.Typer) -> None:
             help="model to serve, NAME (follows champion) or NAME@ALIAS; repeatable "
             "(default: every model that has a champion alias)",
         ),
-        host: str = typer.Option("127.0.0.1"),
-        port: int = typer.Option(8000),
+        host: str = typer.Option("127.0.0.1", help="address to listen on"),
+        port: int = typer.Option(8000, help="port to listen on"),
         workers: int = typer.Option(1, help="server processes"),
         repo: Path | None = typer.Option(
-            None, envvar="TESSERA_FEATURE_REPO",
-            help="feature repo file (default: the applied registry)",
+            None, help="feature repo file (default: `repo` in tessera.yaml, else the applied "
+                       "registry)",
         ),
-        redis_timeout_ms: float = typer.Option(
-            100.0, envvar="TESSERA_REDIS_TIMEOUT_MS", help="Redis timeout: slower answers 503"
+        redis_timeout_ms: float | None = typer.Option(
+            None, help="Redis timeout: slower answers 503 (default: serve.redis_timeout_ms, 100)"
         ),
-        max_entities: int = typer.Option(1000, help="largest batch one request may ask for"),
-        reload_s: float = typer.Option(1.0, help="how often aliases are re-read (hot reload)"),
+        max_entities: int | None = typer.Option(
+            None, help="largest batch one request may ask for (default: serve.max_entities)"),
+        reload_s: float | None = typer.Option(
+            None, help="how often aliases are re-read, s (default: serve.reload_s, 1)"),
         allow_no_model: bool = typer.Option(
             False, "--allow-no-model", envvar="TESSERA_ALLOW_NO_MODEL",
             help="with no champion yet, serve /v1/features only (/readyz says 'no model "
@@ -161,31 +234,25 @@ def register(app: typer.Typer) -> None:
         from serving.registry import CHAMPION
 
         s = Settings.from_env()
-        uri = models_uri or str(s.models_dir)
-        if not model:
-            reg = _registry(uri)
-            model = [n for n in reg.models() if CHAMPION in reg.aliases(n)]
-            if not model and allow_no_model:
-                typer.echo(f"no model with a champion alias in {uri}: serving features only",
-                           err=True)
-            elif not model:
+        if repo is not None:
+            s = s.model_copy(update={"repo": repo.resolve()})
+        cfg = ServeConfig.from_settings(
+            s, models=list(model) or None, models_uri=models_uri,
+            redis_timeout_ms=redis_timeout_ms, max_entities=max_entities, reload_s=reload_s)
+        if not cfg.models:
+            reg = _registry(cfg.models_uri)
+            cfg.models = [n for n in reg.models() if CHAMPION in reg.aliases(n)]
+            if not cfg.models and allow_no_model:
+                typer.echo(f"no model with a champion alias in {cfg.models_uri}: serving "
+                           "features only", err=True)
+            elif not cfg.models:
                 raise RegistryError(
-                    f"no model with a champion alias in {uri}; train one (`tessera train "
-                    "--alias champion ...`) or pass --model NAME@ALIAS"
+                    f"no model with a champion alias in {cfg.models_uri}; train one (`tessera "
+                    "train --alias champion ...`) or pass --model NAME@ALIAS"
                 )
-        cfg = ServeConfig(
-            redis_url=s.require_redis(),
-            models_uri=uri,
-            models=list(model),
-            feature_repo=str(repo.resolve()) if repo else None,
-            redis_timeout_ms=redis_timeout_ms,
-            redis_spin_us=float(os.environ.get("TESSERA_REDIS_SPIN_US", 200)),
-            max_entities=max_entities,
-            reload_s=reload_s,
-        )
         build_scorer(cfg).models.close()  # fail here, with a clear error, not in each worker
-        os.environ.update(cfg.to_env())
         if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # prometheus-client's own switch; spawned workers inherit it
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tessera-prom-")
-        serve(host, port, workers)
+        serve(cfg, host, port, workers)
 
