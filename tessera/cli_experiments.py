@@ -141,9 +141,15 @@ def register(app: typer.Typer) -> None:
         decide_on: str = typer.Option(
             "logloss", help="what decides an arm's anytime-valid test: logloss|business"
         ),
+        segment: str | None = typer.Option(None, help="metrics by this column, e.g. country"),
+        segments: str | None = typer.Option(
+            None, help="Parquet lookup with request_id or entity_key and the --segment column"
+        ),
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     ) -> None:
         """Per arm and shadow vs the champion: metrics, CIs, tests and a verdict."""
+        from polars import read_parquet
+
         from features.semantics.windows import parse_duration
         from serving.experiments.report import experiment_report, format_report
 
@@ -157,6 +163,8 @@ def register(app: typer.Typer) -> None:
             reps=reps,
             business=business,
             decide_on=decide_on,
+            segment_col=segment,
+            segments=None if segments is None else read_parquet(segments),
         )
         typer.echo(json.dumps(r, indent=2) if as_json else format_report(r))
 

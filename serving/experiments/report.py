@@ -21,6 +21,7 @@ from serving.experiments import sequential, stats
 from serving.experiments.errors import ExperimentError
 from serving.experiments.join import join_outcomes
 from serving.experiments.records import OUTCOME_SCHEMA, PREDICTION_SCHEMA
+from serving.experiments.segments import segment_metrics, with_segments
 from serving.experiments.sink import read_dataset
 from serving.experiments.spec import DeploymentSpec, DeploymentStore
 
@@ -194,8 +195,15 @@ def build_report(
     t_star: float = 5000,
     min_labels: int = 100,
     decide_on: str = "logloss",
+    segment_col: str | None = None,
+    segments: pl.DataFrame | None = None,
 ) -> dict:
     """The report as plain JSON-able data (NaN becomes None).
+
+    With ``segment_col`` every participant also gets ``segments``: per-segment AUC,
+    calibration error and positive rate and the gap between segments
+    (``segments.segment_metrics``); the column comes from the ``segments`` lookup (keyed by
+    ``request_id`` or ``entity_key``) or else must be a column of the prediction log.
 
     Each arm and shadow carries ``vs_champion.sequential``: the anytime-valid decision
     (better / worse / keep collecting) from confidence sequences of the per-request logloss
@@ -209,6 +217,12 @@ def build_report(
     preds = preds.filter(pl.col("model") == spec.name)
     outcomes = outcomes.filter(pl.col("model").is_null() | (pl.col("model") == spec.name))
     df = join_outcomes(preds, outcomes, max_delay_s)
+    if segment_col is not None and segments is not None:
+        df = with_segments(df, segments, segment_col)
+
+    def by_segment(g: pl.DataFrame) -> dict:
+        return {"segments": segment_metrics(g, segment_col)} if segment_col else {}
+
     champ = df.filter((pl.col("role") == "champion") & (pl.col("version") == spec.champion))
     report: dict = {
         "model": spec.name,
@@ -220,6 +234,7 @@ def build_report(
         "champion": {
             "version": spec.champion,
             **_metrics(champ, spec.threshold, reps, alpha, seed),
+            **by_segment(champ),
         },
         "arms": [],
         "shadows": [],
@@ -233,6 +248,7 @@ def build_report(
                 "version": version,
                 "status": status,
                 **_metrics(g, spec.threshold, reps, alpha, seed),
+                **by_segment(g),
                 "vs_champion": _unpaired(champ, g, spec, alpha, business, seq_opts, decide_on),
             }
         )
@@ -243,6 +259,7 @@ def build_report(
                 "version": version,
                 "live": version in spec.shadows,
                 **_metrics(g, spec.threshold, reps, alpha, seed),
+                **by_segment(g),
                 "vs_champion": _paired(champ, g, spec, reps, alpha, seed, seq_opts),
             }
         )
@@ -293,6 +310,26 @@ def _seq_others(vs: dict) -> list[str]:
     ]
 
 
+def _segment_lines(label: str, sm: dict) -> list[str]:
+    parts = [
+        f"{x['segment']} AUC {_fmt(x['auc'], '.3f')} cal.err {_fmt(x['calibration_error'], '.3f')}"
+        f" pos {_fmt(x['positive_rate'], '.3f')} n={x['labelled']}" + ("" if x["judged"] else "*")
+        for x in sm["segments"]
+    ]
+    gap = sm["gap"]
+    return [
+        f"{label} by {sm['segment_col']}: " + "; ".join(parts),
+        f"  gap between segments: AUC {_fmt(gap.get('auc'), '.3f')}, calibration error "
+        f"{_fmt(gap.get('calibration_error'), '.3f')}, positive rate "
+        f"{_fmt(gap.get('positive_rate'), '.3f')}"
+        + (
+            f" (* fewer than {sm['min_labelled']} labels: not judged)"
+            if any(not x["judged"] for x in sm["segments"])
+            else ""
+        ),
+    ]
+
+
 def format_report(r: dict) -> str:
     """A terminal-sized summary of ``build_report``'s output."""
     lines = [
@@ -315,6 +352,17 @@ def format_report(r: dict) -> str:
         lines.append(row(f"arm {a['name']} v{a['version']}", a))
     for s in r["shadows"]:
         lines.append(row(f"shadow v{s['version']}", s))
+    seg_lines = []
+    for label, m in (
+        [(f"champion v{c['version']}", c)]
+        + [(f"arm {a['name']} v{a['version']}", a) for a in r["arms"]]
+        + [(f"shadow v{s['version']}", s) for s in r["shadows"]]
+    ):
+        if m.get("segments"):
+            seg_lines.extend(_segment_lines(label, m["segments"]))
+    if seg_lines:
+        lines.append("")
+        lines.extend(seg_lines)
     lines.append("")
     for a in r["arms"]:
         vs = a["vs_champion"]

@@ -1,10 +1,12 @@
 """Alerts: a JSON log line, Prometheus metrics and, optionally, a webhook POST.
 
-An alert fires when a ``(model, column, kind)`` check turns on and again (as ``resolved``) when
-it turns off, not on every report: a monitor polled every few seconds would otherwise flood the
-log and the webhook. The gauges (PSI, KS p-value, null rate per column) are updated on every
-report so a Prometheus rule can alert on its own terms. A failing webhook is logged and counted,
-never raised: alerting must not break monitoring.
+Drift alerts come from ``observe`` (a ``MonitorReport``), segment alerts (a segment of a
+labelled log worse than its baseline while the total held, ``serving.experiments.segments``)
+from ``observe_segments``. An alert fires when a ``(model, column, kind)`` check turns on and
+again (as ``resolved``) when it turns off, not on every report: a monitor polled every few
+seconds would otherwise flood the log and the webhook. The gauges (PSI, KS p-value, null rate
+per column) are updated on every report so a Prometheus rule can alert on its own terms. A
+failing webhook is logged and counted, never raised: alerting must not break monitoring.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Alerter:
         self.webhook_url = webhook_url
         self.timeout_s = timeout_s
         self._active: set[tuple[str, str, str]] = set()
+        self._segments: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
 
     def observe(self, report: MonitorReport) -> list[dict]:
         """Update metrics from ``report``; log, count and POST what changed. Returns the events."""
@@ -60,6 +63,44 @@ class Alerter:
         if events and self.webhook_url:
             self._post(events)
         return events
+
+    def observe_segments(
+        self, model: str, version: str | None, segment_col: str, alerts: list, rows: int
+    ) -> list[dict]:
+        """Raise / resolve ``segment_degraded`` alerts (``SegmentAlert``s of one check of
+        ``segment_col``): a segment worse than its baseline while the model's total held."""
+        now = {(model, a.column, f"segment_{a.metric}") for a in alerts}
+        by_key = {(model, a.column, f"segment_{a.metric}"): a for a in alerts}
+        before = self._segments.get((model, segment_col), set())
+        events = []
+        for key in sorted(now - before):
+            ALERTS.labels(*key).inc()
+            ACTIVE.labels(*key).set(1)
+            events.append(self._segment_event("raised", key, version, rows, by_key[key]))
+        for key in sorted(before - now):
+            ACTIVE.labels(*key).set(0)
+            events.append(self._segment_event("resolved", key, version, rows, None))
+        self._segments[(model, segment_col)] = now
+        for e in events:
+            log.warning(orjson.dumps(e).decode())
+        if events and self.webhook_url:
+            self._post(events)
+        return events
+
+    @staticmethod
+    def _segment_event(state: str, key, version, rows: int, alert) -> dict:
+        model, column, kind = key
+        return {
+            "event": "tessera.monitor.alert",
+            "state": state,
+            "model": model,
+            "version": version,
+            "column": column,
+            "kind": kind,
+            "rows": rows,
+            "at_us": time.time_ns() // 1000,
+            **({} if alert is None else alert.to_dict()),
+        }
 
     @staticmethod
     def _event(state: str, key: tuple[str, str, str], report: MonitorReport, col) -> dict:

@@ -2,7 +2,8 @@
 
 One daemon thread checks every model ``names()`` returns, every ``interval_s``, through one
 ``Alerter`` (which only speaks when an alert turns on or off). A failing model (no reference
-yet, unreadable log) is logged and skipped; the others are still checked.
+yet, unreadable log) is logged and skipped; the others are still checked. ``segments`` adds
+``SegmentWatch``es: a segment (e.g. one country) that degraded while the total did not.
 """
 
 from __future__ import annotations
@@ -14,12 +15,72 @@ from collections.abc import Callable
 import polars as pl
 
 from features.errors import TesseraError
+from serving.experiments.segments import segment_degradation, segment_metrics
 from serving.monitoring.alerts import Alerter
 from serving.monitoring.drift import Thresholds
 from serving.monitoring.routes import run_monitor
 from serving.monitoring.sources import ReferenceLookup
 
 log = logging.getLogger(__name__)
+
+
+class SegmentWatch:
+    """One model's labelled predictions by ``segment_col``: the newest ``window`` labelled rows
+    against the ``window`` before them (the baseline), alerting through the ``Alerter`` when a
+    segment's AUC drops or its calibration error rises past the limits while the total's
+    change stays within ``total_tolerance``.
+
+    ``labelled()`` returns rows with ``ts``, ``label``, ``score`` and ``segment_col`` (e.g. the
+    joined prediction log with a segment lookup: ``serving.experiments.segments.with_segments``).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        labelled: Callable[[], pl.DataFrame],
+        segment_col: str,
+        window: int = 5000,
+        min_labelled: int = 200,
+        max_auc_drop: float = 0.05,
+        max_calibration_rise: float = 0.05,
+        total_tolerance: float = 0.02,
+        version: str | None = None,
+    ) -> None:
+        self.model, self.labelled, self.segment_col = model, labelled, segment_col
+        self.window, self.min_labelled, self.version = window, min_labelled, version
+        self.limits = {
+            "max_auc_drop": max_auc_drop,
+            "max_calibration_rise": max_calibration_rise,
+            "total_tolerance": total_tolerance,
+        }
+
+    def check(self, alerter: Alerter) -> dict:
+        """One comparison; returns both summaries, the alerts and the events they raised."""
+        df = (
+            self.labelled()
+            .filter(pl.col("label").is_not_null() & pl.col("score").is_not_null())
+            .sort("ts")
+        )
+        now_rows = df.tail(self.window)
+        base_rows = df.head(max(df.height - now_rows.height, 0)).tail(self.window)
+        out: dict = {"model": self.model, "segment_col": self.segment_col, "alerts": []}
+        if base_rows.height < self.min_labelled:
+            out["waiting"] = (
+                f"{df.height} labelled predictions; a baseline needs {self.window} newest plus "
+                f"at least {self.min_labelled} before them"
+            )
+            out["events"] = alerter.observe_segments(
+                self.model, self.version, self.segment_col, [], df.height
+            )
+            return out
+        now = segment_metrics(now_rows, self.segment_col, min_labelled=self.min_labelled)
+        base = segment_metrics(base_rows, self.segment_col, min_labelled=self.min_labelled)
+        alerts = segment_degradation(now, base, **self.limits)
+        out.update(now=now, baseline=base, alerts=[a.to_dict() for a in alerts])
+        out["events"] = alerter.observe_segments(
+            self.model, self.version, self.segment_col, alerts, now_rows.height
+        )
+        return out
 
 
 class MonitorWatch:
@@ -33,6 +94,7 @@ class MonitorWatch:
         rows: int | None = 5000,
         seconds: float | None = None,
         thresholds: Thresholds = Thresholds(),
+        segments: tuple[SegmentWatch, ...] = (),
     ) -> None:
         self.names, self.lookup, self.predictions = names, lookup, predictions
         self.alerter = alerter or Alerter()
@@ -42,8 +104,10 @@ class MonitorWatch:
             seconds,
             thresholds,
         )
+        self.segments = segments
         self.checks = 0
         self.last: dict[str, dict] = {}
+        self.last_segments: dict[tuple[str, str], dict] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -63,6 +127,11 @@ class MonitorWatch:
                 )
             except TesseraError as e:
                 log.warning("monitor of %s skipped: %s", name, e)
+        for sw in self.segments:
+            try:
+                self.last_segments[(sw.model, sw.segment_col)] = sw.check(self.alerter)
+            except TesseraError as e:
+                log.warning("segment check of %s skipped: %s", sw.model, e)
         self.checks += 1
         return self.last
 
