@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from features.errors import DefinitionError
 from features.semantics.aggregations import Aggregation, get_aggregation
@@ -419,11 +420,17 @@ class FeatureRepo:
     entities: dict[str, Entity] = field(default_factory=dict)
     sources: dict[str, EventSource] = field(default_factory=dict)
     views: dict[str, AnyView] = field(default_factory=dict)
+    # request-time feature views (features.request): computed per request, not stored
+    requests: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, objects: list[object]) -> FeatureRepo:
+        from features.request import RequestFeatureView
+
         repo = cls()
         for obj in objects:
+            if isinstance(obj, RequestFeatureView):
+                repo._put(repo.requests, obj.name, obj, "request feature view")
             if isinstance(obj, Entity):
                 repo._put(repo.entities, obj.name, obj, "entity")
             elif isinstance(obj, EventSource):
@@ -436,6 +443,9 @@ class FeatureRepo:
             elif isinstance(obj, BatchFeatureView):
                 repo._put(repo.views, obj.name, obj, "view")
                 repo._put(repo.entities, obj.entity.name, obj.entity, "entity")
+        both = sorted(set(repo.views) & set(repo.requests))
+        if both:
+            raise DefinitionError(f"{both} name both a feature view and a request feature view")
         return repo
 
     @staticmethod

@@ -30,6 +30,7 @@ from features.definitions import (
     FeatureView,
 )
 from features.errors import DefinitionError, RegistryError
+from features.request import RequestFeatureView
 from features.settings import Settings
 
 
@@ -57,7 +58,8 @@ def load_module(path: str | Path) -> FeatureRepo:
         sys.path.remove(str(path.parent))
         sys.modules.pop(name, None)
     objects = [v for k, v in vars(module).items() if not k.startswith("_")
-               and isinstance(v, Entity | EventSource | FeatureView | BatchFeatureView)]
+               and isinstance(v, Entity | EventSource | FeatureView | BatchFeatureView
+                              | RequestFeatureView)]
     repo = FeatureRepo.of(objects)
     if not repo.views:
         raise DefinitionError(f"feature repo {path} defines no FeatureView or BatchFeatureView "

@@ -33,9 +33,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.definitions import AnyView, BatchFeatureView, EventSource, FeatureRepo, FeatureView
+from features.definitions import (
+    AnyView,
+    BatchFeatureView,
+    EventSource,
+    FeatureRepo,
+    FeatureView,
+    parse_ref,
+)
 from features.errors import OfflineStoreError
 from features.offline.event_log import EventLog
+from features.offline.request_columns import request_columns, split_refs
 from features.semantics.ranges import aggregate, asof_positions, window_bounds
 from features.settings import Settings
 
@@ -294,7 +302,10 @@ def build_training_set(
     if df[timestamp_column].null_count():
         raise OfflineStoreError(f"{df[timestamp_column].null_count()} spine rows have a null "
                                 f"{timestamp_column!r}; drop them or fill in a time")
-    resolved = repo.resolve(list(features))
+    # request-time features (features.request) are computed from spine columns and the
+    # stored features they read, which are built too even when not requested
+    stored, requested, inputs = split_refs(repo, list(features))
+    resolved = repo.resolve(stored + inputs)
     t = df.select(_utc_us(pl.col(timestamp_column), df.schema[timestamp_column],
                           f"spine column {timestamp_column!r}"))
     t = t.to_series().to_numpy().astype(np.int64)
@@ -322,16 +333,25 @@ def build_training_set(
             content.append(files[-1])
     for views in by_source.values():
         columns.update(_windowed(views, df, t, log, files, content))
+    wanted = {column_name(*parse_ref(r)) for r in stored}
+    computed = request_columns(repo, requested, df, columns) if len(df) else {}
     columns = {c: columns[c] for v, ns in by_view.items() for n in ns
-               if (c := column_name(v, n)) in columns}  # requested order
+               if (c := column_name(v, n)) in columns and c in wanted}  # requested order
+    columns.update(computed)  # then the request features
     out = df.with_columns(list(columns.values())) if columns else df
     if len(df) == 0:
         out = df.with_columns([pl.lit(None).alias(column_name(v, n))
-                               for v, ns in by_view.items() for n in ns])
+                               for v, ns in by_view.items() for n in ns
+                               if column_name(v, n) in wanted]
+                              + [pl.lit(None).alias(column_name(*parse_ref(r)))
+                                 for r in dict.fromkeys(requested)])
     h = hashlib.sha256()
     h.update(_spine_digest(df).encode())
     h.update(json.dumps({"features": list(features), "timestamp_column": timestamp_column,
-                         "versions": {v: repo.views[v].version for v in sorted(by_view)}},
+                         "versions": {v: repo.views[v].version for v in sorted(by_view)},
+                         **({"request_versions": {v: repo.requests[v].version for v in
+                             sorted({parse_ref(r)[0] for r in requested})}}
+                            if requested else {})},
                         sort_keys=True).encode())
     for c in content:
         h.update(c.encode() + b"\n")

@@ -43,6 +43,7 @@ from features.errors import OnlineStoreError, RegistryError, TesseraError, Unkno
 from features.online.fold import InexactReadError
 from features.online.hmget import store_error
 from features.online.read import parse_at
+from features.request import MissingRequestField, RequestFeatureError
 from serving.http.errors import (
     ApiError,
     Guard,
@@ -132,7 +133,15 @@ def failure(endpoint: str, e: Exception, field: str | None = None) -> tuple[int,
         d = e.to_dict()
         msg = d.pop("error")
         return 422, dumps(error_body("inexact_read", msg, "at", **d))
+    if isinstance(e, MissingRequestField):  # features.request: name the absent field
+        ERRORS.labels(endpoint, "missing_request_field").inc()
+        where = f"request_features[{e.row}].{e.field}" if e.row is not None else e.field
+        return 422, dumps(error_body("missing_request_field", str(e), where))
     where = None
+    if isinstance(e, RequestFeatureError):  # the view's function raised: its name, no trace
+        log.error("%s: %s", endpoint, e)
+        ERRORS.labels(endpoint, "request_feature_failed").inc()
+        return 500, dumps(error_body("request_feature_failed", str(e), None))
     if isinstance(e, UnknownFeatureError):
         status, code, msg, where = 400, "unknown_feature", str(e), field
     elif isinstance(e, (BadRequest, ValueError)):

@@ -26,9 +26,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from features.definitions import FeatureRepo, FeatureView, parse_ref
+from features.definitions import BatchFeatureView, FeatureRepo, parse_ref
 from features.errors import TesseraError, UnknownFeatureError
 from features.online.read import At, OnlineStore
+from features.request import MissingRequestField, RequestFeatureView
 from serving.scorer.metrics import ModelMetrics
 from serving.scorer.models import LoadedModel, ModelSet
 
@@ -45,22 +46,54 @@ class BadRequest(TesseraError):
 
 
 @dataclass
+class _Computed:
+    """One request feature view a model uses: its function's arguments (stored inputs by
+    position in the fetched row, request fields by name) and where its outputs go."""
+
+    view: RequestFeatureView
+    inputs: list[tuple[str, int]]
+    fields: list[str]
+    outputs: list[tuple[str, int]]
+
+
+@dataclass
 class _Plan:
     """How to build one model version's vectors; built once per served version."""
 
     model: LoadedModel
-    online_refs: list[str]
+    online_refs: list[str]  # stored features of the model (windowed or materialized batch)
     online_cols: list[int]
-    request_names: list[str]
+    request_names: list[str]  # plain request-time values, passed through
     request_cols: list[int]
     entity_keys: tuple[str, ...]
     metrics: ModelMetrics
     views: list[str] = field(default_factory=list)
+    input_refs: list[str] = field(default_factory=list)  # read only by request feature views
+    computed: list[_Computed] = field(default_factory=list)
+
+    @property
+    def fetch_refs(self) -> list[str]:
+        """What one online read fetches: the model's stored features, then the inputs."""
+        return self.online_refs + self.input_refs
+
+
+_NUMERIC = ("int", "float", "bool")
 
 
 def _is_online(repo: FeatureRepo, ref: str) -> bool:
-    view, _, _ = ref.partition(":")
-    return ":" in ref and isinstance(repo.views.get(view), FeatureView)
+    """A stored feature served from the online store: a windowed view's, or a batch view's
+    (``tessera materialize`` writes those into the same hashes)."""
+    view, _, feat = ref.partition(":")
+    v = repo.views.get(view)
+    if isinstance(v, BatchFeatureView) and v.schema.get(feat) not in _NUMERIC:
+        raise UnknownFeatureError(f"{ref} is a {v.schema.get(feat)} column; a model's features "
+                                  "are numbers")
+    return ":" in ref and v is not None
+
+
+def _is_computed(repo: FeatureRepo, ref: str) -> bool:
+    view, sep, _ = ref.partition(":")
+    return bool(sep) and view in repo.requests
 
 
 class Scorer:
@@ -88,10 +121,26 @@ class Scorer:
                     m.name, m.version, view, trained, now.version,
                 )
         online = [(j, r) for j, r in enumerate(m.features) if _is_online(repo, r)]
-        request = [(j, r) for j, r in enumerate(m.features) if not _is_online(repo, r)]
+        computed = [(j, r) for j, r in enumerate(m.features) if _is_computed(repo, r)]
+        request = [(j, r) for j, r in enumerate(m.features)
+                   if not _is_online(repo, r) and not _is_computed(repo, r)]
+        fetch = [r for _, r in online]
+        plans: dict[str, _Computed] = {}
+        for j, r in computed:
+            vname, fname = parse_ref(r)
+            rv = repo.requests[vname]
+            if fname not in rv.features:
+                raise UnknownFeatureError(f"{m.name} v{m.version} needs {r!r}; request feature "
+                                          f"view {vname!r} has {', '.join(rv.features)}")
+            c = plans.get(vname)
+            if c is None:
+                fetch += [i for i in rv.inputs.values() if i not in fetch]
+                c = plans[vname] = _Computed(
+                    rv, [(a, fetch.index(i)) for a, i in rv.inputs.items()], list(rv.request), [])
+            c.outputs.append((fname, j))
         keys: tuple[str, ...] = ()
-        if online:
-            rp = self.store.plan([r for _, r in online])  # validates the refs once
+        if fetch:
+            rp = self.store.plan(fetch)  # validates the refs once
             if len(rp.by_entity) > 1:
                 raise UnknownFeatureError(
                     f"{m.name} v{m.version} mixes entities {list(rp.by_entity)}; one entity per "
@@ -102,8 +151,9 @@ class Scorer:
             if ":" in r:
                 parse_ref(r)
                 raise UnknownFeatureError(
-                    f"{m.name} v{m.version} needs {r!r}, which is not an online windowed feature "
-                    "of the feature repo; pass it as a request-time feature or fix the repo"
+                    f"{m.name} v{m.version} needs {r!r}, which is not a feature of the feature "
+                    "repo (windowed, batch or request feature view); pass it as a request-time "
+                    "value or fix the repo"
                 )
         return _Plan(
             m,
@@ -113,6 +163,8 @@ class Scorer:
             [j for j, _ in request],
             keys,
             ModelMetrics(m.name, m.version, m.features),
+            input_refs=fetch[len(online):],
+            computed=list(plans.values()),
         )
 
     def vectors(
@@ -126,7 +178,8 @@ class Scorer:
         """Feature matrix (rows = entities, columns = the model's order) and freshness."""
         n, width = len(entities), len(plan.model.features)
         missing = plan.metrics.missing
-        if not plan.online_refs:
+        fetched = None
+        if not plan.online_refs and not plan.input_refs:
             x = np.full((n, width), NAN)
             fresh: list[dict[str, float | None]] = [{} for _ in entities]
         else:
@@ -137,20 +190,26 @@ class Scorer:
                             f"entity {row!r} lacks key {k!r}; {plan.model.name} needs "
                             f"{list(plan.entity_keys)}"
                         )
-            res = self.store.get_features(plan.online_refs, entities, at, at_us=at_us)
+            res = self.store.get_features(plan.fetch_refs, entities, at, at_us=at_us)
             fresh = res.freshness_s
             cols = plan.online_cols
             rows = [[NAN if v is None else v for v in vals] for vals in res.values]
-            if plan.request_names:
+            if plan.computed:
+                fetched = np.array(rows, dtype=np.float64)
+                x = np.full((n, width), NAN)
+                x[:, cols] = fetched[:, :len(cols)]
+            elif plan.request_names:
                 x = np.full((n, width), NAN)
                 x[:, cols] = rows
             else:  # the model takes only online features, in the store's order
                 x = np.array(rows, dtype=np.float64)
             for miss in res.missing:
                 if True in miss:
-                    for c, mflag in zip(cols, miss, strict=True):
+                    for c, mflag in zip(cols, miss, strict=False):  # inputs come after
                         if mflag:
                             missing[c].inc()
+        for c in plan.computed:
+            self._compute(c, x, fetched, request_features, n)
         if plan.request_names:
             for i in range(n):
                 given = request_features[i] if request_features else {}
@@ -161,6 +220,27 @@ class Scorer:
                     else:
                         x[i, c] = float(v)
         return x, fresh
+
+    @staticmethod
+    def _compute(c: _Computed, x: np.ndarray, fetched: np.ndarray | None,
+                 request_features: list[dict[str, Any]] | None, n: int) -> None:
+        """One request feature view's outputs into ``x``: its function over the fetched
+        inputs and the request's fields (``MissingRequestField`` when one is absent)."""
+        cols: dict[str, np.ndarray] = {}
+        for arg, j in c.inputs:
+            cols[arg] = fetched[:, j]  # type: ignore[index]
+        for name in c.fields:
+            col = np.empty(n)
+            for i in range(n):
+                row = request_features[i] if request_features else {}
+                if name not in row:
+                    raise MissingRequestField(c.view.name, name, i)
+                v = row[name]
+                col[i] = NAN if v is None else v
+            cols[name] = col
+        out = c.view.compute(cols, n)
+        for fname, j in c.outputs:
+            x[:, j] = out[fname]
 
     def entity_key(self, plan: _Plan, row: dict[str, Any]) -> str:
         if plan.entity_keys:
