@@ -31,13 +31,13 @@ def exported_metric_names() -> set[str]:
 
     from streams.worker.metrics import WorkerMetrics
 
-    for path in sorted(ROOT.glob("*/**/*.py")):
-        rel = path.relative_to(ROOT)
-        if rel.parts[0] in ("features", "streams", "serving", "tessera") and re.search(
-            r"^from prometheus_client import .*\b(Counter|Gauge|Histogram|Summary)\b",
-            path.read_text(), flags=re.M,
-        ):
-            importlib.import_module(".".join(rel.with_suffix("").parts))
+    for package in ("features", "streams", "serving", "tessera"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            imports = re.findall(r"^from prometheus_client import (\([^)]*\)|.*)$",
+                                 path.read_text(), flags=re.M)
+            if re.search(r"\b(Counter|Gauge|Histogram|Summary)\b", " ".join(imports)):
+                rel = path.relative_to(ROOT).with_suffix("")
+                importlib.import_module(".".join(rel.parts))
     names = set()
     for registry in (REGISTRY, WorkerMetrics(CollectorRegistry()).registry):
         for family in registry.collect():
