@@ -82,6 +82,59 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Pop
     return server, f"redis://127.0.0.1:{server.port}/0"
 
 
+class ClusterHandle:
+    """The ``redis-server`` processes of a local Redis Cluster (``stop`` stops them all)."""
+
+    def __init__(self, procs: list[subprocess.Popen]) -> None:
+        self.procs = procs
+
+    def stop(self) -> None:
+        for p in self.procs:
+            stop(p)
+
+
+def start_redis_cluster(data_dir: Path, nodes: int = 3) -> tuple[ClusterHandle, str]:
+    """Start ``nodes`` primaries of Debian's ``redis-server`` in cluster mode on free ports
+    and join them with ``redis-cli --cluster create`` (no replicas); returns (handle,
+    ``redis+cluster://`` URL). Needs both binaries (the embedded Valkey has no cluster mode)."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if not server or not cli:
+        raise FileNotFoundError("a local Redis Cluster needs redis-server and redis-cli on PATH "
+                                "(Debian: apt-get install redis-server redis-tools)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = [free_port() for _ in range(nodes)]
+    procs = []
+    handle = ClusterHandle(procs)
+    try:
+        for port in ports:
+            d = data_dir / str(port)
+            d.mkdir(exist_ok=True)
+            procs.append(subprocess.Popen(
+                [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(d), "--logfile", str(d / "redis.log"),
+                 "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                 "--cluster-node-timeout", "5000"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        for port, proc in zip(ports, procs, strict=True):
+            _wait_port(port, 10, proc, "redis-server (cluster mode)")
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while True:  # every node must agree the slots are covered before clients connect
+            states = [subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True,
+                                     text=True, timeout=5).stdout for p in ports]
+            if all("cluster_state:ok" in s for s in states):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis Cluster on ports {ports} not ok after 30 s")
+            time.sleep(0.1)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle, "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+
+
 def stop(handle: object, timeout: float = 5) -> None:
     """Stop a process started here (or an embedded server): SIGTERM, then SIGKILL after
     ``timeout`` seconds."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.local import start_broker, start_redis, stop
+from tessera.local import start_broker, start_redis, start_redis_cluster, stop
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +39,30 @@ def redis_url(services_dir) -> str:
     handle, url = start_redis(services_dir / "redis")
     yield url
     stop(handle)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(services_dir) -> str:
+    """A 3-primary Redis Cluster (``redis+cluster://...``) of Debian's redis-server, or
+    ``REDIS_CLUSTER_URL``; skipped when redis-server/redis-cli are not installed."""
+    import shutil
+
+    external = os.environ.get("REDIS_CLUSTER_URL")
+    if external:
+        yield external
+        return
+    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+        pytest.skip("Redis Cluster tests need Debian's redis-server and redis-cli on PATH")
+    handle, url = start_redis_cluster(services_dir / "redis-cluster")
+    yield url
+    handle.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def any_redis_url(request) -> str:
+    """The single-node Redis, then the 3-node cluster: a test using it runs on both."""
+    return request.getfixturevalue("redis_url" if request.param == "single"
+                                   else "redis_cluster_url")
 
 
 @pytest.fixture

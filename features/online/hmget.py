@@ -35,6 +35,7 @@ import hiredis
 import redis
 
 from features.errors import OnlineStoreError
+from features.online.cluster import by_node, is_cluster, refresh
 
 
 class _Wire:
@@ -105,6 +106,7 @@ _SLOW = (redis.ConnectionError, redis.TimeoutError, OSError, hiredis.HiredisErro
 
 
 _NOT_SERVING = ("LOADING", "BUSY", "MASTERDOWN")
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN")  # a cluster's slot moved or is moving
 
 
 def is_slow(e: BaseException) -> bool:
@@ -180,31 +182,44 @@ class Breaker:
 
 
 class HashReads:
-    """``HMGET`` many (key, fields) in one round trip: ``fetch(keys) -> [[bytes | None]]``."""
+    """``HMGET`` many (key, fields) in one round trip per node: ``fetch(keys) -> [[bytes |
+    None]]``. Against a Redis Cluster the keys are grouped by the node serving their slot
+    (``features.online.cluster.by_node``); every node's commands are sent before any reply is
+    read, so the nodes answer in parallel."""
 
     def __init__(self, client: Any, spin_us: float = 200.0, breaker: Breaker | None = None
                  ) -> None:
         self.client = client
+        self.cluster = is_cluster(client)
         self.spin_ns = int(spin_us * 1000)
         self.breaker = breaker or Breaker()
         self._local = threading.local()
 
-    def _wire(self) -> _Wire | None:
-        wire = getattr(self._local, "wire", None)
-        if wire is None:
-            pool = getattr(self.client, "connection_pool", None)
-            if pool is None or not hasattr(pool, "make_connection"):
-                return None
-            conn = pool.make_connection()
-            if not hasattr(conn, "_sock") or getattr(conn, "ssl_context", None) is not None:
-                return None
-            wire = self._local.wire = _Wire(conn)
+    def _wire(self, client: Any | None = None) -> _Wire | None:
+        """This thread's connection to ``client`` (a cluster's node client; default: ours)."""
+        client = self.client if client is None else client
+        wires = getattr(self._local, "wires", None)
+        if wires is None:
+            wires = self._local.wires = {}
+        held = wires.get(id(client))
+        if held is not None:
+            return held[1]
+        pool = getattr(client, "connection_pool", None)
+        if pool is None or not hasattr(pool, "make_connection"):
+            return None
+        conn = pool.make_connection()
+        if not hasattr(conn, "_sock") or getattr(conn, "ssl_context", None) is not None:
+            return None
+        wire = _Wire(conn)
+        wires[id(client)] = (client, wire)  # the client is kept: its id is never reused
         return wire
 
     def fetch(self, keys: list[tuple[str, list[str]]]) -> list[list[bytes | None]]:
         breaker = self.breaker
         if breaker.opened is not None and not breaker.allow():
             raise breaker.refusal()
+        if self.cluster:
+            return self._fetch_cluster(keys)
         wire = self._wire()
         if wire is None:
             return self._pipelined(keys)
@@ -223,6 +238,10 @@ class HashReads:
             wire.drop()
             breaker.failure(e)
             raise store_error(e) from e
+        return self._checked(replies)
+
+    def _checked(self, replies: list) -> list:
+        breaker = self.breaker
         for r in replies:
             if isinstance(r, redis.ResponseError):
                 if opens_breaker(r):
@@ -231,6 +250,41 @@ class HashReads:
         if breaker.opened is not None:
             breaker.success()  # this call was the probe
         return replies
+
+    def _fetch_cluster(self, keys: list[tuple[str, list[str]]], retry: bool = True
+                       ) -> list[list[bytes | None]]:
+        """One pipelined round trip per node touched: send to every node, then read."""
+        groups = by_node(self.client, [k for k, _ in keys])
+        wires = [self._wire(node) for node, _ in groups]
+        if None in wires:
+            return self._pipelined(keys)
+        out: list = [None] * len(keys)
+        sent = []
+        wire = None
+        try:
+            deadline = 0
+            for wire, (_, ix) in zip(wires, groups, strict=True):
+                sock = wire.socket()
+                deadline = deadline or time.perf_counter_ns() + wire.timeout_ns
+                wire.send(b"".join([hiredis.pack_command(("HMGET", keys[i][0], *keys[i][1]))
+                                    for i in ix]), deadline)
+                sent.append((wire, sock, ix))
+            spin_until = time.perf_counter_ns() + self.spin_ns
+            for wire, sock, ix in sent:
+                for i in ix:
+                    out[i] = self._reply(wire, sock, spin_until, deadline)
+        except _SLOW as e:
+            for w, _, _ in sent:
+                w.drop()  # replies may be in flight on any of them
+            if wire is not None and wire.sock is not None:
+                wire.drop()
+            self.breaker.failure(e)
+            raise store_error(e) from e
+        if retry and any(isinstance(r, redis.ResponseError) and str(r).startswith(_REDIRECTS)
+                         for r in out):
+            refresh(self.client)  # resharded: learn the new slot map, read once more
+            return self._fetch_cluster(keys, retry=False)
+        return self._checked(out)
 
     def _pipelined(self, keys: list[tuple[str, list[str]]]) -> list[list[bytes | None]]:
         try:

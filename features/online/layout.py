@@ -196,6 +196,12 @@ class ViewLayout:
         return longest // 1_000_000 + 3600
 
 
+# Inside every entity hash, beside its rings: which offsets of its home partition's streams the
+# rings hold ("sid:epoch:offset,..."), written by the same server-side script as the rings, so
+# each key's write is fenced and idempotent on its own (no cross-key transaction: works on a
+# Redis Cluster). Readers never ask for it.
+APPLIED_FIELD = "~applied"
+
 # The online store's own state, one hash beside the entity keys:
 #   generation            set by every worker write; absent = the store is empty or lost its data
 #   rebuilding:<what>     present while a worker rebuilds rings from the event log (value: JSON

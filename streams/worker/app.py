@@ -605,8 +605,8 @@ class Worker:
         report = rebuild(self.sink, source, self.views_by_source[source.name], self.event_log,
                          now_us=time.time_ns() // 1000, ttl_s=online.ttl_s + TTL_REFRESH_S,
                          upto=upto, entity_filter=home_filter(source, online.n, parts),
-                         allowed_lateness_us=online.allowed_lateness_us)
-        self.redis.mset({online.offset_key(sid): m.encode() for sid, m in marks.items()})
+                         allowed_lateness_us=online.allowed_lateness_us, clear_applied=True)
+        self.sink.set_watermarks({online.offset_key(sid): m for sid, m in marks.items()})
         online.reset(marks)
         self._reread.update(TopicPartition(source.repartition_topic, h) for h in parts)
         pipe.rebuilds += 1

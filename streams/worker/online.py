@@ -26,7 +26,7 @@ import orjson
 from features.definitions import EventSource, FeatureView
 from features.errors import TesseraError
 from features.event_columns import EventColumns
-from features.online.layout import ViewLayout, Watermark, entity_key, offset_key
+from features.online.layout import APPLIED_FIELD, ViewLayout, Watermark, entity_key, offset_key
 from streams.partitioner import home_partition
 from streams.worker.checkpoint import LOST, judge_fence
 from streams.worker.redis_sink import RedisSink
@@ -65,6 +65,8 @@ class _Job:
     fences: dict[int, tuple[Watermark, Watermark]]  # stream -> (expected, new)
     rep: dict[int, int]  # home partition -> last repartition-topic offset written
     due: np.ndarray
+    rows: np.ndarray  # cache rows written
+    applied: list[bytes]  # their new ~applied
     result: Future
     submitted_at: float = field(default_factory=time.time)
 
@@ -114,6 +116,10 @@ class OnlineWriter:
         self.marks: dict[int, Watermark] = {}  # stream -> the stored value (epoch, print)
         self.rep_landed: dict[int, int] = {}  # home partition -> last repartition offset in Redis
         self.cache = RingCache(self.plans)
+        # cache row -> the key's ~applied as Redis holds it (read, or last written by us): what
+        # its next fenced write expects (redis_sink._WRITE)
+        self._row_mark: dict[int, bytes] = {}
+        self._parsed: dict[bytes, dict[int, tuple[int, int]]] = {}
         self.value_fields = fields_needed(self.plans)
         self.stats = OnlineStats()
         self._reset_pending()
@@ -254,12 +260,22 @@ class OnlineWriter:
         cache = self.cache
         rows = np.nonzero(cache.dirty)[0]
         cache.dirty[rows] = False
-        due = rows[cache.expire_due[rows] <= time.time()]
-        args = ([cache.keys[r] for r in rows.tolist()], self.fields, *cache.encode(rows),
-                [cache.keys[r] for r in due.tolist()], self.ttl_s + TTL_REFRESH_S,
-                {self.offset_key(sid): f for sid, f in fences.items()})
-        self._inflight = _Job(self._pending, self._counts, last, fences, rep, due,
-                              self._pool.submit(_timed, self.sink.commit, *args))
+        expire = cache.expire_due[rows] <= time.time()
+        due = rows[expire]
+        # what each key's rings hold once written: everything of its home's streams up to the
+        # new watermarks (the batches carry every event of those streams above the old ones)
+        home_mark = {h: _applied(self.home_sids(h), fences) for h in {self.owner(s) for s in last}}
+        row_list = rows.tolist()
+        owners = cache.partition[rows].tolist()
+        mark = self._row_mark
+        expected = [mark.get(r, b"") for r in row_list]
+        applied = [home_mark[h] if h in home_mark else _applied(self.home_sids(h), fences)
+                   for h in owners]
+        args = ([cache.keys[r] for r in row_list], self.fields, *cache.encode(rows),
+                expire, self.ttl_s + TTL_REFRESH_S,
+                {self.offset_key(sid): f for sid, f in fences.items()}, expected, applied)
+        self._inflight = _Job(self._pending, self._counts, last, fences, rep, due, rows,
+                              applied, self._pool.submit(_timed, self.sink.commit, *args))
         self._reset_pending()
 
     def wait(self) -> None:
@@ -276,6 +292,9 @@ class OnlineWriter:
         cache = self.cache
         if stale is None:
             self.landed_at = landed_at
+            mark = self._row_mark
+            for r, m in zip(job.rows.tolist(), job.applied, strict=True):
+                mark[r] = m
             cache.expire_due[job.due] = time.time() + TTL_REFRESH_S
             c = job.counts
             self.stats.applied += c[0]
@@ -351,6 +370,27 @@ class OnlineWriter:
             except Exception as e:  # noqa: BLE001 - its effects are rebuilt anyway
                 log.info("write in flight during a rebuild ended with %r", e)
 
+    def _ahead(self, raw: bytes) -> dict[int, float]:
+        """Streams where a loaded key's ``~applied`` is past our watermark: stream -> last
+        offset the key holds (infinite: a newer epoch than ours)."""
+        marks = self._parsed.get(raw)
+        if marks is None:
+            if len(self._parsed) > 4096:
+                self._parsed.clear()
+            marks = self._parsed[raw] = {
+                int(a): (int(b), int(c))
+                for a, b, c in (t.split(b":") for t in raw.split(b","))}
+        out: dict[int, float] = {}
+        for sid, (epoch, off) in marks.items():
+            cur = self.marks.get(sid)
+            if cur is None:
+                continue
+            if epoch > cur.epoch:
+                out[sid] = float("inf")
+            elif epoch == cur.epoch and off > cur.offset:
+                out[sid] = off
+        return out
+
     def _route(self, p: int, ev: EventColumns, ix: np.ndarray,
                keys: list[str]) -> tuple[np.ndarray, list[str]]:
         """Forward the events at ``ix`` (Redis keys ``keys``) whose home is not ``p``; returns
@@ -406,15 +446,40 @@ class OnlineWriter:
         for key, p in zip(keys, owner, strict=True):
             if key not in cache.rows and key not in need:
                 need[key] = p
+        ahead: dict[str, dict[int, float]] = {}
+        rows_of = cache.rows
         if need:
             nkeys = list(need)
-            cache.add(nkeys, list(need.values()), self.sink.load(nkeys, self.fields))
-        rows_of = cache.rows
+            loaded = self.sink.load(nkeys, [*self.fields, APPLIED_FIELD])
+            cache.add(nkeys, list(need.values()), loaded)  # the last column is not a ring
+            for key, blobs in zip(nkeys, loaded, strict=True):
+                m = blobs[-1] or b""
+                self._row_mark[rows_of[key]] = m
+                if m:
+                    adv = self._ahead(m)
+                    if adv:
+                        ahead[key] = adv
         rows = np.fromiter((rows_of[k] for k in keys), dtype=np.int64, count=applied)
         ts_a = np.concatenate([e.columns[tsf] for e in sel]).astype(np.int64, copy=False)
         seq_a = np.concatenate([e.offsets for e in sel])
         cols = {f: np.concatenate([e.columns[f] for e in sel]).astype(np.float64, copy=False)
                 for f in self.value_fields}
+        if ahead:
+            # keys written past their partition's watermark (a crash between a batch's key
+            # writes and its watermark, or another writer): their events up to their own
+            # ~applied are in them already
+            sids = np.repeat(np.array(parts, dtype=np.int64), [len(e.offsets) for e in sel])
+            keep = np.fromiter(
+                (k not in ahead or o > ahead[k].get(s, -1)
+                 for k, s, o in zip(keys, sids.tolist(), seq_a.tolist(), strict=True)),
+                dtype=bool, count=len(keys))
+            if not keep.all():
+                ki = np.nonzero(keep)[0]
+                keys = [keys[i] for i in ki.tolist()]
+                rows, ts_a, seq_a = rows[ki], ts_a[ki], seq_a[ki]
+                cols = {f: v[ki] for f, v in cols.items()}
+                skipped += applied - len(keys)
+                applied = len(keys)
         unique_rows = np.unique(rows, return_inverse=True)
         for plan, arr in zip(self.plans, cache.arrays, strict=True):
             fold_batch(arr, plan, rows, ts_a, seq_a, cols, unique_rows)
@@ -426,6 +491,17 @@ class OnlineWriter:
         if applied:
             newest = int(ts_a.max())
             c[3] = newest if c[3] is None else max(c[3], newest)
+
+
+def _applied(sids: list[int], fences: dict[int, tuple[Watermark, Watermark]]) -> bytes:
+    """A key's ``~applied`` after a write with these fences: ``sid:epoch:offset`` of every
+    stream of its home partition that has applied anything, in stream order."""
+    out = []
+    for sid in sids:
+        new = fences[sid][1]
+        if new.offset >= 0 or new.epoch:
+            out.append(b"%d:%d:%d" % (sid, new.epoch, new.offset))
+    return b",".join(out)
 
 
 def _timed(fn, *args):

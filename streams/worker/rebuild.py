@@ -17,7 +17,8 @@ Three steps, each usable on its own (the worker's integration calls them):
 * ``fold_entities``: fold them in chunks of entities, vectorised (numpy, no Python per event);
   ``rings_from_log`` is the two together;
 * ``write_rings``: whole ring fields to Redis with ``HSET`` (absolute, so rewriting is
-  harmless) plus the worker's ``EXPIRE``, packed by ``resp.hset_commands``, in pipelined chunks.
+  harmless) plus the worker's ``EXPIRE``, one script call per key (``RedisSink.put_rings``,
+  grouped by node on a Redis Cluster), in pipelined chunks.
 
 ``rebuild`` runs all three with the writes overlapping the folds (one chunk in flight).
 
@@ -36,7 +37,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 
-import hiredis
 import numpy as np
 import polars as pl
 
@@ -45,7 +45,6 @@ from features.offline.event_log import EventLog
 from features.online.layout import ViewLayout, entity_key
 from streams.worker.online import TTL_REFRESH_S
 from streams.worker.redis_sink import RedisSink
-from streams.worker.resp import hset_commands
 from streams.worker.tiles import NO_EVENT, STDDEV, HopPlan, fields_needed, fold_batch, plan_views
 
 HOUR_US = 3_600_000_000
@@ -320,7 +319,6 @@ def rings_from_log(
     yield from fold_entities(events, plan_views(views), chunk_entities=chunk_entities)
 
 
-_pack = hiredis.pack_command
 WRITE_BYTES = 4 << 20  # per pipelined round trip
 
 
@@ -333,32 +331,26 @@ def write_rings(
     *,
     present: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
+    clear_applied: bool = False,
 ) -> int:
     """``HSET key field ring ...`` for every key (only the given fields: a hash's other fields
-    are untouched) and ``EXPIRE key ttl_s`` (``worker_ttl_s``: what the worker sets), in
-    pipelined round trips of about 4 MB. Absolute values, so writing the same rings again is
-    harmless. ``progress(n)`` after each round trip with the keys it wrote. Returns the number
-    of keys written (those with at least one present ring)."""
+    are untouched) and ``EXPIRE key ttl_s`` (``worker_ttl_s``: what the worker sets), one
+    script call per key (``RedisSink.put_rings``: per node on a cluster), in round trips of
+    about 4 MB. Absolute values, so writing the same rings again is harmless.
+    ``clear_applied``: also drop each key's ``~applied`` (a rebuild of all the source's views:
+    the rings now hold what the log holds, up to the new watermarks). ``progress(n)`` after
+    each round trip with the keys it wrote. Returns the number of keys written (those with at
+    least one present ring)."""
     sink = sink_or_client if isinstance(sink_or_client, RedisSink) else RedisSink(sink_or_client)
     if present is None:
         present = np.ones((len(keys), len(fields)), dtype=bool)
     per_key = max(1, sum(r.shape[1] for r in rings) + 64)
     step = max(1, WRITE_BYTES // per_key)
-    fields_b = [f.encode() for f in fields]
     written = 0
     for lo in range(0, len(keys), step):
         hi = min(len(keys), lo + step)
-        pres = present[lo:hi]
-        kb = [k.encode() for k in keys[lo:hi]]
-        cmds = hset_commands(kb, fields_b, [r[lo:hi] for r in rings], pres)
-        touched = [k for k, p in zip(kb, pres.any(axis=1).tolist(), strict=True) if p]
-        cmds += [_pack(("EXPIRE", k, ttl_s)) for k in touched]
-        with sink._connection() as conn:
-            replies = sink._send(conn, cmds, 2 * len(touched))
-        errors = [r for r in replies if isinstance(r, Exception)]
-        if errors:
-            raise errors[0]
-        written += len(touched)
+        written += sink.put_rings(keys[lo:hi], fields, [r[lo:hi] for r in rings],
+                                  present[lo:hi], ttl_s, clear_applied)
         if progress is not None:
             progress(hi - lo)
     return written
@@ -387,10 +379,12 @@ def rebuild(
     epoch: int | None = None,
     chunk_entities: int = DEFAULT_CHUNK,
     progress: Callable[[int, int], None] | None = None,
+    clear_applied: bool = False,
 ) -> RebuildReport:
     """``rings_from_log`` then ``write_rings``, each chunk written while the next is folded.
     ``ttl_s`` defaults to ``worker_ttl_s(views)``; pass the worker's (all the source's views)
-    when rebuilding only some. ``progress(entities done, total)`` after each chunk."""
+    when rebuilding only some. ``progress(entities done, total)`` after each chunk.
+    ``clear_applied``: see ``write_rings`` (the worker's rebuild after a store loss)."""
     t0 = time.perf_counter()
     events = load_events(source, views, event_log, now_us=now_us, upto=upto,
                          entity_filter=entity_filter, allowed_lateness_us=allowed_lateness_us,
@@ -407,7 +401,8 @@ def rebuild(
                 if progress is not None:
                     progress(done, events.entities)
             pending = pool.submit(write_rings, sink, chunk.keys, chunk.fields,
-                                  chunk.rings, ttl, present=chunk.present)
+                                  chunk.rings, ttl, present=chunk.present,
+                                  clear_applied=clear_applied)
             done += len(chunk.keys)
         if pending is not None:
             written += pending.result()
@@ -455,7 +450,9 @@ def backfill(
     source = view.source
     now = time.time_ns() // 1000 if now_us is None else now_us
     parts = list(range(source.partitions))
-    marks = [_watermark(client.get(offset_key(group, source.topic, p))) for p in parts]
+    sink = client if isinstance(client, RedisSink) else RedisSink(client)
+    marks = [None if w is None else (w.offset, w.epoch)
+             for w in sink.watermarks([offset_key(group, source.topic, p) for p in parts])]
     warnings: list[str] = []
     upto: dict[int, int] | None = None
     epoch: int | None = None
@@ -481,12 +478,3 @@ def backfill(
     finally:
         client.hdel(STORE_KEY, flag)
     return BackfillReport(view.name, view.version, upto, report, warnings)
-
-
-def _watermark(raw: bytes | str | None) -> tuple[int, int] | None:
-    """(offset, epoch) of an offset key's value: ``offset`` (epoch 0) or
-    ``offset:epoch:fingerprint``; None when absent."""
-    if raw is None:
-        return None
-    parts = (raw.decode() if isinstance(raw, bytes) else raw).split(":")
-    return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0

@@ -92,8 +92,7 @@ def wait_for(cond, timeout: float, what: str, every: float = 0.1):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.fixture
-def stream_env(kafka_bootstrap, redis_url, redis_client, unique_name, tmp_path):
+def _stream_env(kafka_bootstrap, redis_url, unique_name, tmp_path):
     repo_path = tmp_path / "repo.py"
     repo_path.write_text(REPO_TEMPLATE.format(topic=unique_name, partitions=3))
     env = StreamEnv(kafka_bootstrap, redis_url, tmp_path / "home", repo_path, f"g-{unique_name}")
@@ -103,3 +102,26 @@ def stream_env(kafka_bootstrap, redis_url, redis_client, unique_name, tmp_path):
     env.stop_all()
     delete_topics([unique_name, f"{unique_name}.dlq", f"{unique_name}.repartition"],
                   kafka_bootstrap)
+
+
+@pytest.fixture
+def stream_env(kafka_bootstrap, redis_url, redis_client, unique_name, tmp_path):
+    yield from _stream_env(kafka_bootstrap, redis_url, unique_name, tmp_path)
+
+
+@pytest.fixture
+def any_redis_client(any_redis_url):
+    """A flushed client of ``any_redis_url`` (one Redis, then the 3-node cluster)."""
+    from features.online.cluster import connect, primaries
+
+    client = connect(any_redis_url)
+    for node in primaries(client):
+        node.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def any_stream_env(kafka_bootstrap, any_redis_url, any_redis_client, unique_name, tmp_path):
+    """``stream_env`` on each topology in turn (the worker gets ``any_redis_url``)."""
+    yield from _stream_env(kafka_bootstrap, any_redis_url, unique_name, tmp_path)

@@ -139,8 +139,8 @@ def test_dead_letters_hold_reason_and_original_bytes(stream_env, redis_client):
     assert (env.home / "faust" / "v1" / "tables").is_dir()
 
 
-def test_kill_9_mid_stream_loses_and_double_counts_nothing(stream_env, redis_client):
-    env = stream_env
+def test_kill_9_mid_stream_loses_and_double_counts_nothing(any_stream_env, any_redis_client):
+    env, redis_client = any_stream_env, any_redis_client  # one Redis, then a cluster
     produced = Produced()
     produce(env, produced, 30000, seed=2)
     rng = random.Random(3)
@@ -165,8 +165,9 @@ def test_kill_9_mid_stream_loses_and_double_counts_nothing(stream_env, redis_cli
     check_exactly_once(env, redis_client, produced)
 
 
-def test_workers_joining_and_leaving_share_partitions_exactly_once(stream_env, redis_client):
-    env = stream_env
+def test_workers_joining_and_leaving_share_partitions_exactly_once(any_stream_env,
+                                                                   any_redis_client):
+    env, redis_client = any_stream_env, any_redis_client  # one Redis, then a cluster
     produced = Produced()
     produce(env, produced, 1500, seed=4)
     a = env.start_worker(max_records=100)
