@@ -2,9 +2,9 @@
 
 Online values come from ``OnlineStore`` (tile rings folded at ``t``); offline values are
 recomputed from the event log's rows with the scalar algebra of ``features.semantics`` —
-events with ``start(t) <= ts < t``, merged in (event time, offset) order. Counts, min, max and
-last must match exactly; sums, means and stddevs to a relative 1e-9 (tiles add in a different
-grouping).
+events with ``start(t) <= ts < t``, merged in (event time, offset) order. Aggregations marked
+``exact`` (count, min, max, last, first) must match exactly; the others to a relative 1e-9
+(tiles add in a different grouping).
 
 Valid for ``t`` after the newest event the worker applied, which is how serving reads ("now"):
 late events (see docs/streams.md) are in the log but never online, and fall outside every
@@ -25,9 +25,10 @@ from features.definitions import FeatureRepo, FeatureView
 from features.errors import UnknownFeatureError
 from features.offline.event_log import EventLog
 from features.online.read import OnlineStore
+from features.semantics.aggregations import AGGREGATIONS
 from features.semantics.windows import in_window, window_start
 
-EXACT = {"count", "min", "max", "last"}
+EXACT = {name for name, agg in AGGREGATIONS.items() if agg.exact}
 REL_TOL = 1e-9
 
 

@@ -28,9 +28,12 @@ def brute_force(events, fn: str, t: int, window: int, hop: int):
         return max(vals)
     if fn == "last":
         return max(sel, key=lambda e: (e[0], e[1]))[2]
-    if fn == "stddev":
+    if fn == "first":  # the smallest event time; a tie goes to the earlier one in the log
+        return min(sel, key=lambda e: (e[0], e[1]))[2]
+    if fn in ("stddev", "variance"):  # population: divide by n
         m = math.fsum(vals) / len(vals)
-        return math.sqrt(math.fsum((v - m) ** 2 for v in vals) / len(vals))
+        var = math.fsum((v - m) ** 2 for v in vals) / len(vals)
+        return math.sqrt(var) if fn == "stddev" else var
     raise ValueError(fn)
 
 

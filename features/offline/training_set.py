@@ -197,7 +197,7 @@ def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t
     # forward; results go back to spine order at the end
     qorder = np.lexsort((t, q_code))
     q_code, q_t = q_code[qorder], t[qorder]
-    fields = sorted({f.field for _, f in feats if f.fn != "count" and f.field})
+    fields = sorted({f.field for _, f in feats if f.aggregation.needs_field and f.field})
     ev, read = _read_events(log, src, start, end,
                             [*keys, src.timestamp_field, "_epoch", "_offset", *fields], uniq,
                             fields)
@@ -212,7 +212,7 @@ def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t
     bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
     out = {}
     for view, feat in feats:
-        fkey = None if feat.fn == "count" else feat.field
+        fkey = feat.field if feat.aggregation.needs_field else None
         sub = subsets[fkey]
         bkey = (id(sub), feat.window, feat.hop)
         if bkey not in bounds:

@@ -3,9 +3,9 @@
 ``fold.fold_view`` is the readable definition (decode the ring into a dict, merge tile by
 tile); this module computes the same values on the serving hot path with less Python per
 feature: the ring's tile indices are unpacked at once, only the tiles inside the longest window
-are decoded (once per ring), and count/sum/mean/min/max fold with builtins in the same tile
-order and with the same comparison as their ``merge``. Other aggregations fold through their
-own ``merge``. Equality with ``fold_view`` is a property test
+are decoded (once per ring), and each aggregation folds them with its own kernels
+(``read_tiles`` for one ring, ``merge_tiles`` for many at once; ``features.semantics.kernels``)
+in the same tile order as its ``merge``. Equality with ``fold_view`` is a property test
 (``tests/features/online/test_fastfold.py``), and so is the exact-read rule of ``fold`` (a read
 at or before the ring's newest event is exact or raises ``InexactReadError``): on the hot path
 it costs one integer comparison per ring.
@@ -20,26 +20,9 @@ import numpy as np
 from features.online.fold import InexactReadError, fold_view, past_last_tile
 from features.online.layout import FeatureSlot, HopLayout
 from features.semantics.aggregations import get_aggregation
+from features.semantics.windows import tile_of
 
-_INF = float("inf")
-_VECTOR_FNS = {"count", "sum", "mean", "min", "max"}
 VECTOR_MIN_ROWS = 8
-
-
-def _fold_min(values: list[float]) -> float | None:
-    m = _INF
-    for v in values:
-        if not m <= v:
-            m = v
-    return None if m == _INF else m
-
-
-def _fold_max(values: list[float]) -> float | None:
-    m = -_INF
-    for v in values:
-        if not m >= v:
-            m = v
-    return None if m == -_INF else m
 
 
 class RingFold:
@@ -52,10 +35,9 @@ class RingFold:
         stride = hop.width + 1
         self.ring = struct.Struct("<q" + ("q" + "d" * hop.width) * hop.slots)
         self.slots = slots
-        # (column, tiles back from the current one, fn, first value index in a record, agg)
+        # (column, tiles back from the current one, first IR index in a record, aggregation)
         self.plan = [
-            (col, s.window // hop.hop, s.fn, 1 + s.start, get_aggregation(s.fn))
-            for col, s in slots
+            (col, s.window // hop.hop, s.start, get_aggregation(s.fn)) for col, s in slots
         ]
         self.span = max(p[1] for p in self.plan)
         self.widest = max(slots, key=lambda cs: cs[1].window)[1].name  # named by past reads
@@ -64,12 +46,7 @@ class RingFold:
         self.record = struct.Struct(f"<{hop.width}d")
         self.value_offsets = [8 + s * 8 * stride + 8 for s in range(hop.slots)]
         # what every feature of the ring is when no tile falls in its window (ring present)
-        self.empty = [(col, agg.finalize(agg.empty())) for col, _, _, _, agg in self.plan]
-        self.vector = all(p[2] in _VECTOR_FNS for p in self.plan)
-        # the features numpy cannot fold (last, stddev, ...) fold row by row in a sub-ring
-        rest = [(c, s) for c, s in slots if s.fn not in _VECTOR_FNS]
-        self.rest = RingFold(hop, rest) if rest and len(rest) < len(slots) else None
-        self.vector_plan = [p for p in self.plan if p[2] in _VECTOR_FNS]
+        self.empty = [(col, agg.finalize(agg.empty())) for col, _, _, agg in self.plan]
         self.dtype = np.dtype([
             ("newest", "<i8"),
             ("tiles", [("idx", "<i8"), ("v", "<f8", (hop.width,))], (hop.slots,)),
@@ -95,7 +72,7 @@ class RingFold:
                 miss[col] = flag
             return newest
         heads = self.heads.unpack(blob)
-        kt = t // self.hop
+        kt = tile_of(t, self.hop)
         last = kt
         if t <= heads[0] and exact:  # before the ring's newest event: exact or an error
             last = past_last_tile(self.layout, self.span, self.widest, t, heads[0],
@@ -112,30 +89,13 @@ class RingFold:
                 miss[col] = False
             return heads[0]
         unpack = self.record.unpack_from
-        tiles = [(k, unpack(blob, o)) for k, o in found]
-        oldest = tiles[0][0]
-        for col, span, fn, off, agg in self.plan:
+        records = [unpack(blob, o) for _, o in found]
+        oldest = found[0][0]
+        for col, span, j, agg in self.plan:
             lo = kt - span
-            j = off - 1
-            inside = tiles if oldest >= lo else [kv for kv in tiles if kv[0] >= lo]
-            if fn == "count":
-                value = int(sum([v[j] for _, v in inside], 0.0))
-            elif fn == "sum":
-                value = sum([v[j] for _, v in inside], 0.0)
-            elif fn == "mean":
-                c = sum([v[j] for _, v in inside], 0.0)
-                value = sum([v[j + 1] for _, v in inside], 0.0) / c if c else None
-            elif fn == "min":
-                value = _fold_min([v[j] for _, v in inside])
-            elif fn == "max":
-                value = _fold_max([v[j] for _, v in inside])
-            else:
-                w = agg.width
-                acc = agg.empty()
-                for _, v in inside:
-                    acc = agg.merge(acc, v[j:j + w])
-                value = agg.finalize(acc)
-            vals[col] = value
+            inside = records if oldest >= lo else [
+                r for (k, _), r in zip(found, records, strict=True) if k >= lo]
+            vals[col] = agg.read_tiles(inside, j)
             miss[col] = False
         return heads[0]
 
@@ -153,16 +113,15 @@ class RingFold:
     ) -> list[int | None]:
         """``fold`` for many entities (row ``i`` of ``vals``/``miss`` gets ``blobs[i]``).
 
-        For count/sum/mean/min/max rings and more than a few rows, numpy folds every row at
-        once with the scalar path's exact arithmetic: tiles sorted by index, sums as a
-        sequential ``cumsum`` from 0.0 (adding 0.0 for tiles outside the window changes
-        nothing), min/max as reductions; rows holding a NaN fall back to ``fold``. An inexact
-        read raises ``InexactReadError`` with ``row`` set to the offending row.
+        For more than a few rows, numpy folds every row at once: tiles sorted by index, each
+        feature through its aggregation's ``merge_tiles`` (the bits of its scalar merge
+        chain); rows a kernel cannot fold exactly (min/max over a NaN) fall back to ``fold``.
+        An inexact read raises ``InexactReadError`` with ``row`` set to the offending row.
         """
         n = len(blobs)
         size = self.ring.size
         good = [i for i, b in enumerate(blobs) if b and len(b) == size]
-        if not (self.vector or self.rest) or len(good) < VECTOR_MIN_ROWS:
+        if len(good) < VECTOR_MIN_ROWS:
             return [self._fold_row(i, b, t, v, m, exact)
                     for i, (b, v, m) in enumerate(zip(blobs, vals, miss, strict=True))]
         newest: list[int | None] = [None] * n
@@ -174,7 +133,7 @@ class RingFold:
         order = np.argsort(idx, axis=1, kind="stable")
         idx = np.take_along_axis(idx, order, axis=1)
         v = np.take_along_axis(arr["tiles"]["v"], order[:, :, None], axis=1)
-        kt = t // self.hop
+        kt = tile_of(t, self.hop)
         last = kt
         heads = arr["newest"]
         if exact and (heads >= t).any():  # rows read before their newest event
@@ -189,46 +148,23 @@ class RingFold:
                 e.row = good[r]
                 raise
         upto = idx <= last
-        zero = np.zeros((len(good), 1))
         masks: dict[int, np.ndarray] = {}
         redo: set[int] = set()
-
-        def total(mask: np.ndarray, j: int) -> np.ndarray:
-            x = np.where(mask, v[:, :, j], 0.0)
-            return np.cumsum(np.concatenate([zero, x], axis=1), axis=1)[:, -1]
-
         results = []
-        for col, span, fn, off, _ in self.vector_plan:
+        for col, span, j, agg in self.plan:
             mask = masks.get(span)
             if mask is None:
                 mask = masks[span] = upto & (idx >= kt - span)
-            j = off - 1
-            if fn == "count":
-                out = [int(c) for c in total(mask, j).tolist()]
-            elif fn == "sum":
-                out = total(mask, j).tolist()
-            elif fn == "mean":
-                c, sm = total(mask, j).tolist(), total(mask, j + 1).tolist()
-                out = [b / a if a else None for a, b in zip(c, sm, strict=True)]
-            else:
-                x = np.where(mask, v[:, :, j], _INF if fn == "min" else -_INF)
-                # the scalar fold's comparisons treat NaN differently from numpy: redo them
-                nan_rows = np.isnan(x).any(axis=1)
-                if nan_rows.any():
-                    redo.update(np.flatnonzero(nan_rows).tolist())
-                empty = _INF if fn == "min" else -_INF
-                r = (x.min(axis=1) if fn == "min" else x.max(axis=1)).tolist()
-                out = [None if a == empty else a for a in r]
-            results.append((col, out))
+            ir, bad = agg.merge_tiles(v[:, :, j:j + agg.width], mask)
+            if bad is not None:
+                redo.update(np.flatnonzero(bad).tolist())
+            results.append((col, agg.finalize_list(ir)))
         for col, out in results:
             for i, value in zip(good, out, strict=True):
                 vals[i][col] = value
                 miss[i][col] = False
         for i, ts in zip(good, arr["newest"].tolist(), strict=True):
             newest[i] = ts
-        if self.rest is not None:
-            for i in good:
-                self.rest.fold(blobs[i], t, vals[i], miss[i], exact)
         for k in redo:
             i = good[k]
             newest[i] = self.fold(blobs[i], t, vals[i], miss[i], exact)

@@ -91,7 +91,7 @@ def past_last_tile(hop: HopLayout, span: int, feature: str, t: int, newest: int,
     """For a read at ``t <= newest``: the newest tile to fold (``tile(t) - 1``), or
     ``InexactReadError`` when ``t`` is off the hop grid or the window's oldest tile is gone."""
     h = hop.hop
-    kt = t // h
+    kt = tile_of(t, h)
     pruned = kt - span <= top - hop.slots
     if t % h or pruned:
         raise InexactReadError(feature, t, newest, earliest_exact(hop, span, top), h, pruned)

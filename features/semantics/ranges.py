@@ -3,23 +3,22 @@
 The scalar algebra (``aggregations.py``) folds one window at a time; a training set asks for
 millions. Here the events of one view are arrays sorted by ``(entity code, ts, seq)`` and each
 query ``(code, t)`` becomes an index range ``[lo, hi)`` of the events with
-``start(t) <= ts < t`` (``windows.window_start``). Aggregations then reduce those ranges:
-``ufunc.reduceat`` for sum/mean/min/max (adding left to right in log order, as the scalar fold
-does), element ``hi - 1`` for ``last`` (the sort puts the greatest ``(ts, seq)`` last), and an
-exact two-pass form for ``stddev``. Results agree with ``aggregations.py``: count/min/max/last
-exactly, sum/mean/stddev to rounding.
+``start(t) <= ts < t`` (``windows.window_start``, which works on arrays too). Each
+aggregation then reduces those ranges with its own kernel (``reduce_ranges``): e.g.
+``ufunc.reduceat`` for sums (adding left to right in log order, as the scalar fold does),
+element ``hi - 1`` for ``last`` and ``lo`` for ``first`` (the sort puts the greatest
+``(ts, seq)`` last), an exact two-pass form for ``stddev``/``variance``. Results agree with
+the scalar algebra exactly for the aggregations marked ``exact``, the others to rounding.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from features.semantics.aggregations import get_aggregation
+from features.semantics.windows import window_start
+
 _I64_MAX = np.iinfo(np.int64).max
-
-
-def window_starts(t: np.ndarray, window: int, hop: int) -> np.ndarray:
-    """``start(t) = h * floor((t - W) / h)`` for an array of query times (µs)."""
-    return hop * np.floor_divide(t - window, hop)
 
 
 def _keys(codes: np.ndarray, ts: np.ndarray, tmin: int, span: int) -> np.ndarray:
@@ -76,7 +75,7 @@ def window_bounds(
     """Index ranges ``[lo, hi)`` into the events (sorted by (code, ts)) of each query's window
     ``start(t) <= ts < t``. Codes are non-negative ints."""
     q_t = np.asarray(q_t, dtype=np.int64)
-    lo, hi = _search(ev_code, ev_ts, q_code, [window_starts(q_t, window, hop), q_t])
+    lo, hi = _search(ev_code, ev_ts, q_code, [window_start(q_t, window, hop), q_t])
     return lo, hi
 
 
@@ -94,92 +93,20 @@ def asof_positions(
     return np.where(ok, pos, -1)
 
 
-def _range_reduce(ufunc: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                  empty: float) -> np.ndarray:
-    """``ufunc.reduce(values[lo:hi])`` per range, ``empty`` where ``lo == hi``.
-
-    ``reduceat`` reduces between consecutive indices, so ranges are visited in order of ``lo``
-    and interleaved ``[lo0, hi0, lo1, hi1, ...]``; the in-between segments it also reduces are
-    disjoint, so the work is O(events + total range length).
-    """
-    out = np.full(len(lo), empty, dtype=np.float64)
-    nonempty = np.flatnonzero(hi > lo)
-    if len(nonempty) == 0:
-        return out
-    order = nonempty[np.argsort(lo[nonempty], kind="stable")]  # O(n) when already sorted
-    padded = np.append(values.astype(np.float64, copy=False), 0.0)
-    idx = np.empty(2 * len(order), dtype=np.int64)
-    idx[0::2] = lo[order]
-    idx[1::2] = hi[order]
-    out[order] = ufunc.reduceat(padded, idx)[0::2]
-    return out
-
-
 def aggregate(
     fn: str, values: np.ndarray | None, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Value of ``fn`` over ``values[lo:hi]`` per query, and a mask of which are non-null.
+    """Value of ``fn`` over ``values[lo:hi]`` per query, and a mask of which are non-null:
+    the aggregation's own ``reduce_ranges`` (``features.semantics.kernels``).
 
     ``count`` (int64) and ``sum`` are never null (0 for an empty window); the others are null
     for an empty window. ``values`` are the events' field values in sort order (unused by
     count).
     """
-    n = hi - lo
-    valid = n > 0
-    if fn == "count":
-        return n.astype(np.int64), np.ones(len(n), dtype=bool)
+    agg = get_aggregation(fn)
     if values is None:
-        raise ValueError(f"aggregation {fn!r} needs values")
-    values = np.asarray(values, dtype=np.float64)
-    if fn == "sum":
-        return _range_reduce(np.add, values, lo, hi, 0.0), np.ones(len(n), dtype=bool)
-    if fn == "mean":
-        s = _range_reduce(np.add, values, lo, hi, 0.0)
-        return np.divide(s, n, out=np.full(len(n), np.nan), where=valid), valid
-    if fn == "min":
-        return _range_reduce(np.minimum, values, lo, hi, np.nan), valid
-    if fn == "max":
-        return _range_reduce(np.maximum, values, lo, hi, np.nan), valid
-    if fn == "last":
-        out = np.full(len(n), np.nan)
-        out[valid] = values[hi[valid] - 1]
-        return out, valid
-    if fn == "stddev":
-        return _stddev(values, lo, hi), valid
-    raise ValueError(f"unknown aggregation {fn!r}")
-
-
-def _stddev(values: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-            chunk: int = 1 << 22) -> np.ndarray:
-    """Population stddev, two-pass: mean first, then squared deviations from it.
-
-    The second pass expands (query, event) pairs, in chunks of about ``chunk`` pairs so memory
-    stays bounded; windows whose values are all equal give exactly 0 (as the scalar Chan
-    merge does).
-    """
-    n = hi - lo
-    valid = n > 0
-    out = np.full(len(n), np.nan)
-    if not valid.any():
-        return out
-    s = _range_reduce(np.add, values, lo, hi, 0.0)
-    mean = np.divide(s, n, out=np.zeros(len(n)), where=valid)
-    m2 = np.zeros(len(n))
-    ends = np.cumsum(n)
-    start = 0
-    while start < len(n):
-        # queries [start, stop) whose pairs fit in one chunk (at least one query)
-        base = ends[start] - n[start]
-        stop = max(int(np.searchsorted(ends, base + chunk, side="right")), start + 1)
-        nn = n[start:stop]
-        q = np.repeat(np.arange(start, stop), nn)
-        first = np.repeat(np.cumsum(nn) - nn, nn)
-        elem = np.repeat(lo[start:stop], nn) + (np.arange(len(q)) - first)
-        dev = values[elem] - mean[q]
-        m2[start:stop] = np.bincount(q - start, weights=dev * dev, minlength=stop - start)
-        start = stop
-    out[valid] = np.sqrt(m2[valid] / n[valid])
-    same = valid & (_range_reduce(np.minimum, values, lo, hi, np.nan)
-                    == _range_reduce(np.maximum, values, lo, hi, np.nan))
-    out[same] = 0.0
-    return out
+        if agg.needs_field:
+            raise ValueError(f"aggregation {fn!r} needs values")
+    else:
+        values = np.asarray(values, dtype=np.float64)
+    return agg.reduce_ranges(values, np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64))

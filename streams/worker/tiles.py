@@ -5,10 +5,9 @@ row ``r`` is entity ``r``'s ring *byte for byte as stored in Redis* (``HopLayout
 is ``frombuffer`` and encoding is ``tobytes``, and a batch folds with whole-array operations
 instead of a Python loop per event and ring.
 
-``fold_batch`` applies the algebra of ``features.semantics.aggregations`` per tile: tile
-sums add in log order with ``ufunc.at`` (as the scalar ``merge`` chain does), min/max and
-``last`` select, and ``stddev`` merges event by event with the algebra's own formula, so a
-folded tile equals the algebra's fold exactly (``tests/streams/test_tiles.py``).
+``fold_batch`` works out which tile slot each event lands in and leaves the merging to each
+aggregation's own kernel (``Aggregation.fold_events``, ``features.semantics.kernels``), which
+gives the bits of the algebra's event-by-event merges (``tests/streams/test_tiles.py``).
 
 A ring keeps the newest ``slots`` tiles: after a batch, a tile ``<= top - slots`` (``top`` the
 ring's newest tile) is emptied, and an event whose tile is that old is skipped — no read at or
@@ -24,11 +23,13 @@ import numpy as np
 
 from features.definitions import FeatureView
 from features.online.layout import EMPTY_TILE, HopLayout, ViewLayout
+from features.semantics.aggregations import Aggregation, get_aggregation
+from features.semantics.windows import tile_of
 
 NO_EVENT = -(2**63)
-COUNT, SUM, MEAN, MIN, MAX, LAST, STDDEV = range(7)
-_KINDS = {"count": COUNT, "sum": SUM, "mean": MEAN, "min": MIN, "max": MAX, "last": LAST,
-          "stddev": STDDEV}
+# ``streams.worker.rebuild`` still folds stddev parts with its own copy of the kernel (from
+# before ``fold_batch`` folded stddev vectorised) and tells them apart by this
+STDDEV = get_aggregation("stddev")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class HopPlan:
     """How a batch touches one (view, hop) ring: tile size, ring length, IR parts to update."""
 
     layout: HopLayout
-    ops: tuple[tuple[int, int, str | None], ...]  # kind, first IR index, event field
+    ops: tuple[tuple[Aggregation, int, str | None], ...]  # aggregation, first IR index, field
 
     @cached_property
     def dtype(self) -> np.dtype:
@@ -60,7 +61,7 @@ def plan_views(views: list[FeatureView]) -> list[HopPlan]:
     for view in views:
         for hl in ViewLayout(view).hops.values():
             ops = tuple(
-                (_KINDS[fn], start, fld)
+                (get_aggregation(fn), start, fld)
                 for (fn, fld), start in zip(hl.parts, hl.offsets, strict=True)
             )
             plans.append(HopPlan(hl, ops))
@@ -89,7 +90,7 @@ def fold_batch(
     S = plan.layout.slots
     idx2 = rings["t"]["i"]  # (rows, slots) views into the records
     val3 = rings["t"]["v"]
-    tidx = ts // plan.layout.hop
+    tidx = tile_of(ts, plan.layout.hop)
     urows, rinv = unique_rows or np.unique(rows, return_inverse=True)
     top = idx2[urows].max(axis=1)
     np.maximum.at(top, rinv, tidx)
@@ -111,55 +112,19 @@ def fold_batch(
     if not on.all():
         inv, ts, seq = inv[on], ts[on], seq[on]
         cols = {k: v[on] for k, v in cols.items()}
-    for kind, a, fld in plan.ops:
-        if kind == COUNT:
-            np.add.at(tiles[:, a], inv, 1.0)
-            continue
-        v = cols[fld]
-        if kind == SUM:
-            np.add.at(tiles[:, a], inv, v)
-        elif kind == MEAN:
-            np.add.at(tiles[:, a], inv, 1.0)
-            np.add.at(tiles[:, a + 1], inv, v)
-        elif kind == MAX:
-            np.maximum.at(tiles[:, a], inv, v)
-        elif kind == MIN:
-            np.minimum.at(tiles[:, a], inv, v)
-        elif kind == LAST:
-            _fold_last(tiles, a, inv, ts, seq, v)
-        else:
-            _fold_stddev(tiles, a, inv, v)
+    for agg, a, fld in plan.ops:
+        agg.fold_events(tiles[:, a:a + agg.width], inv, ts, seq,
+                        None if fld is None else cols[fld])
     idx2[ur, us] = tgt
     val3[ur, us] = tiles
     np.maximum.at(rings["newest"], rows, ts)
     _prune(idx2, val3, urows, S, plan.empty)
 
 
-def _fold_last(tiles: np.ndarray, a: int, inv: np.ndarray, ts: np.ndarray, seq: np.ndarray,
-               v: np.ndarray) -> None:
-    """Per tile, the event with the greatest (ts, seq) replaces the state if not older."""
-    order = np.lexsort((seq, ts, inv))
-    g = inv[order]
-    last = order[np.r_[g[1:] != g[:-1], True]]
-    gi, t, s = inv[last], ts[last].astype(np.float64), seq[last].astype(np.float64)
-    at, aseq = tiles[gi, a], tiles[gi, a + 1]
-    win = (t > at) | ((t == at) & (s >= aseq))
-    gi = gi[win]
-    tiles[gi, a], tiles[gi, a + 1], tiles[gi, a + 2] = t[win], s[win], v[last][win]
-
-
 def _fold_stddev(tiles: np.ndarray, a: int, inv: np.ndarray, v: np.ndarray) -> None:
-    """Chan et al.'s merge with ``(1, v, 0)``, event by event, as the algebra does it."""
-    for g, x in zip(inv.tolist(), v.tolist(), strict=True):
-        na = tiles[g, a]
-        if na == 0:
-            tiles[g, a], tiles[g, a + 1], tiles[g, a + 2] = 1.0, x, 0.0
-        else:
-            n = na + 1.0
-            d = x - tiles[g, a + 1]
-            tiles[g, a + 1] = tiles[g, a + 1] + d * 1.0 / n
-            tiles[g, a + 2] = tiles[g, a + 2] + 0.0 + d * d * na * 1.0 / n
-            tiles[g, a] = n
+    """The stddev kernel on IR columns ``a..a+2``: what ``tests/streams/test_rebuild.py``
+    compares ``streams.worker.rebuild``'s own copy with."""
+    STDDEV.fold_events(tiles[:, a:a + STDDEV.width], inv, None, None, v)
 
 
 def _prune(idx2: np.ndarray, val3: np.ndarray, rows: np.ndarray, S: int,

@@ -11,7 +11,8 @@ import pytest
 from features import Aggregate, Entity, EventSource, FeatureView
 from features.online.fold import fold_view
 from features.online.layout import ViewLayout
-from features.semantics.windows import MINUTE
+from features.semantics.aggregations import AGGREGATIONS, get_aggregation
+from features.semantics.windows import MINUTE, tile_of
 from streams.worker.tiles import RingCache, fold_batch, plan_views
 from tests.reference import brute_force, close
 
@@ -19,7 +20,7 @@ user = Entity("user", keys=["user_id"])
 src = EventSource("s", {"user_id": "string", "x": "float", "ts": "timestamp"}, "ts", user)
 W = ["10m", "2h"]
 VIEW = FeatureView("v", src, [Aggregate(fn, W, field=None if fn == "count" else "x")
-                              for fn in ("count", "sum", "mean", "min", "max", "last", "stddev")])
+                              for fn in sorted(AGGREGATIONS)])
 PLANS = plan_views([VIEW])
 
 
@@ -31,11 +32,9 @@ def algebra_rings(events):
         per = {}
         for seq, (ent, ts, x) in enumerate(events):
             newest, tiles = per.get(ent, (None, {}))
-            idx = ts // p.layout.hop
+            idx = tile_of(ts, p.layout.hop)
             tile = list(tiles.get(idx, p.layout.empty_values()))
             for (fn, _), a in zip(p.layout.parts, p.layout.offsets, strict=True):
-                from features.semantics.aggregations import get_aggregation
-
                 agg = get_aggregation(fn)
                 tile[a:a + agg.width] = agg.merge(tuple(tile[a:a + agg.width]),
                                                   agg.prepare(x, ts, seq))

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from features.definitions import Aggregate, Entity, EventSource, FeatureView
 from features.online.fold import InexactReadError, fold_view
 from features.online.layout import ViewLayout
-from features.semantics.aggregations import get_aggregation
+from features.semantics.aggregations import AGGREGATIONS, get_aggregation
 from features.semantics.windows import MINUTE, tile_of
 from tests.reference import brute_force, close
 
@@ -18,7 +18,7 @@ VIEW = FeatureView(
     SRC,
     [
         Aggregate(fn, ["10m", "1h"], field=None if fn == "count" else "amount")
-        for fn in ("count", "sum", "mean", "min", "max", "last", "stddev")
+        for fn in sorted(AGGREGATIONS)  # every registered aggregation
     ],
 )
 LAYOUT = ViewLayout(VIEW)

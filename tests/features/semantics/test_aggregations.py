@@ -37,7 +37,7 @@ def test_any_partition_folds_to_reference(raw, data):
 def test_empty_window_values():
     fin = {fn: a.finalize(a.empty()) for fn, a in AGGREGATIONS.items()}
     assert fin == {"count": 0, "sum": 0.0, "mean": None, "min": None, "max": None,
-                   "last": None, "stddev": None}
+                   "last": None, "first": None, "stddev": None, "variance": None}
 
 
 def test_last_ties_broken_by_log_order():
