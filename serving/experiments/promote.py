@@ -43,8 +43,14 @@ def promote(
     why: str = "",
     who: str | None = None,
     set_alias: SetAlias | None = None,
+    keep_previous: bool = True,
 ) -> DeploymentSpec:
-    """Make arm ``source`` (by name) or shadow ``source`` (by version) the champion."""
+    """Make arm ``source`` (by name) or shadow ``source`` (by version) the champion.
+
+    With ``keep_previous`` the champion it replaces stays on as a shadow (on probation), so the
+    new champion is compared with it on the same requests; ``autostop.enforce`` rolls the
+    promotion back if the anytime-valid test finds the new champion worse, and drops the old one
+    from the shadows once the new one is found better."""
     spec = store.current(name)
     arms = [a for a in spec.arms if a.name == source]
     if arms:
@@ -63,7 +69,8 @@ def promote(
         spec,
         champion=version,
         arms=tuple(a for a in spec.arms if a.version != version),
-        shadows=tuple(s for s in spec.shadows if s != version),
+        shadows=tuple(s for s in spec.shadows if s != version)
+        + ((spec.champion,) if keep_previous and spec.champion not in spec.shadows else ()),
     )
     reason = why or f"promote {source} (v{version}) over v{spec.champion}"
     return _switch(store, new, reason, who, set_alias)

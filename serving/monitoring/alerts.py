@@ -29,6 +29,11 @@ ACTIVE = Gauge(
 PSI = Gauge("tessera_monitor_psi", "PSI of the last window vs reference", ["model", "column"])
 KS_P = Gauge("tessera_monitor_ks_pvalue", "KS p-value of the last window", ["model", "column"])
 NULLS = Gauge("tessera_monitor_null_rate", "Null rate of the last window", ["model", "column"])
+ACTIONS = Counter(
+    "tessera_experiment_actions",
+    "Automatic experiment actions (arm stopped, shadow retired, champion rolled back)",
+    ["model", "action"],
+)
 WEBHOOK_FAILURES = Counter("tessera_monitor_webhook_failures", "Webhook POSTs that failed")
 
 
@@ -63,6 +68,16 @@ class Alerter:
         if events and self.webhook_url:
             self._post(events)
         return events
+
+    def action(self, event: dict) -> dict:
+        """Announce an automatic experiment action (``serving.experiments.autostop``): every
+        action is an alert of its own, logged, counted and POSTed."""
+        event = {**event, "at_us": event.get("at_us") or time.time_ns() // 1000}
+        ACTIONS.labels(event.get("model", ""), event.get("action", "")).inc()
+        log.warning(orjson.dumps(event).decode())
+        if self.webhook_url:
+            self._post([event])
+        return event
 
     def observe_segments(
         self, model: str, version: str | None, segment_col: str, alerts: list, rows: int

@@ -83,6 +83,59 @@ class SegmentWatch:
         return out
 
 
+def registry_set_alias(registry, who: str, why: str = "automatic rollback"):
+    """``promote.SetAlias`` for the registry's ``champion`` alias, as an automatic rollback
+    moves it (skipping the review gates where the registry has them: the version restored was
+    champion before)."""
+    import inspect
+
+    gate = "gate" in inspect.signature(registry.set_alias).parameters
+
+    def set_alias(name: str, alias: str, version: str) -> object:
+        extra = {"gate": False} if gate else {}
+        return registry.set_alias(name, alias, version, who=who, why=why, **extra)
+
+    return set_alias
+
+
+class ExperimentGuard:
+    """Statistical guardrails on a timer: for every model with a deployment spec, build the
+    experiment report (no bootstrap) and ``autostop.enforce`` it: stop worse or failing arms,
+    retire worse shadows, roll back a promoted champion found worse than the one it replaced.
+    Actions are announced through the ``Alerter``."""
+
+    def __init__(
+        self,
+        models_dir,
+        offline_dir,
+        names: Callable[[], list[str]],
+        registry=None,
+        max_delay_s: float = 7 * 86_400,
+    ) -> None:
+        self.models_dir, self.offline_dir, self.names = models_dir, offline_dir, names
+        self.registry, self.max_delay_s = registry, max_delay_s
+
+    def check(self, alerter: Alerter) -> dict[str, list[dict]]:
+        from serving.experiments.autostop import WHO, enforce
+        from serving.experiments.report import experiment_report
+        from serving.experiments.spec import DeploymentStore
+
+        store = DeploymentStore(self.models_dir)
+        set_alias = None if self.registry is None else registry_set_alias(self.registry, WHO)
+        out = {}
+        for name in self.names():
+            if store.revision(name) == 0:
+                continue  # no deployment: nothing to guard
+            try:
+                report = experiment_report(
+                    self.models_dir, self.offline_dir, name, reps=0, max_delay_s=self.max_delay_s
+                )
+                out[name] = enforce(store, report, set_alias=set_alias, notify=alerter.action)
+            except TesseraError as e:  # one broken model must not stop guarding the others
+                log.warning("experiment guardrails of %s skipped: %s", name, e)
+        return out
+
+
 class MonitorWatch:
     def __init__(
         self,
@@ -95,6 +148,7 @@ class MonitorWatch:
         seconds: float | None = None,
         thresholds: Thresholds = Thresholds(),
         segments: tuple[SegmentWatch, ...] = (),
+        guard: ExperimentGuard | None = None,
     ) -> None:
         self.names, self.lookup, self.predictions = names, lookup, predictions
         self.alerter = alerter or Alerter()
@@ -104,7 +158,8 @@ class MonitorWatch:
             seconds,
             thresholds,
         )
-        self.segments = segments
+        self.segments, self.guard = segments, guard
+        self.last_actions: dict[str, list[dict]] = {}
         self.checks = 0
         self.last: dict[str, dict] = {}
         self.last_segments: dict[tuple[str, str], dict] = {}
@@ -132,6 +187,11 @@ class MonitorWatch:
                 self.last_segments[(sw.model, sw.segment_col)] = sw.check(self.alerter)
             except TesseraError as e:
                 log.warning("segment check of %s skipped: %s", sw.model, e)
+        if self.guard is not None:
+            try:
+                self.last_actions = self.guard.check(self.alerter)
+            except TesseraError as e:
+                log.warning("experiment guardrails skipped: %s", e)
         self.checks += 1
         return self.last
 

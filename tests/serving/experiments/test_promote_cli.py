@@ -22,15 +22,18 @@ def test_promote_then_rollback_moves_alias_and_audits(tmp_path):
     aliases = []
     set_alias = lambda *a: aliases.append(a)  # noqa: E731
     p = promote(store, "fraud", "challenger", who="ana", set_alias=set_alias)
-    assert (p.champion, p.arms, p.shadows) == ("2", (), ("3",))
+    # the replaced champion stays as a shadow, on probation (autostop rolls back if it wins)
+    assert (p.champion, p.arms, p.shadows) == ("2", (), ("3", "1"))
     assert aliases == [("fraud", "champion", "2")]
     assert store.audit_log("fraud")[-2]["why"] == "promote challenger (v2) over v1"
     assert all(e["when"] for e in store.audit_log("fraud"))  # alias moves are stamped too
     s = promote(store, "fraud", "3", set_alias=set_alias)
-    assert (s.champion, s.shadows) == ("3", ())
+    assert (s.champion, s.shadows) == ("3", ("1", "2"))
     r = rollback(store, "fraud", set_alias=set_alias)
     assert r.champion == "2" and aliases[-1] == ("fraud", "champion", "2")
     assert store.current("fraud").revision == 4
+    q = promote(store, "fraud", "1", set_alias=set_alias, keep_previous=False)
+    assert (q.champion, q.shadows) == ("1", ())
     with pytest.raises(ExperimentError, match="no arm named 'nope'"):
         promote(store, "fraud", "nope")
 

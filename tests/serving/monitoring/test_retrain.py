@@ -77,7 +77,7 @@ def test_retrain_registers_with_lineage_shadows_then_promotes_when_better(home):
     assert 100 <= done["verdict"]["decided_at"] <= done["verdict"]["labels"]
     assert registry.resolve("fraud", "champion") == "2"
     spec = store.current("fraud")
-    assert spec.champion == "2" and spec.shadows == ()
+    assert spec.champion == "2" and spec.shadows == ("1",)  # the old champion, on probation
     assert any("beats v1" in e.get("why", "") for e in store.audit_log("fraud"))
 
     later = r.start(plan)  # the same data after the promotion: not trained a second time
