@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from features.definitions import FeatureRepo, FeatureView
-from features.errors import UnknownFeatureError
+from features.definitions import BatchFeatureView, FeatureRepo, FeatureView
 from features.offline.event_log import EventLog
 from features.online.read import OnlineStore
 from features.semantics.aggregations import AGGREGATIONS
@@ -87,16 +87,19 @@ def skew_check(
     at: int,
     sample: int | None = 100,
     seed: int = 0,
+    batch_home: Path | str | None = None,
 ) -> SkewReport:
     """Compare ``sample`` random entities (None = every entity with events in range) at
     ``at`` (µs since the epoch; ``features.online.read.parse_at`` reads the user's form).
+    A batch view goes to ``batch_skew_check`` (its files under ``batch_home``, default the
+    event log's home).
 
     A time the tiles cannot answer exactly raises ``InexactReadError`` (it would only report
     mismatches that are not skew)."""
     view = repo.view(view_name)
-    if not isinstance(view, FeatureView):
-        raise UnknownFeatureError(f"{view_name!r} is a batch view; skew is checked for "
-                                  "windowed views, which are served online")
+    if isinstance(view, BatchFeatureView):
+        home = Path(batch_home) if batch_home else Path(event_log.root).parent
+        return batch_skew_check(repo, view, redis_client, home, at, sample, seed)
     src = view.source
     start = min(window_start(at, f.window, f.hop) for f in view.features)
     keys = list(src.entity.keys)
@@ -125,4 +128,44 @@ def skew_check(
             for f, on, off in zip(view.features, values, offline, strict=True):
                 if not agree(f.fn, on, off):
                     report.mismatches.append(Mismatch(row, f.name, on, off))
+    return report
+
+
+def batch_skew_check(repo: FeatureRepo, view: BatchFeatureView, redis_client: Any, home: Path,
+                     at: int, sample: int | None = 100, seed: int = 0) -> SkewReport:
+    """A materialized batch view: its online rows (``tessera materialize``, ttl applied at
+    read time) against ``training_set()`` at ``at`` for ``sample`` entities of its file, value
+    for value (the same bytes: no tolerance). A stale materialization (newer rows in the file
+    up to ``at``) shows as mismatches; a time before a stored row is refused
+    (``features.online.batch.BatchReadError``)."""
+    from features.offline.training_set import column_name, training_set
+    from features.online.materialize import batch_path
+    from features.settings import Settings
+
+    keys = list(view.entity.keys)
+    entities = (pl.scan_parquet(batch_path(view, home)).select(keys).drop_nulls().unique()
+                .sort(keys).collect().rows())
+    if sample is not None and sample < len(entities):
+        entities = random.Random(seed).sample(entities, sample)
+    report = SkewReport(view.name, at, len(entities), len(view.feature_names))
+    if not entities:
+        return report
+    refs = [f"{view.name}:{n}" for n in view.feature_names]
+    store = OnlineStore(redis_client, repo, max_entities=max(1000, len(entities)))
+    spine = pl.DataFrame([dict(zip(keys, e, strict=True)) for e in entities]).with_columns(
+        pl.lit(at).cast(pl.Datetime("us", "UTC")).alias("__skew_t"))
+    off = training_set(spine, refs, repo=repo, settings=Settings(home),
+                       timestamp_column="__skew_t")
+    offline = {}  # as the online read gives them: timestamps in epoch µs
+    for n in view.feature_names:
+        col = off[column_name(view.name, n)]
+        offline[n] = (col.dt.epoch("us") if view.schema[n] == "timestamp" else col).to_list()
+    for i in range(0, len(entities), 1000):
+        rows = [dict(zip(keys, e, strict=True)) for e in entities[i:i + 1000]]
+        online = store.get_features(refs, rows, at_us=at)
+        for j, (row, values) in enumerate(zip(rows, online.values, strict=True)):
+            for n, on in zip(view.feature_names, values, strict=True):
+                want = offline[n][i + j]
+                if on != want:
+                    report.mismatches.append(Mismatch(row, n, on, want))
     return report
