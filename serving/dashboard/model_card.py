@@ -140,10 +140,12 @@ def render_card(card: dict[str, Any]) -> str:
                          _n(c["limit"]), _e(c["detail"])])
         parts.append(_rows(rows, ["", "check", "value", "limit", "detail"]))
     for col, segs in card["segments"].items():
-        parts.append(f"<h2>By {_e(col)}</h2>")
-        parts.append(_rows([[_e(v), _n(s["rows"]), _n(s["auc"]), _n(s["calibration_error"]),
-                             _n(s["positive_rate"])] for v, s in segs.items()],
-                           [col, "rows", "AUC", "calibration error", "positive rate"]))
+        parts.append(f"<h2>By {_e(col)} (AUC gap {_n(segs['gap']['auc'])})</h2>")
+        parts.append(_rows([[_e(s["segment"]), _n(s["labelled"]), _n(s["auc"]),
+                             _n(s["calibration_error"]), _n(s["positive_rate"]),
+                             "yes" if s["judged"] else "too few rows"]
+                            for s in segs["segments"]],
+                           [col, "rows", "AUC", "calibration error", "positive rate", "judged"]))
     parts.append("<h2>Parameters</h2>")
     parts.append(_rows([[_e(k), f"<code>{_e(v)}</code>"] for k, v in
                         sorted(card["params"].items())], ["parameter", "value"]))

@@ -1,7 +1,9 @@
 """Holdout metrics of a binary model: AUC, logloss, calibration, the ROC curve, per segment.
 
 One home for the numbers ``tessera train`` records, the review gates check and the model card
-plots, so the three can never disagree. Pure numpy/scipy over (label, score) arrays.
+plots, so the three can never disagree; and the same statistics the experiment report and the
+segment monitor use (``serving.experiments.stats`` / ``segments``), so a model's card and its
+live report measure alike.
 """
 
 from __future__ import annotations
@@ -11,56 +13,33 @@ from typing import Any
 
 import numpy as np
 
+from serving.experiments import segments, stats
+
 CALIBRATION_BINS = 10
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Rank AUC with ties averaged (Mann-Whitney U); NaN without both classes."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y)
-    pos = y == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
-        return math.nan
-    r = rankdata(p)
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    """Rank AUC with ties averaged; NaN without both classes."""
+    return stats.auc(np.asarray(y) >= 0.5, p)
 
 
 def logloss(y: np.ndarray, p: np.ndarray) -> float:
-    if len(y) == 0:
-        return math.nan
-    p = np.clip(p, 1e-15, 1 - 1e-15)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return stats.logloss(y, p)
 
 
 def reliability(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict]:
     """Per equal-width score bin: count, mean score, positive rate (empty bins left out)."""
-    p = np.asarray(p, dtype=float)
-    y = np.asarray(y, dtype=float)
-    idx = np.clip((p * bins).astype(int), 0, bins - 1)
-    count = np.bincount(idx, minlength=bins)
-    ssum = np.bincount(idx, weights=p, minlength=bins)
-    ysum = np.bincount(idx, weights=y, minlength=bins)
-    return [
-        {"lo": b / bins, "hi": (b + 1) / bins, "count": int(count[b]),
-         "mean_score": float(ssum[b] / count[b]), "positive_rate": float(ysum[b] / count[b])}
-        for b in range(bins) if count[b]
-    ]
+    return stats.reliability_bins(y, p, bins)
 
 
 def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
     """Expected calibration error: count-weighted mean |positive rate - mean score| per bin."""
-    table = reliability(y, p, bins)
-    n = sum(b["count"] for b in table)
-    if not n:
-        return math.nan
-    return float(sum(b["count"] * abs(b["positive_rate"] - b["mean_score"]) for b in table) / n)
+    return segments.calibration_error(y, p, bins)
 
 
 def roc_points(y: np.ndarray, p: np.ndarray, max_points: int = 200) -> list[tuple[float, float]]:
     """(false positive rate, true positive rate) from (0, 0) to (1, 1), at most ``max_points``."""
-    y = np.asarray(y) == 1
+    y = np.asarray(y) >= 0.5
     n1, n0 = int(y.sum()), int((~y).sum())
     if not n1 or not n0:
         return []
@@ -81,14 +60,13 @@ def summary(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
             "positive_rate": float(np.mean(y)) if len(y) else math.nan}
 
 
-def by_segment(y: np.ndarray, p: np.ndarray, segment: np.ndarray, min_rows: int = 1
-               ) -> dict[str, dict[str, Any]]:
-    """Per value of ``segment``: rows, AUC, calibration error and positive rate."""
-    seg = np.asarray(segment).astype(str)
-    out = {}
-    for value in sorted(set(seg.tolist())):
-        m = seg == value
-        if m.sum() < min_rows:
-            continue
-        out[value] = {"rows": int(m.sum()), **summary(y[m], p[m])}
-    return out
+def by_segment(y: np.ndarray, p: np.ndarray, segment: np.ndarray, min_rows: int = 50
+               ) -> dict[str, Any]:
+    """``serving.experiments.segments.segment_metrics`` over holdout arrays: per segment its
+    rows, AUC, calibration error, positive rate and whether it is judged (enough rows, both
+    classes), plus the best-minus-worst gaps."""
+    import polars as pl
+
+    frame = pl.DataFrame({"label": np.asarray(y, dtype=float), "score": np.asarray(p, float),
+                          "segment": np.asarray(segment).astype(str)})
+    return segments.segment_metrics(frame, "segment", min_labelled=min_rows)

@@ -90,9 +90,9 @@ def _segment_checks(policy: GatePolicy, y, p, holdout: pa.Table | None) -> list[
     if holdout is None or col not in holdout.column_names:
         why = (f"no holdout column {policy.segment!r}: train with --segment {policy.segment}")
         return [_check(k, False, None, lim, why) for k, lim in wanted]
-    segs = evaluation.by_segment(y, p, holdout[col].to_numpy(zero_copy_only=False),
-                                 min_rows=policy.min_segment_rows)
-    aucs = {s: m["auc"] for s, m in segs.items() if math.isfinite(m["auc"])}
+    m = evaluation.by_segment(y, p, holdout[col].to_numpy(zero_copy_only=False),
+                              min_rows=policy.min_segment_rows)
+    aucs = {r["segment"]: r["auc"] for r in m["segments"] if r["judged"]}
     if not aucs:
         why = f"no {policy.segment} segment has {policy.min_segment_rows} rows and both classes"
         return [_check(k, False, None, lim, why) for k, lim in wanted]

@@ -115,11 +115,11 @@ def format_card(card: dict[str, Any]) -> str:
             detail = f" - {c['detail']}" if c["detail"] else ""
             lines.append(f"    {mark:4} {c['check']}: {value}{limit}{detail}")
     for col, segs in card["segments"].items():
-        lines.append(f"\nBy {col}")
-        for value, s in segs.items():
-            lines.append(f"  {value}: {s['rows']} rows, AUC {_num(s['auc'])}, calibration "
-                         f"error {_num(s['calibration_error'])}, positive rate "
-                         f"{_num(s['positive_rate'])}")
+        lines.append(f"\nBy {col} (AUC gap {_num(segs['gap']['auc'])})")
+        for s in segs["segments"]:
+            lines.append(f"  {s['segment']}: {s['labelled']} rows, AUC {_num(s['auc'])}, "
+                         f"calibration error {_num(s['calibration_error'])}, positive rate "
+                         f"{_num(s['positive_rate'])}" + ("" if s["judged"] else " (too few)"))
     if card["calibration"]:
         lines.append("\nCalibration (score bin: mean score -> positive rate, rows)")
         for b in card["calibration"]:
