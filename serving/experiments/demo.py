@@ -5,7 +5,8 @@ stronger) and registered; the deployment is champion v1, arm ``challenger`` = v2
 users, shadow v3. Requests go through ``ExperimentRouter``, every prediction is logged to Kafka,
 outcomes drawn from the true probability are produced to the outcome topic (half keyed by
 request id, half by entity and time), the sink copies both topics to Parquet, and the report
-is printed. ``tessera experiment demo`` runs it.
+is printed, ending on each challenger's anytime-valid decision (better / worse / keep
+collecting) and the labels it took. ``tessera experiment demo`` runs it.
 """
 
 from __future__ import annotations
@@ -42,8 +43,14 @@ def _train(rows: int, rounds: int, seed: int) -> lgb.Booster:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(rows, N_FEATURES))
     y = (rng.random(rows) < _truth(x)).astype(int)
-    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": seed,
-              "num_leaves": 15, "min_data_in_leaf": 20}
+    params = {
+        "objective": "binary",
+        "verbose": -1,
+        "num_threads": 1,
+        "seed": seed,
+        "num_leaves": 15,
+        "min_data_in_leaf": 20,
+    }
     return lgb.train(params, lgb.Dataset(x, y), num_boost_round=rounds)
 
 
@@ -65,8 +72,7 @@ def run_demo(
     reg.set_alias(MODEL, "champion", v1, why="demo")
     store = DeploymentStore(models_dir)
     store.save(
-        DeploymentSpec(MODEL, v1, arms=(Arm("challenger", v2, 0.3),), shadows=(v3,),
-                       salt="demo"),
+        DeploymentSpec(MODEL, v1, arms=(Arm("challenger", v2, 0.3),), shadows=(v3,), salt="demo"),
         why="demo: champion v1, challenger arm v2 on 30%, shadow v3",
     )
     pred_topic, out_topic = f"{MODEL}-predictions", f"{MODEL}-outcomes"
@@ -75,7 +81,10 @@ def run_demo(
     log = KafkaRecordLog(bootstrap, pred_topic)
     outcomes = KafkaRecordLog(bootstrap, out_topic)
     router = ExperimentRouter(
-        store, MODEL, models.predict_fn(MODEL), log=log.log,
+        store,
+        MODEL,
+        models.predict_fn(MODEL),
+        log=log.log,
         predict_one=lambda v, x: models.version(MODEL, v).predictor.predict_one(x),
     )
     rng = np.random.default_rng(7)
@@ -89,8 +98,9 @@ def run_demo(
         user = f"u{rng.integers(users)}"
         served = router.score(user, xs[i])
         if i % 2:  # by request id
-            outcomes.log(OutcomeRecord(float(labels[i]), now_us(), request_id=served.request_id,
-                                       model=MODEL))
+            outcomes.log(
+                OutcomeRecord(float(labels[i]), now_us(), request_id=served.request_id, model=MODEL)
+            )
         else:  # by entity and time: the outcome observed a moment after the prediction
             outcomes.log(OutcomeRecord(float(labels[i]), now_us(), entity_key=user, model=MODEL))
     took = time.perf_counter() - t0
@@ -106,11 +116,30 @@ def run_demo(
         sink.run(idle_s=2.0)
         sink.close()
     report = build_report(
-        read_dataset(pred_dir, PREDICTION_SCHEMA), read_dataset(out_dir, OUTCOME_SCHEMA),
-        store.current(MODEL), max_delay_s=3600, reps=200,
+        read_dataset(pred_dir, PREDICTION_SCHEMA),
+        read_dataset(out_dir, OUTCOME_SCHEMA),
+        store.current(MODEL),
+        max_delay_s=3600,
+        reps=200,
     )
     head = (
         f"{requests} requests in {took:.1f} s through the router; shadow jobs dropped: "
         f"{router.shadows.dropped}; log records dropped: {log.dropped}\n"
     )
-    return head + format_report(report)
+    return head + format_report(report) + "\n\n" + decisions(report)
+
+
+def decisions(report: dict) -> str:
+    """The last word: each challenger's anytime-valid decision and the labels it took."""
+    parts = []
+    for who, m in [(f"arm {a['name']} v{a['version']}", a) for a in report["arms"]] + [
+        (f"shadow v{s['version']}", s) for s in report["shadows"]
+    ]:
+        seq = m["vs_champion"]["sequential"]
+        when = (
+            f"at {seq['decided_at']} of {seq['labels']} labels"
+            if seq["decided_at"] is not None
+            else f"after {seq['labels']} labels"
+        )
+        parts.append(f"{who} {seq['decision']} ({seq['metric']}, {when})")
+    return "anytime-valid decisions: " + "; ".join(parts)

@@ -18,3 +18,8 @@ def test_demo_finds_the_better_shadow_on_live_traffic(kafka_bootstrap, tmp_path)
     rows = {line.split()[0] + " " + line.split()[1]: line.split() for line in lines[3:6]}
     assert int(rows["champion v1"][2]) + int(rows["arm challenger"][3]) == 2000
     assert "shadow v3: [anytime-valid] the challenger is better (decided at" in text
+    last = lines[-1]
+    assert (
+        last.startswith("anytime-valid decisions: arm challenger v2 ")
+        and "shadow v3 better" in last
+    )
