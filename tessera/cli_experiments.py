@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
     @app.command("rollback")
     def rollback(
         name: str = typer.Argument(..., help="model name"),
-        reason: str = typer.Option("", "--reason", "-m", help="why (kept in the audit log)"),
+        reason: str = typer.Option("", "--reason", "--why", "-m", help="why (audited)"),
     ) -> None:
         """Restore the previous champion."""
         from serving.experiments.promote import rollback as do_rollback
