@@ -67,6 +67,11 @@ def register(app: typer.Typer) -> None:
         webhook: str | None = typer.Option(
             None, envvar="TESSERA_ALERT_WEBHOOK", help="POST alerts here"
         ),
+        guard: bool = typer.Option(
+            False,
+            help="also enforce the statistical guardrails: stop worse arms, retire worse "
+            "shadows, roll back a promoted champion found worse than the one it replaced",
+        ),
     ) -> None:
         """Check models every EVERY seconds; alerts go to the log, /metrics and the webhook.
 
@@ -76,18 +81,22 @@ def register(app: typer.Typer) -> None:
 
         from serving.monitoring.alerts import Alerter
         from serving.monitoring.sources import PredictionLog, default_lookup
-        from serving.monitoring.watch import MonitorWatch
+        from serving.monitoring.watch import ExperimentGuard, MonitorWatch
         from serving.registry import ModelRegistry
 
         settings = Settings.from_env()
         registry = ModelRegistry(settings.models_dir)
+        chosen = (lambda: list(names)) if names else registry.models
         w = MonitorWatch(
-            (lambda: list(names)) if names else registry.models,
+            chosen,
             default_lookup(settings.models_dir),
             PredictionLog(settings.offline_dir).read,
             Alerter(webhook_url=webhook),
             interval_s=every,
             rows=rows,
+            guard=ExperimentGuard(settings.models_dir, settings.offline_dir, chosen, registry)
+            if guard
+            else None,
         ).start()
         typer.echo(f"watching {', '.join(names) if names else 'every model'} every {every:g} s")
         try:
