@@ -151,3 +151,21 @@ def test_refusals_gates_override_and_model_card(tmp_path, monkeypatch):
     assert "FAIL min_auc" in card2
     r = run(_app(), ["models", "policy", "fraud", "--set", str(params)])
     assert "unknown gate policy keys" in str(r.exception)
+    # tessera deploy / promote / rollback go through the same gates
+    from serving.experiments.spec import DeploymentStore
+    from tessera import cli_experiments
+
+    app = _app()
+    cli_experiments.register(app)
+    assert run(app, ["deploy", "fraud", "--champion", "1", "-m", "reset"]).exit_code == 0
+    assert run(app, ["deploy", "fraud", "--shadow", "2", "-m", "watch"]).exit_code == 0
+    store = DeploymentStore(tmp_path / "models")
+    rev = store.revision("fraud")
+    r = run(app, ["promote", "fraud", "--from", "2"])
+    assert "fails its review gates" in str(r.exception) and store.revision("fraud") == rev
+    r = run(app, ["promote", "fraud", "--from", "2", "--override", "--why", "drill"])
+    assert r.exit_code == 0 and store.current("fraud").champion == "2", r.output
+    reg = ModelRegistry(tmp_path / "models")
+    assert reg.aliases("fraud")["champion"] == "2" and reg.audit("fraud")[-1]["override"]
+    assert run(app, ["rollback", "fraud", "--why", "back"]).exit_code == 0
+    assert reg.aliases("fraud")["champion"] == "1" and reg.audit("fraud")[-1]["gates"] == "skipped"
