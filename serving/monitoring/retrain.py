@@ -217,6 +217,7 @@ class Retrainer:
         """Promote, retire or keep waiting, from the current experiment report."""
         from serving.experiments.promote import promote
         from serving.experiments.report import experiment_report
+        from serving.registry.gates import GatedAliasSetter
 
         p = self._state_path(name, run)
         if not p.exists():
@@ -248,7 +249,8 @@ class Retrainer:
                 version,
                 why=why,
                 who=WHO,
-                set_alias=lambda n, a, v: self.registry.set_alias(n, a, v, who=WHO, why=why),
+                # the registry's review gates refuse a failing champion before any revision
+                set_alias=GatedAliasSetter(self.registry, why, who=WHO),
             )
             state.update(step="promoted", reason=verdict["sentence"])
         elif verdict["word"] == "worse":
