@@ -23,6 +23,11 @@
 
 Services are started here (Tansu + redis-server) unless ``KAFKA_BOOTSTRAP``/``REDIS_URL`` are
 set. Writes ``bench/results/stream.json`` and prints a table.
+
+``--cluster [--quick]``: only the throughput run (1), on one Redis and on a local 3-primary
+Redis Cluster (``tessera.local.start_redis_cluster``) side by side in one run, each on a fresh
+topic and group over the same backlog, with a skew check of 1,000 users per view on each;
+writes ``bench/results/stream_cluster.json``.
 """
 
 from __future__ import annotations
@@ -49,13 +54,14 @@ from percentile import pct  # noqa: E402  (bench/ is on the path)
 
 from features.event_schema import encode, key_of, normalize  # noqa: E402
 from features.offline.event_log import EventLog  # noqa: E402
+from features.online.cluster import connect, is_cluster, primaries  # noqa: E402
 from features.online.layout import applied_offset, offset_key  # noqa: E402
 from features.skew import skew_check  # noqa: E402
 from streams.generate import transactions  # noqa: E402
 from streams.producer import make_producer  # noqa: E402
 from streams.topics import delete_topics, ensure_topics  # noqa: E402
 from tessera.cli_streams import load_repo  # noqa: E402
-from tessera.local import LocalServices  # noqa: E402
+from tessera.local import LocalServices, start_redis_cluster  # noqa: E402
 
 REPO = ROOT / "examples" / "feature_repo.py"
 GROUP = "bench-stream"
@@ -103,7 +109,7 @@ def publish_backlog(source, bootstrap: str, n: int, users: int,
 
 def caught_up(client, source, end: dict[int, int], group: str = GROUP) -> bool:
     keys = [offset_key(group, source.topic, p) for p in end]
-    vals = client.mget(keys)
+    vals = client.mget_nonatomic(keys) if is_cluster(client) else client.mget(keys)
     return all(applied_offset(v) >= end[p] for v, p in zip(vals, end, strict=True))
 
 
@@ -231,7 +237,11 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-foreign", action="store_true",
                     help="skip the foreign-partitioner throughput run")
+    ap.add_argument("--cluster", action="store_true",
+                    help="throughput on one Redis and on a 3-node Redis Cluster, side by side")
     args = ap.parse_args()
+    if args.cluster:
+        return cluster_main(args.quick)
     scale = 0.1 if args.quick else 1.0
     n = int(1_000_000 * scale)
     users = int(100_000 * scale)
@@ -337,6 +347,53 @@ def main() -> None:
     for k, v in result.items():
         if not isinstance(v, dict):
             print(f"{k:<{width}}  {v}")
+
+
+def cluster_main(quick: bool) -> None:
+    """Throughput of one worker on one Redis and on a 3-primary cluster, same backlog."""
+    scale = 0.1 if quick else 1.0
+    n, users = int(1_000_000 * scale), int(100_000 * scale)
+    repo = load_repo(REPO)
+    source = repo.sources["transactions"]
+    result: dict = {"scale": scale, "events": n, "users": users, "partitions": source.partitions,
+                    "views": 3, "features": 12, "cluster_primaries": 3,
+                    "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    with tempfile.TemporaryDirectory() as tmp, LocalServices(Path(tmp) / "svc") as svc:
+        handle, cluster_url = start_redis_cluster(Path(tmp) / "cluster")
+        try:
+            for name, url in (("single", svc.redis_url), ("cluster", cluster_url)):
+                client = connect(url)
+                for node in primaries(client):
+                    node.flushall()
+                home = Path(tmp) / f"home-{name}"
+                env = {**os.environ, "KAFKA_BOOTSTRAP": svc.bootstrap, "REDIS_URL": url,
+                       "TESSERA_HOME": str(home)}
+                ensure_topics([source], svc.bootstrap)
+                end, valid = publish_backlog(source, svc.bootstrap, n, users)
+                r = throughput(source, env, client, end, valid, group=f"{GROUP}-{name}")
+                at = time.time_ns() // 1000
+                mism = sum(len(skew_check(repo, v, client, EventLog(home / "offline"), at=at,
+                                          sample=1000).mismatches)
+                           for v in ("user_txn_count", "user_spend", "user_spend_max"))
+                result[name] = {"redis_url": url.split("://")[0] + "://...",
+                                **{k: v for k, v in r.items() if k != "worker_stats"},
+                                "skew_mismatches": mism, "skew_sample_per_view": 1000}
+                delete_topics([source.topic, source.dlq_topic, source.repartition_topic],
+                              svc.bootstrap)
+                client.close()
+        finally:
+            handle.stop()
+    result["cluster_to_single_events_per_s"] = round(
+        result["cluster"]["events_per_s"] / result["single"]["events_per_s"], 2)
+    result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    path = ROOT / "bench" / "results" / "stream_cluster.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    keys = ["events_per_s", "worker_elapsed_s", "cpu_s_per_million", "peak_rss_mb",
+            "skew_mismatches"]
+    print(f"{'':<22}{'single':>12}{'cluster':>12}")
+    for k in keys:
+        print(f"{k:<22}{result['single'][k]:>12}{result['cluster'][k]:>12}")
+    print(f"cluster/single events/s: {result['cluster_to_single_events_per_s']}")
 
 
 if __name__ == "__main__":

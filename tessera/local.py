@@ -28,6 +28,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _wait_port(port: int, timeout: float, proc: subprocess.Popen | None, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,7 +111,11 @@ def start_redis_cluster(data_dir: Path, nodes: int = 3) -> tuple[ClusterHandle, 
         raise FileNotFoundError("a local Redis Cluster needs redis-server and redis-cli on PATH "
                                 "(Debian: apt-get install redis-server redis-tools)")
     data_dir.mkdir(parents=True, exist_ok=True)
-    ports = [free_port() for _ in range(nodes)]
+    ports: list[int] = []
+    while len(ports) < nodes:  # a node also listens on port + 10000 (its cluster bus)
+        p = free_port()
+        if p <= 55535 and p not in ports and _port_free(p + 10000):
+            ports.append(p)
     procs = []
     handle = ClusterHandle(procs)
     try:

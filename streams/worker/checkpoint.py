@@ -12,12 +12,21 @@ replay changes nothing. Per polled batch of a partition (``app.Worker._process``
    offsets above the Redis watermark (at least once: a crash before step 4 repeats them).
 3. **Forward** valid events that arrived off their entity's home partition, acknowledged
    (``repartition.py``); the home side skips repeats by one watermark per origin.
-4. **Redis**, fenced (``online.OnlineWriter.submit``/``wait``, ``redis_sink.RedisSink.commit``):
-   whole rings (absolute values) and the streams' new watermarks in one ``MULTI/EXEC`` after
-   ``WATCH`` of every watermark of the home partitions touched. ``judge_fence`` decides what a
-   failed fence means: *moved* (another worker advanced a watermark: reload and refold what
-   is above it) or *lost* (a watermark is gone or went backwards: Redis lost data, step 1's
-   rebuild runs for the source's partitions).
+4. **Redis**, fenced per key (``online.OnlineWriter.submit``/``wait``,
+   ``redis_sink.RedisSink.commit``), no write spanning two keys (so it runs on a Redis
+   Cluster as on one Redis):
+
+   a. every touched entity key, by one server-side script each: whole rings (absolute
+      values) and the key's ``~applied`` (its home partition's offsets the rings now hold),
+      only if ``~applied`` is still what this worker read or last wrote;
+   b. only if every key was accepted: each watermark of the home partitions touched, by a
+      compare-and-set script from the value the worker loaded to the new one.
+
+   A crash between a and b leaves keys ahead of their watermark: the replay skips their
+   events up to their own ``~applied`` (``OnlineWriter._ahead``). ``judge_fence`` decides
+   what a refused key or watermark means: *moved* (another worker wrote a key or advanced a
+   watermark: reload and refold what is above it) or *lost* (a watermark is gone or went
+   backwards: Redis lost data, step 1's rebuild runs for the source's partitions).
 
 About once a second, in the background (``Checkpoint``):
 

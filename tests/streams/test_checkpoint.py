@@ -11,7 +11,8 @@ from examples.feature_repo import transactions, user_spend, user_txn_count
 from features.definitions import FeatureRepo
 from features.event_columns import EventColumns
 from features.event_schema import normalize
-from features.online.layout import Watermark
+from features.online.cluster import primaries
+from features.online.layout import APPLIED_FIELD, Watermark, entity_key
 from features.online.read import OnlineStore
 from streams.worker.checkpoint import LOST, MOVED, WRITTEN, judge_fence
 from streams.worker.online import OnlineWriter, StoreLost
@@ -48,9 +49,11 @@ def _writer(client) -> OnlineWriter:
 
 
 @pytest.mark.integration
-def test_two_writers_race_on_one_partition_and_the_fence_fires(redis_client):
+def test_two_writers_race_on_one_partition_and_the_fence_fires(any_redis_client):
     """A keeps its cached rings while the partition moves to B and back; A's next write must
-    not land on top of B's: the fence fires, A reloads B's rings and refolds its batch."""
+    not land on top of B's: the fence fires, A reloads B's rings and refolds its batch. On
+    one Redis and on a cluster (the fence is each key's own ~applied)."""
+    redis_client = any_redis_client
     now = time.time_ns() // 1000
     events = _events(now, 20)
     a, b = _writer(redis_client), _writer(redis_client)
@@ -78,16 +81,64 @@ def test_two_writers_race_on_one_partition_and_the_fence_fires(redis_client):
 
 
 @pytest.mark.integration
-def test_a_flushed_store_is_lost_not_moved(redis_client):
+def test_a_flushed_store_is_lost_not_moved(any_redis_client):
     """A watermark that vanished is Redis losing data, not another writer: refolding only
     the pending batch would silently drop everything before it."""
+    redis_client = any_redis_client
     now = time.time_ns() // 1000
     events = _events(now, 12)
     a = _writer(redis_client)
     a.apply(_batch(events[:6]))
-    redis_client.flushdb()
+    for node in primaries(redis_client):
+        node.flushall()
     with pytest.raises(StoreLost) as e:
         a.apply(_batch(events[6:]))
     assert e.value.partitions == [0]
     with pytest.raises(StoreLost):
         a.check_store()
+
+
+@pytest.mark.integration
+def test_a_crash_between_key_writes_and_watermarks_is_skipped_per_key(any_redis_client):
+    """Keys written, watermark not moved (a worker killed between the two round trips): the
+    replay from the old watermark skips those keys' events by their own ~applied, and applies
+    the events of keys the crash left unwritten."""
+    redis_client = any_redis_client
+    now = time.time_ns() // 1000
+    events = _events(now, 16)
+    a = _writer(redis_client)
+    a.apply(_batch(events[:8]))
+    wm_key = a.offset_key(0)
+    before = redis_client.get(wm_key)
+    # what the crashed worker left: u0's key holds offsets up to 13, the watermark still 7
+    crashed = _writer(redis_client)
+    crashed.fold(_batch(events[:14]))
+    real_advance = crashed.sink.commit  # the real sink; only its watermark round trip is left out
+
+    def keys_only(keys, fields, rings, present, expire, ttl, fences, expected, applied):
+        i = keys.index(entity_key(transactions.entity, ("u0",)))
+        one = [i]
+        return real_advance([keys[i]], fields, [r[one] for r in rings], present[one],
+                            expire[one], ttl, {}, [expected[i]], [applied[i]])
+
+    crashed.sink.commit = keys_only
+    crashed.commit()
+    assert redis_client.get(wm_key) == before
+    u0 = entity_key(transactions.entity, ("u0",))
+    assert redis_client.hget(u0, APPLIED_FIELD) == b"0:0:13"
+    b = _writer(redis_client)
+    b.apply(_batch(events))  # the replay: 0..7 by the watermark, 8..13 of u0 by its key
+    assert b.stats.skipped_replay == 8 + sum(1 for o, e in events[8:14] if e["user_id"] == "u0")
+    repo = FeatureRepo.of([user_txn_count, user_spend])
+    store = OnlineStore(redis_client, repo)
+    refs = [f"{v.name}:{f.name}" for v in (user_txn_count, user_spend) for f in v.features]
+    users = [f"u{i}" for i in range(4)]
+    t = now + 1
+    got = store.get_features(refs, [{"user_id": u} for u in users], at_us=t)
+    feats = [f for v in (user_txn_count, user_spend) for f in v.features]
+    for u, row in zip(users, got.values, strict=True):
+        mine = [(e["ts"], o, e["amount"]) for o, e in events if e["user_id"] == u]
+        for f, value in zip(feats, row, strict=True):
+            want = brute_force([(ts, o, amt if f.field else 1.0) for ts, o, amt in mine],
+                               f.fn, t, f.window, f.hop)
+            assert close(value, want), (u, f.name, value, want)

@@ -56,3 +56,57 @@ def test_slow_redis_times_out_with_the_client_timeout_then_recovers(redis_url, u
     # answer the next call)
     assert reads.fetch([(unique_name, ["a"])]) == [[b"1"]]
     assert reads.breaker.opened is None
+
+
+@pytest.fixture
+def cluster_client(redis_cluster_url):
+    from features.online.cluster import connect, primaries
+
+    client = connect(redis_cluster_url)
+    for node in primaries(client):
+        node.flushall()
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("spin_us", [0.0, 200.0])
+def test_cluster_reads_group_keys_by_node_one_send_each(cluster_client, unique_name,
+                                                        monkeypatch, spin_us):
+    """300 keys over 3 primaries: redis-py's replies, in request order, and one buffer sent
+    per node touched (one round trip per node, the nodes answering in parallel)."""
+    from features.online import hmget
+    from features.online.cluster import by_node
+
+    keys = [f"{unique_name}:{i}" for i in range(300)]
+    for i, k in enumerate(keys[:250]):
+        cluster_client.hset(k, mapping={"a": str(i).encode(), "b": b"x" * (i % 7)})
+    assert len(by_node(cluster_client, keys)) == 3
+    reads = HashReads(cluster_client, spin_us=spin_us)
+    sends: list = []
+    real_send = hmget._Wire.send
+    monkeypatch.setattr(hmget._Wire, "send",
+                        lambda self, data, dl: (sends.append(self), real_send(self, data, dl)))
+    fields = ["a", "b", "nope"]
+    want = [cluster_client.hmget(k, fields) for k in keys]
+    assert reads.fetch([(k, fields) for k in keys]) == want
+    assert len(sends) == 3 and len(set(map(id, sends))) == 3
+    sends.clear()
+    assert reads.fetch([(keys[7], fields)]) == [want[7]]
+    assert len(sends) == 1
+
+
+def test_cluster_read_with_a_stale_slot_map_follows_moved(cluster_client, unique_name):
+    """A slot map that sends a key to the wrong node (as after a resharding) gets a real
+    MOVED reply; the read relearns the map and answers right."""
+    from redis.crc import key_slot
+
+    key = f"{unique_name}:k"
+    cluster_client.hset(key, "a", b"1")
+    reads = HashReads(cluster_client)
+    assert reads.fetch([(key, ["a"])]) == [[b"1"]]
+    cache = cluster_client.nodes_manager.slots_cache
+    slot = key_slot(key.encode())
+    right = cache[slot][0]
+    cache[slot] = [next(n for n in cluster_client.get_primaries() if n.name != right.name)]
+    assert reads.fetch([(key, ["a"])]) == [[b"1"]]
+    assert cluster_client.nodes_manager.slots_cache[slot][0].name == right.name
