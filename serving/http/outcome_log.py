@@ -10,6 +10,7 @@ server processes never lose each other's manifest entries.
 from __future__ import annotations
 
 import fcntl
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -23,22 +24,35 @@ class OutcomeLog(Protocol):
 
 
 class KafkaOutcomeLog:
+    """Connects at the first write (the scorer must start while Kafka is down; until it is up,
+    outcome posts answer 503 and can be retried)."""
+
     def __init__(self, bootstrap: str, topic: str = "outcomes", timeout_s: float = 5.0) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self._producer = None
+        self._lock = threading.Lock()
+
+    def _connect(self):
         from kafka import KafkaProducer
 
         from serving.experiments.kafka_log import ensure_topics
 
-        ensure_topics(bootstrap, [topic])
-        self.topic = topic
-        self.timeout_s = timeout_s
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                       client_id="tessera-outcomes-http")
+        with self._lock:
+            if self._producer is None:
+                ensure_topics(self.bootstrap, [self.topic])
+                self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                                               client_id="tessera-outcomes-http")
+            return self._producer
 
     def write(self, rows: list[dict]) -> None:
-        self._producer.send(self.topic, value=orjson.dumps(rows)).get(timeout=self.timeout_s)
+        producer = self._producer or self._connect()
+        producer.send(self.topic, value=orjson.dumps(rows)).get(timeout=self.timeout_s)
 
     def close(self) -> None:
-        self._producer.close(5)
+        if self._producer is not None:
+            self._producer.close(5)
 
 
 class ParquetOutcomeLog:

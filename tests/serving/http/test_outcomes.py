@@ -121,3 +121,36 @@ def test_bad_outcomes_are_4xx_in_the_error_schema(served, body, status, code, fi
     assert r.status_code == status, r.text
     assert r.json()["code"] == code and r.json()["field"] == field and r.json()["error"]
     assert read_dataset(out_dir, OUTCOME_SCHEMA).height == before
+
+
+def test_through_kafka_and_the_sink_once_each(kafka_bootstrap, redis_url, unique_name, tmp_path):
+    """With a broker: posted labels go to the outcomes topic, a repeat adds nothing there, and
+    the sink's Parquet copy holds each once."""
+    import redis
+
+    from serving.experiments.kafka_log import delete_topics
+    from serving.experiments.records import outcome_normalizer
+    from serving.experiments.sink import ParquetSink
+    from serving.http.outcome_log import KafkaOutcomeLog
+
+    client = redis.Redis.from_url(redis_url)
+    log = KafkaOutcomeLog(kafka_bootstrap, topic=unique_name)
+    try:
+        outcomes = Outcomes(None, log, client)  # by request id only: no scorer needed
+        body = b'{"outcomes": [%s]}' % b", ".join(
+            b'{"request_id": "%s-%d", "label": %d}' % (unique_name.encode(), i, i % 2)
+            for i in range(30))
+        assert outcomes.record(body)["recorded"] == 30
+        again = outcomes.record(body)
+        assert (again["recorded"], again["duplicates"]) == (0, 30)
+        sink = ParquetSink(kafka_bootstrap, unique_name, tmp_path / "out", OUTCOME_SCHEMA,
+                           normalize=outcome_normalizer())
+        sink.run(idle_s=1.0)
+        sink.close()
+        rows = read_dataset(tmp_path / "out", OUTCOME_SCHEMA)
+        assert rows.height == 30 and rows["request_id"].n_unique() == 30
+        assert rows["label"].sum() == 15 and sink.bad_records == 0
+    finally:
+        log.close()
+        client.close()
+        delete_topics(kafka_bootstrap, [unique_name])
