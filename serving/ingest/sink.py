@@ -95,6 +95,9 @@ class KafkaSink:
             "acks": "all",
             "linger.ms": self.linger_ms,
             "message.timeout.ms": self.delivery_timeout_ms,
+            # a record in flight waits for its request's answer: bound that too, so a hung
+            # broker fails the push within the delivery timeout, not librdkafka's 30 s default
+            "request.timeout.ms": min(30_000, self.delivery_timeout_ms),
             "allow.auto.create.topics": False,  # a topic is made by `tessera apply`, not a typo
             "client.id": "tessera-push",
         })
