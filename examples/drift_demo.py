@@ -131,9 +131,10 @@ class Live:
     def start_scorer(self, cache_s: float = 10) -> ScorerClient:
         port = free_port()
         self.spawn("scorer", "serve", "--model", MODEL, "--port", str(port), "--repo",
-                   str(self.repo_path), TESSERA_SCORER_HOOK="serving.monitoring.hook:log_vectors",
-                   TESSERA_DASHBOARD_METRICS=f"http://127.0.0.1:{self.worker_metrics}/metrics",
-                   TESSERA_DASHBOARD_CACHE_S=str(cache_s))
+                   str(self.repo_path), TESSERA_SERVE__LOG_VECTORS="true",
+                   TESSERA_SERVE__DASHBOARD_METRICS=(
+                       f'["http://127.0.0.1:{self.worker_metrics}/metrics"]'),
+                   TESSERA_SERVE__DASHBOARD_CACHE_S=str(cache_s))
         self.url = f"http://127.0.0.1:{port}"
         client = ScorerClient(self.url, timeout_s=30)
         _wait(lambda: _ok(client.ready), 60, "the scorer to be ready", self.procs[-1])

@@ -61,9 +61,9 @@ def load_module(path: str | Path) -> FeatureRepo:
                and isinstance(v, Entity | EventSource | FeatureView | BatchFeatureView
                               | RequestFeatureView)]
     repo = FeatureRepo.of(objects)
-    if not repo.views:
-        raise DefinitionError(f"feature repo {path} defines no FeatureView or BatchFeatureView "
-                              "at module level")
+    if not repo.views and not repo.sources:
+        raise DefinitionError(f"feature repo {path} defines no EventSource, FeatureView or "
+                              "BatchFeatureView at module level")
     return repo
 
 

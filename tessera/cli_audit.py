@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Option(..., "--source", help="the event source to audit"),
         group: str = typer.Option("tessera-worker", "--group", envvar="TESSERA_GROUP",
                                   help="the worker's consumer group (its Redis watermarks)"),
-        repo: str = typer.Option(DEFAULT_REPO, "--repo", envvar="TESSERA_REPO", help=REPO_HELP),
+        repo: str | None = typer.Option(DEFAULT_REPO, "--repo", help=REPO_HELP),
         idle: float = typer.Option(1.5, "--idle", help="seconds without a dead letter before "
                                    "the dead-letter topic counts as read"),
     ) -> None:

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command("backfill")
     def backfill_cmd(
         view: str = typer.Option(..., "--view", help="the windowed view to backfill"),
-        repo: str = typer.Option(DEFAULT_REPO, "--repo", envvar="TESSERA_REPO", help=REPO_HELP),
+        repo: str | None = typer.Option(DEFAULT_REPO, "--repo", help=REPO_HELP),
         group: str = typer.Option(
             "tessera-worker", "--group", envvar="TESSERA_GROUP",
             help="the worker group whose Redis watermarks bound the events folded"),

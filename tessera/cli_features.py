@@ -99,7 +99,9 @@ def _source(settings: Settings, name: str):
 def register(app: typer.Typer) -> None:
     @app.command("apply")
     def apply_cmd(
-        repo: Path = typer.Option(..., "--repo", help="Python module defining the features"),
+        repo: Path | None = typer.Option(
+            None, "--repo", help="Python module defining the features (default: `repo` in "
+                                 "tessera.yaml / TESSERA_REPO)"),
         topics: bool = typer.Option(True, help="create the sources' topics if a broker is set"),
         force: bool = typer.Option(False, "--force", help="change or remove views that models "
                                    "with an alias still read"),
@@ -111,7 +113,10 @@ def register(app: typer.Typer) -> None:
         from features.registry import apply, load_module, plan
 
         settings = Settings.from_env()
-        definitions = load_module(repo)
+        if repo is None and settings.repo is None:
+            raise RegistryError("which feature repo? pass --repo path/to/repo.py or set `repo:` "
+                                "in tessera.yaml (`tessera init` writes one)")
+        definitions = load_module(repo or settings.repo)
         the_plan = plan(definitions, settings)
         for line in the_plan.lines():
             typer.echo(line)

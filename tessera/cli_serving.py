@@ -13,24 +13,25 @@ from features.settings import Settings
 CHAMPION_ALIAS = "champion"
 
 MODELS_URI = typer.Option(
-    None, "--models-uri", envvar="TESSERA_MODELS_URI",
-    help="model storage: a folder or a pyarrow filesystem URI (default $TESSERA_HOME/models)",
+    None, "--models-uri",
+    help="model storage: a folder or a pyarrow filesystem URI (default: models_uri in "
+         "tessera.yaml / TESSERA_MODELS_URI, else <home>/models)",
 )
 
 
 def _registry(uri: str | None):
     from serving.registry import ModelRegistry
 
-    return ModelRegistry(uri or Settings.from_env().models_dir)
+    return ModelRegistry(uri or Settings.from_env().models_location)
 
 
 def _view_versions(refs: list[str], repo_path: Path | None) -> dict[str, str]:
     """Versions of the views the features come from, when a feature repo is available."""
     from features.errors import TesseraError
-    from serving.scorer.repo import load_feature_repo
+    from features.repos import resolve_repo
 
     try:
-        repo = load_feature_repo(repo_path, Settings.from_env())
+        repo = resolve_repo(repo_path, Settings.from_env())
     except TesseraError:
         if repo_path:
             raise
@@ -203,18 +204,20 @@ def register(app: typer.Typer) -> None:
             help="model to serve, NAME (follows champion) or NAME@ALIAS; repeatable "
             "(default: every model that has a champion alias)",
         ),
-        host: str = typer.Option("127.0.0.1"),
-        port: int = typer.Option(8000),
+        host: str = typer.Option("127.0.0.1", help="address to listen on"),
+        port: int = typer.Option(8000, help="port to listen on"),
         workers: int = typer.Option(1, help="server processes"),
         repo: Path | None = typer.Option(
-            None, envvar="TESSERA_FEATURE_REPO",
-            help="feature repo file (default: the applied registry)",
+            None, help="feature repo file (default: `repo` in tessera.yaml, else the applied "
+                       "registry)",
         ),
-        redis_timeout_ms: float = typer.Option(
-            100.0, envvar="TESSERA_REDIS_TIMEOUT_MS", help="Redis timeout: slower answers 503"
+        redis_timeout_ms: float | None = typer.Option(
+            None, help="Redis timeout: slower answers 503 (default: serve.redis_timeout_ms, 100)"
         ),
-        max_entities: int = typer.Option(1000, help="largest batch one request may ask for"),
-        reload_s: float = typer.Option(1.0, help="how often aliases are re-read (hot reload)"),
+        max_entities: int | None = typer.Option(
+            None, help="largest batch one request may ask for (default: serve.max_entities)"),
+        reload_s: float | None = typer.Option(
+            None, help="how often aliases are re-read, s (default: serve.reload_s, 1)"),
         allow_no_model: bool = typer.Option(
             False, "--allow-no-model", envvar="TESSERA_ALLOW_NO_MODEL",
             help="with no champion yet, serve /v1/features only (/readyz says 'no model "
@@ -231,31 +234,25 @@ def register(app: typer.Typer) -> None:
         from serving.registry import CHAMPION
 
         s = Settings.from_env()
-        uri = models_uri or str(s.models_dir)
-        if not model:
-            reg = _registry(uri)
-            model = [n for n in reg.models() if CHAMPION in reg.aliases(n)]
-            if not model and allow_no_model:
-                typer.echo(f"no model with a champion alias in {uri}: serving features only",
-                           err=True)
-            elif not model:
+        if repo is not None:
+            s = s.model_copy(update={"repo": repo.resolve()})
+        cfg = ServeConfig.from_settings(
+            s, models=list(model) or None, models_uri=models_uri,
+            redis_timeout_ms=redis_timeout_ms, max_entities=max_entities, reload_s=reload_s)
+        if not cfg.models:
+            reg = _registry(cfg.models_uri)
+            cfg.models = [n for n in reg.models() if CHAMPION in reg.aliases(n)]
+            if not cfg.models and allow_no_model:
+                typer.echo(f"no model with a champion alias in {cfg.models_uri}: serving "
+                           "features only", err=True)
+            elif not cfg.models:
                 raise RegistryError(
-                    f"no model with a champion alias in {uri}; train one (`tessera train "
-                    "--alias champion ...`) or pass --model NAME@ALIAS"
+                    f"no model with a champion alias in {cfg.models_uri}; train one (`tessera "
+                    "train --alias champion ...`) or pass --model NAME@ALIAS"
                 )
-        cfg = ServeConfig(
-            redis_url=s.require_redis(),
-            models_uri=uri,
-            models=list(model),
-            feature_repo=str(repo.resolve()) if repo else None,
-            redis_timeout_ms=redis_timeout_ms,
-            redis_spin_us=float(os.environ.get("TESSERA_REDIS_SPIN_US", 200)),
-            max_entities=max_entities,
-            reload_s=reload_s,
-        )
         build_scorer(cfg).models.close()  # fail here, with a clear error, not in each worker
-        os.environ.update(cfg.to_env())
         if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # prometheus-client's own switch; spawned workers inherit it
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tessera-prom-")
-        serve(host, port, workers)
+        serve(cfg, host, port, workers)
 

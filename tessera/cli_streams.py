@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import json
-import runpy
 import time
 from pathlib import Path
 
 import typer
 
 from features.definitions import (
-    BatchFeatureView,
-    Entity,
     EventSource,
     FeatureRepo,
-    FeatureView,
 )
 from features.errors import DefinitionError, SchemaError
 from features.settings import Settings
 
-REPO_HELP = "feature repo module (Python file defining the sources and views)"
-DEFAULT_REPO = "examples/feature_repo.py"
+REPO_HELP = ("feature repo module (a Python file defining sources and views); default: `repo` "
+             "in tessera.yaml, else the registry `tessera apply` recorded")
+DEFAULT_REPO = None
 
 
-def load_repo(path: str | Path) -> FeatureRepo:
-    """Every definition object a repo module builds, as a ``FeatureRepo``."""
-    path = Path(path)
-    if not path.exists():
-        raise DefinitionError(f"feature repo {path} not found; pass --repo or set TESSERA_REPO")
-    ns = runpy.run_path(str(path))
-    kinds = (Entity, EventSource, FeatureView, BatchFeatureView)
-    return FeatureRepo.of([v for v in ns.values() if isinstance(v, kinds)])
+def load_repo(path: str | Path | None, settings: Settings | None = None) -> FeatureRepo:
+    """The feature repo a command uses (``features.repos.resolve_repo``: one rule for all)."""
+    from features.repos import resolve_repo
+
+    return resolve_repo(path, settings or Settings.from_env())
 
 
 def _source(repo: FeatureRepo, name: str) -> EventSource:
@@ -67,7 +61,7 @@ def _read_events(path: Path):
 
 
 def register(app: typer.Typer) -> None:
-    repo_opt = typer.Option(DEFAULT_REPO, "--repo", envvar="TESSERA_REPO", help=REPO_HELP)
+    repo_opt = typer.Option(DEFAULT_REPO, "--repo", help=REPO_HELP)
 
     @app.command("up")
     def up_cmd() -> None:
@@ -90,7 +84,7 @@ def register(app: typer.Typer) -> None:
     def produce_cmd(
         source: str = typer.Option(..., "--source", help="source name"),
         file: Path = typer.Option(..., "--file", help="events.jsonl | .parquet | .csv"),
-        repo: str = repo_opt,
+        repo: str | None = repo_opt,
     ) -> None:
         """Validate and publish the events of a file; print sent / rejected counts."""
         from rich.progress import Progress
@@ -124,7 +118,7 @@ def register(app: typer.Typer) -> None:
         users: int = typer.Option(10_000, "--users", help="distinct entities"),
         seed: int = typer.Option(7, "--seed", help="random seed (same seed, same events)"),
         timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait for each ack"),
-        repo: str = repo_opt,
+        repo: str | None = repo_opt,
     ) -> None:
         """Publish synthetic card transactions (some late, some malformed) at a steady rate.
 
@@ -146,7 +140,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("worker")
     def worker_cmd(
-        repo: str = repo_opt,
+        repo: str | None = repo_opt,
         source: list[str] = typer.Option([], "--source", help="only these sources"),
         group: str = typer.Option(
             "tessera-worker", "--group", envvar="TESSERA_GROUP",
@@ -209,7 +203,7 @@ def register(app: typer.Typer) -> None:
         sample: int = typer.Option(100, "--sample", help="random entities to compare"),
         at: str | None = typer.Option(None, "--at", help="ISO time or epoch ms (default now)"),
         seed: int = typer.Option(0, "--seed", help="seed for the entity sample"),
-        repo: str = repo_opt,
+        repo: str | None = repo_opt,
     ) -> None:
         """Compare online values of N random entities with their offline recomputation.
 

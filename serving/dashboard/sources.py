@@ -2,7 +2,7 @@
 
 ``from_settings`` gives a ``DashboardData`` that reads each model's drift (reference + prediction
 log), its experiment report, and every audit log under ``models_dir``. The two reports are
-cached for ``cache_s`` (``TESSERA_DASHBOARD_CACHE_S``, default 10 s): they read and join whole
+cached for ``cache_s`` (``serve.dashboard_cache_s``, default 10 s): they read and join whole
 logs, and a page that auto-refreshes in several tabs must not recompute them on every load.
 ``scrape`` reads freshness and throughput from ``/metrics`` endpoints (worker, scorer): gauges
 whose name ends in ``freshness_seconds`` labelled by ``view``, and counters whose name ends in
@@ -14,7 +14,6 @@ offsets in Redis vs. the records on the broker) when a broker and Redis are conf
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -224,7 +223,7 @@ def from_settings(
     (``local_metrics``: also this process's own Prometheus registry, e.g. inside the scorer).
     Reports are recomputed at most every ``cache_s`` seconds (0: on every load)."""
     if cache_s is None:
-        cache_s = float(os.environ.get("TESSERA_DASHBOARD_CACHE_S", 10))
+        cache_s = settings.serve.dashboard_cache_s
     fresh, through = (None, None)
     if metrics_urls or local_metrics:
         fresh, through = scrape(metrics_urls, local=local_metrics)
@@ -246,14 +245,13 @@ def mount(
 ) -> Any:
     """Add ``/ui`` and ``GET /v1/monitor/{name}`` to a FastAPI app (the scorer's: one line).
 
-    ``TESSERA_DASHBOARD_METRICS`` (comma-separated ``/metrics`` URLs, e.g. the stream worker's
+    ``serve.dashboard_metrics`` in the settings (``/metrics`` URLs, e.g. the stream worker's
     ``--metrics-port``) adds to ``metrics_urls``, so ``tessera serve`` can show worker freshness.
     """
     from serving.dashboard.routes import dashboard_router
     from serving.monitoring.routes import monitor_router
 
-    extra = [u for u in os.environ.get("TESSERA_DASHBOARD_METRICS", "").split(",") if u]
-    metrics_urls = [*metrics_urls, *extra]
+    metrics_urls = [*metrics_urls, *settings.serve.dashboard_metrics]
 
     app.include_router(
         dashboard_router(from_settings(settings, metrics_urls, registry, local_metrics=True))

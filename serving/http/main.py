@@ -1,43 +1,35 @@
-"""Build the scorer app from settings: what ``tessera serve`` runs in each worker process.
+"""Build the scorer app from one ``ServeConfig``: what ``tessera serve`` runs in each worker.
 
-Configuration is by environment so uvicorn worker processes can rebuild it (``app_from_env`` is
-an app factory): ``TESSERA_HOME``, ``REDIS_URL``, ``TESSERA_MODELS_URI`` (default
-``$TESSERA_HOME/models``), ``TESSERA_SERVE_MODELS`` (comma-separated ``name`` or
-``name@alias``), ``TESSERA_FEATURE_REPO`` (a repo file; default the applied registry),
-``TESSERA_REDIS_TIMEOUT_MS`` (default 100), ``TESSERA_REDIS_SPIN_US`` (default 200: how long a
-request busy-polls for Redis' reply before sleeping, see ``features.online.hmget``; 0 when the
-workers outnumber the cores), ``TESSERA_MAX_ENTITIES`` (default 1000),
-``TESSERA_MAX_FEATURES`` (default 256: feature refs per ``/v1/features`` request),
-``TESSERA_MAX_BODY_BYTES`` (default 1 MiB; larger bodies are a 413), ``TESSERA_INLINE_CELLS``
-(default 512: entities x features a request may have and still run on the event loop),
-``TESSERA_RELOAD_S`` (default 1), ``TESSERA_SCORER_HOOK`` (``module:function`` called with the
-``Scorer`` in every worker once it is built: how experiments attach ``scorer.routers``).
+The config is built once from the settings (``features.settings``: tessera.yaml, environment,
+flags) and handed to each worker process as an argument; ``app_from_settings`` is the app
+factory for running the scorer under an external server (``uvicorn --factory``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 from features.online.read import OnlineStore
-from features.settings import Settings
+from features.repos import resolve_repo
+from features.settings import ServeSettings, Settings
 from serving.http.app import FastPredict, Limits, create_app, fast_app
 from serving.registry import CHAMPION, ModelRegistry
 from serving.scorer.models import ModelSet
-from serving.scorer.repo import load_feature_repo
 from serving.scorer.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
 
 def redis_client(url: str, timeout_s: float):
-    """A client that fails fast: short timeouts, no retries (the caller answers 503)."""
-    import redis
+    """A client that fails fast: short timeouts, no retries (the caller answers 503).
+    ``redis+cluster://`` URLs give a Redis Cluster client (``features.online.cluster``)."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.Redis.from_url(
+    from features.online.cluster import connect
+
+    return connect(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
@@ -46,12 +38,10 @@ def redis_client(url: str, timeout_s: float):
     )
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
-
-
 @dataclass
 class ServeConfig:
+    """Everything one scorer process needs, resolved (no environment reads after this)."""
+
     redis_url: str
     models_uri: str
     models: list[str]
@@ -59,52 +49,40 @@ class ServeConfig:
     redis_timeout_ms: float = 100.0
     redis_spin_us: float = 200.0
     max_entities: int = 1000
-    # read from the environment when not given (tessera serve has no flags for them)
-    max_features: int = field(default_factory=lambda: _env_int("TESSERA_MAX_FEATURES", 256))
-    max_body_bytes: int = field(
-        default_factory=lambda: _env_int("TESSERA_MAX_BODY_BYTES", 1 << 20))
-    inline_cells: int = field(default_factory=lambda: _env_int("TESSERA_INLINE_CELLS", 512))
+    max_features: int = 256
+    max_body_bytes: int = 1 << 20
+    inline_cells: int = 512
     reload_s: float = 1.0
+    log_vectors: bool = False
     hook: str | None = None
+    settings: Settings = field(default_factory=Settings.from_env)
 
     @classmethod
-    def from_env(cls) -> ServeConfig:
-        s = Settings.from_env()
-        models = [m for m in os.environ.get("TESSERA_SERVE_MODELS", "").split(",") if m]
+    def from_settings(cls, settings: Settings, **overrides: object) -> ServeConfig:
+        """The ``serve:`` section of ``settings``, with ``overrides`` (e.g. flags) on top."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        models_uri = given.pop("models_uri", None) or settings.models_location
+        serve: ServeSettings = settings.serve.model_copy(update=given)
         return cls(
-            redis_url=s.require_redis(),
-            models_uri=os.environ.get("TESSERA_MODELS_URI") or str(s.models_dir),
-            models=models,
-            feature_repo=os.environ.get("TESSERA_FEATURE_REPO") or None,
-            redis_timeout_ms=float(os.environ.get("TESSERA_REDIS_TIMEOUT_MS", 100)),
-            redis_spin_us=float(os.environ.get("TESSERA_REDIS_SPIN_US", 200)),
-            max_entities=int(os.environ.get("TESSERA_MAX_ENTITIES", 1000)),
-            reload_s=float(os.environ.get("TESSERA_RELOAD_S", 1.0)),
-            hook=os.environ.get("TESSERA_SCORER_HOOK") or None,
+            redis_url=settings.require_redis(),
+            models_uri=models_uri,
+            models=list(serve.models),
+            feature_repo=str(settings.repo) if settings.repo else None,
+            redis_timeout_ms=serve.redis_timeout_ms,
+            redis_spin_us=serve.redis_spin_us,
+            max_entities=serve.max_entities,
+            max_features=serve.max_features,
+            max_body_bytes=serve.max_body_bytes,
+            inline_cells=serve.inline_cells,
+            reload_s=serve.reload_s,
+            log_vectors=serve.log_vectors,
+            hook=serve.hook,
+            settings=settings,
         )
-
-    def to_env(self) -> dict[str, str]:
-        env = {
-            "REDIS_URL": self.redis_url,
-            "TESSERA_MODELS_URI": self.models_uri,
-            "TESSERA_SERVE_MODELS": ",".join(self.models),
-            "TESSERA_REDIS_TIMEOUT_MS": str(self.redis_timeout_ms),
-            "TESSERA_REDIS_SPIN_US": str(self.redis_spin_us),
-            "TESSERA_MAX_ENTITIES": str(self.max_entities),
-            "TESSERA_MAX_FEATURES": str(self.max_features),
-            "TESSERA_MAX_BODY_BYTES": str(self.max_body_bytes),
-            "TESSERA_INLINE_CELLS": str(self.inline_cells),
-            "TESSERA_RELOAD_S": str(self.reload_s),
-        }
-        if self.feature_repo:
-            env["TESSERA_FEATURE_REPO"] = str(self.feature_repo)
-        if self.hook:
-            env["TESSERA_SCORER_HOOK"] = self.hook
-        return env
 
 
 def build_scorer(cfg: ServeConfig) -> Scorer:
-    repo = load_feature_repo(cfg.feature_repo, Settings.from_env())
+    repo = resolve_repo(cfg.feature_repo, cfg.settings)
     client = redis_client(cfg.redis_url, cfg.redis_timeout_ms / 1000)
     models = ModelSet(ModelRegistry(cfg.models_uri), reload_s=cfg.reload_s)
     for m in cfg.models:
@@ -112,7 +90,11 @@ def build_scorer(cfg: ServeConfig) -> Scorer:
         models.serve(name, ref or CHAMPION)
     store = OnlineStore(client, repo, max_entities=cfg.max_entities, spin_us=cfg.redis_spin_us)
     scorer = Scorer(store, models)
-    attach_experiments(scorer)
+    attach_experiments(scorer, cfg.settings)
+    if cfg.log_vectors:
+        from serving.monitoring.hook import log_vectors
+
+        log_vectors(scorer)
     if cfg.hook:
         run_hook(cfg.hook, scorer)
     models.start()
@@ -135,7 +117,7 @@ def run_hook(spec: str, scorer: Scorer) -> None:
     fn(scorer)
 
 
-def attach_experiments(scorer: Scorer) -> None:
+def attach_experiments(scorer: Scorer, settings: Settings) -> None:
     """Route every served model that has a deployment spec through its experiment (arms,
     shadows, prediction log to Kafka when a broker is configured). A failure here is logged
     and the champion is served alone: the scorer must come up even when Kafka is down."""
@@ -145,7 +127,7 @@ def attach_experiments(scorer: Scorer) -> None:
     if not storage.local:
         return  # deployment specs live in a local models folder
     try:
-        routed = attach_deployed(scorer, storage.root, Settings.from_env().kafka_bootstrap)
+        routed = attach_deployed(scorer, storage.root, settings.kafka_bootstrap)
     except Exception as e:  # noqa: BLE001 - any failure degrades to champion-only serving
         log.error("experiments not attached, serving champions only: %r", e)
         return
@@ -165,7 +147,7 @@ def build_app(cfg: ServeConfig) -> FastPredict:
                                            max_features=cfg.max_features,
                                            max_body_bytes=cfg.max_body_bytes,
                                            inline_cells=cfg.inline_cells))
-    settings = Settings.from_env()
+    settings = cfg.settings
     mount(app, settings, scorer.models.registry)
     app.include_router(experiments_router(settings.models_dir, settings.offline_dir))
     app.include_router(catalog_router(scorer.store.repo, scorer.models.registry))
@@ -179,10 +161,11 @@ def build_app(cfg: ServeConfig) -> FastPredict:
     return fast_app(app)
 
 
-def app_from_env() -> FastPredict:
+def app_from_settings(cfg: ServeConfig | None = None) -> FastPredict:
+    """The app for ``cfg`` (default: this process's settings), start-up garbage frozen."""
     import gc
 
-    app = build_app(ServeConfig.from_env())
+    app = build_app(cfg or ServeConfig.from_settings(Settings.from_env()))
     gc.collect()
     gc.freeze()  # start-up objects (repo, plans, boosters) leave the collector's scans
     return app

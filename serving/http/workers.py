@@ -14,10 +14,12 @@ import multiprocessing
 import signal
 import socket
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serving.http.main import ServeConfig
 
 log = logging.getLogger(__name__)
-
-APP = "serving.http.main:app_from_env"
 
 
 def _has(module: str) -> bool:
@@ -26,17 +28,20 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def uvicorn_config(**kw):
+def uvicorn_config(cfg: ServeConfig, **kw):
+    """uvicorn's config for the app of ``cfg``, built in this process."""
     import uvicorn
 
+    from serving.http.main import app_from_settings
+
     return uvicorn.Config(
-        APP, factory=True, log_level="warning", access_log=False,
+        app_from_settings(cfg), log_level="warning", access_log=False,
         loop="uvloop" if _has("uvloop") else "asyncio",
         http="httptools" if _has("httptools") else "h11", **kw,
     )
 
 
-def _worker(host: str, port: int) -> None:
+def _worker(cfg: ServeConfig, host: str, port: int) -> None:
     import uvicorn
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -44,21 +49,21 @@ def _worker(host: str, port: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    uvicorn.Server(uvicorn_config()).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(cfg)).run(sockets=[sock])
 
 
-def serve(host: str, port: int, workers: int) -> None:
-    """Block serving the app (configured by environment) until SIGTERM/SIGINT."""
+def serve(cfg: ServeConfig, host: str, port: int, workers: int) -> None:
+    """Block serving the app of ``cfg`` in ``workers`` processes until SIGTERM/SIGINT."""
     if workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
         import uvicorn
 
-        uvicorn.Server(uvicorn_config(host=host, port=port, workers=max(workers, 1))).run()
+        uvicorn.Server(uvicorn_config(cfg, host=host, port=port)).run()
         return
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
     def start() -> multiprocessing.Process:
-        p = ctx.Process(target=_worker, args=(host, port), daemon=False)
+        p = ctx.Process(target=_worker, args=(cfg, host, port), daemon=False)
         p.start()
         return p
 

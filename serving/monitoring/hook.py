@@ -1,4 +1,5 @@
-"""``TESSERA_SCORER_HOOK=serving.monitoring.hook:log_vectors``: log what the model was given.
+"""``serve.log_vectors: true`` (tessera.yaml) or ``TESSERA_SERVE__LOG_VECTORS=1``: log what
+the model was given.
 
 The scorer's experiment routers log a hash of each feature vector by default (enough to pair
 shadows with the champion). Drift monitoring needs the values themselves, so a scorer that feeds

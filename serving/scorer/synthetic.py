@@ -117,7 +117,7 @@ def write_training_set(client, path, n: int, risky: np.ndarray, now: int, seed: 
 
 
 def write_repo_file(path) -> str:
-    """A feature repo file defining these views, for ``--repo`` / ``TESSERA_FEATURE_REPO``."""
+    """A feature repo file defining these views, for ``--repo`` / ``TESSERA_REPO``."""
     from pathlib import Path
 
     Path(path).write_text(

@@ -1,4 +1,4 @@
-"""TESSERA_SCORER_HOOK: a module:function run with the scorer in every worker."""
+"""serve.hook: a module:function run with the scorer in every worker."""
 
 import pytest
 
@@ -25,7 +25,6 @@ def test_hook_attaches_a_router(tmp_path, redis_client, redis_url):
     write_repo_file(repo)
     cfg = ServeConfig(redis_url, str(reg.storage.root), ["fraud"], str(repo),
                       hook="tests.serving.http.test_hook:attach")
-    assert cfg.to_env()["TESSERA_SCORER_HOOK"] == cfg.hook
     scorer = build_scorer(cfg)
     try:
         assert isinstance(scorer.routers["fraud"], _Router)

@@ -44,17 +44,17 @@ def world(tmp_path_factory, redis_url):
 
 @contextmanager
 def served(world, **env):
-    """The app as ``tessera serve`` runs it (``app_from_env``, one uvicorn process of its own,
-    so the test's client threads do not share its interpreter), with extra environment."""
+    """The app as ``tessera serve`` runs it (``app_from_settings``, one uvicorn process of its
+    own, so the test's client threads do not share its interpreter), with extra environment."""
     _, reg, _, redis_url, tmp = world
     port = free_port()
     repo = write_repo_file(tmp / "repo.py")
     full = {**os.environ, "REDIS_URL": redis_url, "TESSERA_HOME": str(tmp),
-            "TESSERA_MODELS_URI": str(reg.storage.root), "TESSERA_SERVE_MODELS": "fraud",
-            "TESSERA_FEATURE_REPO": str(repo), **env}
+            "TESSERA_MODELS_URI": str(reg.storage.root), "TESSERA_SERVE__MODELS": '["fraud"]',
+            "TESSERA_REPO": str(repo), **env}
     full.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "serving.http.main:app_from_env",
+        [sys.executable, "-m", "uvicorn", "--factory", "serving.http.main:app_from_settings",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         env=full, start_new_session=True, stderr=subprocess.PIPE,
     )
@@ -154,7 +154,7 @@ def test_healthz_stays_fast_while_the_largest_allowed_requests_run(world):
 def test_inline_requests_would_stall_healthz(world):
     """The control: the same abuse with every request on the event loop (the old code path)
     stalls /healthz beyond the bound, so the test above measures something."""
-    with served(world, TESSERA_INLINE_CELLS=str(10**9)) as url:
+    with served(world, TESSERA_SERVE__INLINE_CELLS=str(10**9)) as url:
         health, statuses, mean_s = _abuse(url, seconds=2.0)
     health.sort()
     print(f"healthz, all inline: n={len(health)} p50={health[len(health) // 2] * 1e3:.1f} ms "
