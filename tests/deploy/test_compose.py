@@ -192,7 +192,7 @@ def test_the_command_check_rejects_what_the_cli_would():
     with pytest.raises(UsageError):
         parse(["serve", "--no-such-flag"])
     with pytest.raises(UsageError):
-        parse(["apply"])  # --repo is required
+        parse(["serve", "--port", "eight-thousand"])  # values are converted and checked
     with pytest.raises(UsageError):
         parse(["scorer"])
 
