@@ -202,11 +202,17 @@ def test_the_scorer_starts_without_a_model(services):
     assert "--allow-no-model" in services["scorer"]["command"]
 
 
-def test_the_scorer_hook_is_importable(services):
+def test_the_scorer_logs_feature_vectors_for_drift(services):
     import importlib
 
-    module, _, name = _env(services["scorer"])["TESSERA_SCORER_HOOK"].partition(":")
-    assert callable(getattr(importlib.import_module(module), name))
+    env = _env(services["scorer"])
+    hook = env.get("TESSERA_SCORER_HOOK")
+    if hook:
+        module, _, name = hook.partition(":")
+        assert callable(getattr(importlib.import_module(module), name))
+    # either the hook or the setting that replaces it (tessera.yaml's serve.log_vectors)
+    assert hook == "serving.monitoring.hook:log_vectors" or str(
+        env.get("TESSERA_SERVE__LOG_VECTORS")).lower() in ("1", "true")
 
 
 def test_long_running_services_have_healthchecks_and_restart(services):
