@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -31,7 +33,15 @@ PUSH_EXAMPLE: list[dict[str, Any]] = [
 
 
 def push_router(service: PushService, max_body_bytes: int) -> APIRouter:
-    router = APIRouter()
+    """The route; the app's shutdown (this router's lifespan, merged by ``include_router``)
+    delivers what is queued and stops the producer."""
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, service.close)
+
+    router = APIRouter(lifespan=lifespan)
 
     @router.post(
         "/v1/push/{source}", tags=["ingest"], response_model=PushResponse,

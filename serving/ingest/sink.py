@@ -101,12 +101,14 @@ class KafkaSink:
             "allow.auto.create.topics": False,  # a topic is made by `tessera apply`, not a typo
             "client.id": "tessera-push",
         })
+        self._stop.clear()  # closed before: a new producer, a new delivery thread
         self._poller = threading.Thread(target=self._poll, name="tessera-push-acks", daemon=True)
         self._poller.start()
 
     def _poll(self) -> None:
+        producer = self._producer
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            producer.poll(0.05)
 
     def partitions(self, topic: str) -> int:
         """The topic's partition count (cached ``metadata_ttl_s``); ``SinkUnavailable`` when the

@@ -107,6 +107,7 @@ def test_push_lands_where_the_sdk_puts_it_and_rejects_bad_events(kafka_bootstrap
                 assert (r.status_code, r.json()["code"]) == (status, code), r.text
             r = httpx.post(f"{url}/v1/push/nope", json=good[:1], timeout=30)
             assert r.status_code == 404 and r.json()["field"] == "source"
+        assert service.sink._producer is None  # the app's shutdown flushed and closed it
     finally:
         service.close()
 
