@@ -140,10 +140,11 @@ def store_status(client) -> dict[str, bytes]:
     return {k.decode(): v for k, v in client.hgetall(STORE_KEY).items()}
 
 
-def test_redis_losing_its_data_is_rebuilt_from_the_log(stream_env, redis_client):
+def test_redis_losing_its_data_is_rebuilt_from_the_log(any_stream_env, any_redis_client):
     """FLUSHALL under a running worker, then a flush while no worker runs: each time the rings
-    are rebuilt from the event log and the stream goes on with no gap and no double count."""
-    env = stream_env
+    are rebuilt from the event log and the stream goes on with no gap and no double count.
+    On one Redis and on a cluster (FLUSHALL on every primary)."""
+    env, redis_client = any_stream_env, any_redis_client
     produced = Produced()
     produce(env, produced, 1200, seed=5)
     env.start_worker(max_records=300)
