@@ -50,9 +50,20 @@ class GatePolicy:
         from features.errors import RegistryError
 
         names = {f.name for f in fields(cls)}
+        if not isinstance(d, dict):
+            raise RegistryError("a gate policy is a JSON object of limits, e.g. {\"min_auc\": 0.7}")
         unknown = sorted(set(d) - names)
         if unknown:
             raise RegistryError(f"unknown gate policy keys {unknown}; known: {sorted(names)}")
+        for k, v in d.items():
+            ok = (isinstance(v, str) and v) if k == "segment" else (
+                type(v) is int and v >= 1 if k == "min_segment_rows"
+                else type(v) in (int, float) and math.isfinite(v))
+            if not ok and not (v is None and k != "min_segment_rows"):
+                raise RegistryError(f"gate policy {k!r} must be "
+                                    + ("a column name" if k == "segment" else
+                                       "a whole number >= 1" if k == "min_segment_rows" else
+                                       "a number") + f" or null, got {v!r}")
         policy = cls(**d)
         if (policy.min_segment_auc is not None or policy.max_segment_gap is not None) and (
             not policy.segment
@@ -67,8 +78,8 @@ class GatePolicy:
 DEFAULT_POLICY = GatePolicy()
 
 
-def load_policy(storage: Any, name: str) -> GatePolicy:
-    for rel in (f"{name}/{POLICY_FILE}", POLICY_FILE):
+def load_policy(storage: Any, name: str | None) -> GatePolicy:
+    for rel in ((f"{name}/{POLICY_FILE}",) if name else ()) + (POLICY_FILE,):
         if storage.exists(rel):
             return GatePolicy.from_dict(json.loads(storage.read_bytes(rel)))
     return DEFAULT_POLICY

@@ -141,7 +141,8 @@ class ModelRegistry:
             out += [json.loads(line) for line in text.splitlines() if line.strip()]
         return out
 
-    def gate_policy(self, name: str) -> gates.GatePolicy:
+    def gate_policy(self, name: str | None) -> gates.GatePolicy:
+        """The policy of ``name`` (else the root's, else the default); None: the root's."""
         return gates.load_policy(self.storage, name)
 
     def set_gate_policy(self, name: str | None, policy: gates.GatePolicy) -> None:

@@ -95,6 +95,10 @@ def test_segment_gate(world):
     assert r["failed"] == ["max_segment_gap"] and "--segment region" in r["checks"][-1]["detail"]
     with pytest.raises(RegistryError, match="unknown gate policy keys"):
         GatePolicy.from_dict({"min_acu": 0.7})
+    with pytest.raises(RegistryError, match="'min_auc' must be a number or null, got '0.7'"):
+        GatePolicy.from_dict({"min_auc": "0.7"})
+    with pytest.raises(RegistryError, match="need 'segment'"):
+        GatePolicy.from_dict({"max_segment_gap": 0.1})
     reg.storage.write_bytes("fraud/gate_policy.json", b"{}")
 
 
