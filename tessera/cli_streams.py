@@ -208,16 +208,15 @@ def register(app: typer.Typer) -> None:
         """Compare online values of N random entities with their offline recomputation.
 
         Exits 1 when any feature differs (counts/min/max/last exactly, others to 1e-9)."""
-        import redis
-
         from features.event_schema import parse_timestamp
         from features.offline.event_log import EventLog
+        from features.online.cluster import connect
         from features.skew import skew_check
 
         settings = Settings.from_env()
         t = time.time_ns() // 1000 if at is None else parse_timestamp(
             int(at) if at.isdigit() else at, "--at")
-        client = redis.Redis.from_url(settings.require_redis())
+        client = connect(settings.require_redis())
         report = skew_check(load_repo(repo), view, client, EventLog(settings.offline_dir),
                             at=t, sample=sample, seed=seed)
         for m in report.mismatches[:20]:
