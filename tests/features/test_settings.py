@@ -76,3 +76,41 @@ def test_tessera_project_names_the_file(clean, tmp_path):
     other.write_text("repo: r.py\n")
     clean.setenv("TESSERA_PROJECT", str(other))
     assert Settings().repo == tmp_path / "r.py"
+
+
+def _known_env_names() -> set[str]:
+    """Every variable the settings read, plus the envvars of CLI flags."""
+    import typer.main
+
+    from features.settings import ServeSettings
+    from tessera import cli
+
+    names = {f.validation_alias for f in Settings.model_fields.values()
+             if isinstance(f.validation_alias, str)}
+    names |= {f"TESSERA_SERVE__{k.upper()}" for k in ServeSettings.model_fields}
+    names.add("TESSERA_PROJECT")
+    cli._register()
+
+    def walk(cmd):
+        if hasattr(cmd, "commands"):
+            for sub in cmd.commands.values():
+                walk(sub)
+        for p in getattr(cmd, "params", []):
+            env = getattr(p, "envvar", None)
+            names.update([env] if isinstance(env, str) else env or [])
+
+    walk(typer.main.get_command(cli.app))
+    return names
+
+
+def test_deployment_files_only_set_variables_tessera_reads():
+    """A renamed setting must not leave compose or Kubernetes setting a dead variable."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "docker-compose.yml", *sorted((root / "deploy").rglob("*.yaml"))]
+    pattern = re.compile(r"\b(TESSERA_[A-Z0-9_]+|KAFKA_BOOTSTRAP|REDIS_URL)\b")
+    used = {(m, f.name) for f in files for m in pattern.findall(f.read_text())}
+    unknown = sorted((name, f) for name, f in used if name not in _known_env_names())
+    assert not unknown, f"set in deployment files but read by nothing: {unknown}"
