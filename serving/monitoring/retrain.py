@@ -191,7 +191,9 @@ class Retrainer:
             training_set={"path": str(Path(plan.training_set).resolve()), "fingerprint": fp},
             retrain_run=run,
         )
-        return self.registry.register(plan.name, result.model_text, result.metadata()).version
+        return self.registry.register(  # holdout rows: the gates compare it with the champion
+            plan.name, result.model_text, result.metadata(), holdout=result.holdout
+        ).version
 
     def _spec(self, name: str):
         from serving.experiments.errors import ExperimentError
