@@ -1,6 +1,9 @@
 """Shared fixtures: a real Kafka-protocol broker and a real Redis server, one per session.
 
-Both honour ``KAFKA_BOOTSTRAP`` / ``REDIS_URL`` to run against external clusters instead.
+To run against external servers instead, name them in ``TESSERA_TEST_KAFKA_BOOTSTRAP``,
+``TESSERA_TEST_REDIS_URL`` and ``TESSERA_TEST_REDIS_CLUSTER_URL``: the tests flush those
+databases, so the names say so. A user's own ``REDIS_URL``, ``KAFKA_BOOTSTRAP`` and other
+Tessera settings in the environment are removed for the session and never touched.
 """
 
 from __future__ import annotations
@@ -13,6 +16,14 @@ import pytest
 
 from tessera.local import start_broker, start_redis, start_redis_cluster, stop
 
+_USER_SETTINGS = ("REDIS_URL", "KAFKA_BOOTSTRAP", "REDIS_CLUSTER_URL", "TESSERA_HOME",
+                  "TESSERA_REPO", "TESSERA_PROJECT", "TESSERA_MODELS_URI")
+
+
+def pytest_configure(config) -> None:
+    for name in [*_USER_SETTINGS, *(n for n in os.environ if n.startswith("TESSERA_SERVE__"))]:
+        os.environ.pop(name, None)
+
 
 @pytest.fixture(scope="session")
 def services_dir(tmp_path_factory) -> Path:
@@ -21,7 +32,7 @@ def services_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(services_dir) -> str:
-    external = os.environ.get("KAFKA_BOOTSTRAP")
+    external = os.environ.get("TESSERA_TEST_KAFKA_BOOTSTRAP")
     if external:
         yield external
         return
@@ -32,7 +43,7 @@ def kafka_bootstrap(services_dir) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url(services_dir) -> str:
-    external = os.environ.get("REDIS_URL")
+    external = os.environ.get("TESSERA_TEST_REDIS_URL")
     if external:
         yield external
         return
@@ -44,10 +55,10 @@ def redis_url(services_dir) -> str:
 @pytest.fixture(scope="session")
 def redis_cluster_url(services_dir) -> str:
     """A 3-primary Redis Cluster (``redis+cluster://...``) of Debian's redis-server, or
-    ``REDIS_CLUSTER_URL``; skipped when redis-server/redis-cli are not installed."""
+    ``TESSERA_TEST_REDIS_CLUSTER_URL``; skipped when redis-server/redis-cli are not installed."""
     import shutil
 
-    external = os.environ.get("REDIS_CLUSTER_URL")
+    external = os.environ.get("TESSERA_TEST_REDIS_CLUSTER_URL")
     if external:
         yield external
         return
