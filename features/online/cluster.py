@@ -57,9 +57,19 @@ def connect(url: str, **kwargs: Any) -> redis.Redis | RedisCluster:
         kwargs.setdefault("username", user or None)
         kwargs.setdefault("password", password or None)
     for name, values in parse_qs(parts.query).items():
-        kwargs.setdefault(name, values[-1])
+        kwargs.setdefault(name, _number(values[-1]))
     kwargs.pop("retry", None)  # RedisCluster retries redirects itself; its own retry object
     return RedisCluster(startup_nodes=nodes, **kwargs)
+
+
+def _number(text: str) -> int | float | str:
+    """A query-string option as redis-py takes it (``socket_timeout=0.5`` is a float)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def node_of_slot(client: RedisCluster, slot: int) -> ClusterNode:
