@@ -130,14 +130,20 @@ class Outcomes:
     def record(self, body: bytes) -> dict[str, Any]:
         rows = self.parse(body)
         statuses, claimed, fresh = [], [], []
-        seen: set[str] = set()
-        for ident, row in rows:
-            key = PREFIX + hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
-            if ident in seen or not self.client.set(key, b"pending", nx=True, ex=PENDING_S):
+        first: dict[str, int] = {}  # identity -> its first index in this request
+        for i, (ident, _) in enumerate(rows):
+            first.setdefault(ident, i)
+        keys = {ident: PREFIX + hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+                for ident in first}
+        pipe = self.client.pipeline(transaction=False)  # one round trip for every claim
+        for ident in first:
+            pipe.set(keys[ident], b"pending", nx=True, ex=PENDING_S)
+        won = dict(zip(first, pipe.execute(), strict=True))
+        for i, (ident, row) in enumerate(rows):
+            if first[ident] != i or not won[ident]:
                 statuses.append("duplicate")
                 continue
-            seen.add(ident)
-            claimed.append(key)
+            claimed.append(keys[ident])
             fresh.append(row)
             statuses.append("recorded")
         if fresh:
