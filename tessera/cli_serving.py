@@ -224,6 +224,13 @@ def register(app: typer.Typer) -> None:
             "loaded'); restart once one is trained",
         ),
         models_uri: str | None = MODELS_URI,
+        log_level: str = typer.Option("warning", "--log-level",
+                                      help="debug, info, warning, error or critical"),
+        log_format: str = typer.Option(
+            "auto", "--log-format",
+            help="json, text, or auto: JSON lines unless stderr is a terminal"),
+        access_log: bool = typer.Option(
+            False, "--access-log", help="log every request (method, path, status)"),
     ) -> None:
         """Serve POST /v1/predict/{model} and /v1/features over HTTP (uvicorn)."""
         import tempfile
@@ -232,7 +239,9 @@ def register(app: typer.Typer) -> None:
         from serving.http.main import ServeConfig, build_scorer
         from serving.http.workers import serve
         from serving.registry import CHAMPION
+        from tessera.logs import setup_logging
 
+        log_config = setup_logging(log_level, log_format)
         s = Settings.from_env()
         if repo is not None:
             s = s.model_copy(update={"repo": repo.resolve()})
@@ -250,6 +259,7 @@ def register(app: typer.Typer) -> None:
                     f"no model with a champion alias in {cfg.models_uri}; train one (`tessera "
                     "train --alias champion ...`) or pass --model NAME@ALIAS"
                 )
+        cfg.log_level, cfg.log_config, cfg.access_log = log_level, log_config, access_log
         build_scorer(cfg).models.close()  # fail here, with a clear error, not in each worker
         if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # prometheus-client's own switch; spawned workers inherit it

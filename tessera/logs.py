@@ -30,9 +30,13 @@ def logging_config(level: str = "warning", fmt: str = "auto") -> dict[str, Any]:
         fmt = "text" if sys.stderr.isatty() else "json"
     formatter: dict[str, Any] = {"format": _FIELDS}
     if fmt == "json":
+        from pythonjsonlogger.core import RESERVED_ATTRS
+
         formatter = {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": _FIELDS,
                      "rename_fields": {"asctime": "time", "levelname": "level",
-                                       "name": "logger"}}
+                                       "name": "logger"},
+                     # uvicorn's coloured copy of each message has no place in a log file
+                     "reserved_attrs": [*RESERVED_ATTRS, "color_message"]}
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -55,6 +55,9 @@ class ServeConfig:
     reload_s: float = 1.0
     log_vectors: bool = False
     hook: str | None = None
+    log_level: str = "warning"
+    log_config: dict | None = None  # a logging.config dict each worker applies (JSON lines)
+    access_log: bool = False  # one log record per request (uvicorn.access)
     settings: Settings = field(default_factory=Settings.from_env)
 
     @classmethod

@@ -34,8 +34,13 @@ def uvicorn_config(cfg: ServeConfig, **kw):
 
     from serving.http.main import app_from_settings
 
+    if cfg.log_config is not None:  # before the app is built, so its start-up logs are JSON too
+        import logging.config
+
+        logging.config.dictConfig(cfg.log_config)
     return uvicorn.Config(
-        app_from_settings(cfg), log_level="warning", access_log=False,
+        app_from_settings(cfg), log_level=cfg.log_level.lower(), access_log=cfg.access_log,
+        log_config=cfg.log_config,
         loop="uvloop" if _has("uvloop") else "asyncio",
         http="httptools" if _has("httptools") else "h11", **kw,
     )
