@@ -7,7 +7,6 @@ the page needs no script. Every string from the registry is escaped.
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Any
 
@@ -15,6 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from features.errors import RegistryError
+from serving.dashboard.page import _e, _table
 from serving.http.errors import ApiError
 
 SIZE = 240  # plot area in px; axes run 0..1 on both sides
@@ -26,10 +26,6 @@ td,th{border-bottom:1px solid #e2e8f0;padding:3px 10px;text-align:left}
 .pass{color:#16a34a}.fail{color:#dc2626;font-weight:600}.skip{color:#64748b}
 .plots{display:flex;gap:32px;flex-wrap:wrap}.bar{background:#2563eb;height:10px}
 svg text{font-size:10px;fill:#475569}"""
-
-
-def _e(x: object) -> str:
-    return html.escape("" if x is None else str(x))
 
 
 def _n(x: object) -> str:
@@ -91,9 +87,7 @@ def calibration_svg(bins: list[dict[str, Any]]) -> str:
 
 
 def _rows(rows: list[list[str]], head: list[str]) -> str:
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    return _table(head, rows)  # the dashboard's table: head escaped, cells already HTML
 
 
 def render_card(card: dict[str, Any]) -> str:
