@@ -4,10 +4,14 @@
 2. publish three days of synthetic card transactions (some late, some malformed);
 3. run a stream worker until it is idle: tiles into Redis, events into the Parquet log;
 4. show online features next to their offline recomputation, and run the skew check;
-5. build a point-in-time training set, label it with a known synthetic truth, train LightGBM,
-   register it as champion, serve it over HTTP and score a few live users;
-6. run a champion + A/B arm + shadow experiment on live traffic with outcomes, print the verdict;
-7. the MLOps loop through the live path (``examples/drift_demo.py``): payments on Kafka, the
+5. materialize the batch view (user profiles) into the same Redis hashes;
+6. build one point-in-time training set of windowed + batch + request-time features (this
+   amount over the user's 24 h mean, over their credit limit), label it with a known synthetic
+   truth, train LightGBM, register it as champion, serve it over HTTP and score live users: the
+   scores served equal the model's scores on the training set's rows for the same users, time
+   and amounts (zero skew, no column renamed);
+7. run a champion + A/B arm + shadow experiment on live traffic with outcomes, print the verdict;
+8. the MLOps loop through the live path (``examples/drift_demo.py``): payments on Kafka, the
    worker, ``tessera serve``, the prediction-log sink and outcomes; drift injected into the
    events, the alert, a retrain from the outcome log run as a shadow, promoted when better.
 
@@ -38,10 +42,8 @@ FEATURES = [
     "user_spend:amount_mean_24h", "user_spend:amount_mean_7d",
     "user_spend_max:amount_max_24h", "user_spend_max:amount_max_7d",
     "user_profile:account_age_days", "user_profile:credit_limit",
+    "txn_now:amount_over_mean_24h", "txn_now:amount_over_limit",
 ]
-
-MODEL_FEATURES = [f for f in FEATURES if not f.startswith("user_profile:")] + [
-    "account_age_days", "credit_limit"]
 
 
 def step(title: str) -> None:
@@ -106,21 +108,26 @@ def _demo() -> None:
         raise SystemExit("worker failed")
     print(f"worker done in {time.time() - t0:.1f}s (includes the consumer-group join)")
 
-    step("4. online values next to offline recomputation")
+    step("4. batch view (user profiles) materialized into the same Redis hashes")
+    _write_profiles(settings, start)
+    print(run("materialize", "--repo", REPO).strip())
+
+    step("5. online values next to offline recomputation")
     _online_vs_offline(settings)
     print(run("skew-check", "--view", "user_spend", "--sample", "200", "--repo", REPO).strip())
+    print(run("skew-check", "--view", "user_profile", "--sample", "200", "--repo", REPO).strip())
 
-    step("5. point-in-time training set -> LightGBM -> champion -> HTTP scorer")
+    step("6. one training set (windowed + batch + request-time) -> LightGBM -> HTTP scorer")
     train_path = _training_set(settings, start, now)
     print(run("train", "--training-set", str(train_path), "--label", "is_fraud",
-              "--model", "fraud", "--features", ",".join(MODEL_FEATURES), "--timestamp", "ts",
+              "--model", "fraud", "--features", ",".join(FEATURES), "--timestamp", "ts",
               "--repo", REPO, "--alias", "champion", "--seed", "7").strip())
-    _serve_and_score()
+    _serve_and_score(settings)
 
-    step("6. champion + A/B arm + shadow on live traffic, outcomes, verdict")
+    step("7. champion + A/B arm + shadow on live traffic, outcomes, verdict")
     print(run("experiment", "demo", "--requests", "20000", "--rate", "4000").strip())
 
-    step("7. drift in the events -> alert -> retrain from outcomes -> shadow -> promoted")
+    step("8. drift in the events -> alert -> retrain from outcomes -> shadow -> promoted")
     (HOME / "drift").mkdir(parents=True, exist_ok=True)
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "drift_demo.py"),
                           "--home", str(HOME / "drift")], capture_output=True, text=True,
@@ -140,7 +147,7 @@ def _online_vs_offline(settings) -> None:
     from features.registry import load_module
 
     repo: FeatureRepo = load_module(REPO)
-    online_refs = [f for f in FEATURES if not f.startswith("user_profile")][:6]
+    online_refs = [*FEATURES[:6], "user_profile:credit_limit"]
     store = OnlineStore(redis.Redis.from_url(settings.redis_url), repo)
     t = time.time_ns() // 1000
     users = ["u0", "u1", "u7"]
@@ -160,11 +167,9 @@ def _fmt(v) -> str:
     return "null" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
 
-def _training_set(settings, start: int, now: int) -> Path:
-    from features.offline.training_set import build_training_set, write_training_set
-    from features.registry import load_module
-
-    rng = np.random.default_rng(5)
+def _write_profiles(settings, start: int) -> None:
+    """The batch view's Parquet, as a daily profile job would write it."""
+    rng = np.random.default_rng(4)
     users = [f"u{i}" for i in range(2_000)]
     batch = settings.home / "batch"
     batch.mkdir(parents=True, exist_ok=True)
@@ -175,10 +180,20 @@ def _training_set(settings, start: int, now: int) -> Path:
         "credit_limit": np.round(rng.lognormal(8, 0.5, len(users)), 2),
     }).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC"))).write_parquet(
         batch / "user_profile.parquet")
+
+
+def _training_set(settings, start: int, now: int) -> Path:
+    from features.offline.training_set import build_training_set, write_training_set
+    from features.registry import load_module
+
+    rng = np.random.default_rng(5)
+    users = [f"u{i}" for i in range(2_000)]
     n = 20_000
+    # the spine: one row per scored authorisation -- who, when, and the request's amount
     spine = pl.DataFrame({
         "user_id": rng.choice(users, n),
         "ts": rng.integers(start + DAY_US // 2, now, n),
+        "amount": np.round(rng.lognormal(3, 1, n), 2),
     }).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
     repo = load_module(REPO)
     built = build_training_set(spine, FEATURES, repo=repo, settings=settings)
@@ -188,10 +203,8 @@ def _training_set(settings, start: int, now: int) -> Path:
     burst = df[cols["user_spend:amount_sum_1h"]].fill_null(0).to_numpy()
     count = df[cols["user_txn_count:txn_count_24h"]].fill_null(0).to_numpy()
     age = df[cols["user_profile:account_age_days"]].fill_null(1000).to_numpy()
-    logit = -2.5 + 0.004 * burst + 0.01 * count - 0.001 * age
-    # The profile is a batch view: served as request-time features, so train on plain names.
-    df = df.rename({"user_profile__account_age_days": "account_age_days",
-                    "user_profile__credit_limit": "credit_limit"})
+    ratio = df[cols["txn_now:amount_over_mean_24h"]].fill_null(1.0).to_numpy()
+    logit = -2.5 + 0.004 * burst + 0.01 * count - 0.001 * age + 0.3 * np.minimum(ratio, 5)
     df = df.with_columns(pl.Series("is_fraud", (rng.random(n) < 1 / (1 + np.exp(-logit)))
                                    .astype(np.int8)))
     path = settings.home / "train.parquet"
@@ -202,8 +215,15 @@ def _training_set(settings, start: int, now: int) -> Path:
     return path
 
 
-def _serve_and_score() -> None:
+def _serve_and_score(settings) -> None:
+    """Score live users over HTTP with this request's amount, then the same users, time and
+    amounts through training_set() and the model itself: the scores must be equal."""
+    import lightgbm as lgb
+
+    from features import training_set
+    from features.registry import load_module
     from serving.client import ScorerClient
+    from serving.registry import ModelRegistry
     from tessera.local import free_port
 
     port = free_port()
@@ -222,14 +242,28 @@ def _serve_and_score() -> None:
         else:
             raise SystemExit("scorer did not become ready")
         users = ["u0", "u1", "u7", "u42"]
-        profile = [{"account_age_days": 30 * (i + 1), "credit_limit": 2500.0}
-                   for i in range(len(users))]
-        r = client.predict("fraud", [{"user_id": u} for u in users], request_features=profile)
-        print(f"POST /v1/predict/fraud for {users}:")
-        print(json.dumps(r, indent=1)[:2000])
+        amounts = [12.5, 250.0, 3000.0, 80.0]
+        at_ms = time.time_ns() // 1_000_000
+        r = client.predict("fraud", [{"user_id": u} for u in users],
+                           request_features=[{"amount": a} for a in amounts], at=at_ms)
+        print(f"POST /v1/predict/fraud for {users}, amounts {amounts}:")
+        print(json.dumps(r, indent=1)[:1500])
     finally:
         proc.terminate()
         proc.wait(10)
+    spine = pl.DataFrame({"user_id": users, "ts": [at_ms * 1000] * len(users),
+                          "amount": amounts}).with_columns(
+        pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    off = training_set(spine, FEATURES, repo=load_module(REPO), settings=settings)
+    x = off.select([pl.col(ref.replace(":", "__")).cast(pl.Float64) for ref in FEATURES])
+    mv = ModelRegistry(settings.models_dir).get("fraud", "champion")
+    want = lgb.Booster(model_str=mv.model_text).predict(x.to_numpy())
+    served = [p["score"] for p in r["predictions"]]
+    skew = max(abs(a - b) for a, b in zip(served, want, strict=True))
+    print(f"served scores vs the model on training_set() rows for the same users, time and "
+          f"amounts: max |difference| = {skew:.2e}")
+    if skew > 1e-9:
+        raise SystemExit("online/offline skew in the served scores")
 
 
 ENV = dict(os.environ, TESSERA_HOME=str(HOME), PYTHONPATH=str(ROOT))

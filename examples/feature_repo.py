@@ -5,6 +5,7 @@ and the training-set builder both compute from them.
 """
 
 from features import Aggregate, BatchFeatureView, Entity, EventSource, FeatureView
+from features.request import request_feature
 
 user = Entity("user", keys=["user_id"], description="A card holder")
 
@@ -45,3 +46,13 @@ user_profile = BatchFeatureView(
     schema={"account_age_days": "int", "credit_limit": "float"},
     ttl="90d",
 )
+
+
+@request_feature(
+    ["amount_over_mean_24h", "amount_over_limit"],
+    request=["amount"],  # the authorisation being scored, from the request body
+    inputs={"mean_24h": "user_spend:amount_mean_24h", "limit": "user_profile:credit_limit"},
+)
+def txn_now(amount, mean_24h, limit):
+    """This amount against the user's 24 h mean and against their credit limit."""
+    return {"amount_over_mean_24h": amount / mean_24h, "amount_over_limit": amount / limit}

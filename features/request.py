@@ -121,10 +121,10 @@ class RequestFeatureView:
     def compute(self, columns: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         """Every feature for ``n`` rows from float64 ``columns`` keyed by argument name;
         ``RequestFeatureError`` (naming the view) when the function raises or returns
-        something that is not one length-``n`` number column per feature."""
+        something that is not one length-``n`` number column per feature. numpy's floating
+        point warnings (x/0) are the caller's to silence: the values are the same either way."""
         try:
-            with np.errstate(all="ignore"):  # x/0 is inf/NaN for the model, as in numpy
-                out = self.fn(**columns)
+            out = self.fn(**columns)
         except Exception as e:  # noqa: BLE001 - any user error is reported with the view
             raise RequestFeatureError(self.name, f"request feature view {self.name!r}: "
                                       f"{self.fn.__name__}() raised {type(e).__name__}: {e}"
@@ -145,6 +145,9 @@ class RequestFeatureView:
                                       f"{len(self.features)} features {list(self.features)}")
         result = {}
         for f, c in zip(self.features, cols, strict=True):
+            if type(c) is np.ndarray and c.dtype == np.float64 and c.shape == (n,):
+                result[f] = c  # the usual case, checked in a few comparisons
+                continue
             try:
                 arr = np.broadcast_to(np.asarray(c, dtype=np.float64), (n,))
             except (TypeError, ValueError) as e:

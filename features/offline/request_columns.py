@@ -70,7 +70,9 @@ def request_columns(repo: FeatureRepo, refs: list[str], spine: pl.DataFrame,
             cols[field] = _float(spine[field], f"spine column {field!r}")
         for arg, ref in rv.inputs.items():
             cols[arg] = _float(features[column_name(*parse_ref(ref))], f"input {ref}")
-        for f, values in rv.compute(cols, n).items():
+        with np.errstate(all="ignore"):  # x/0 is inf/NaN for the model, online too
+            computed = rv.compute(cols, n)
+        for f, values in computed.items():
             if f"{rv.name}:{f}" in wanted:
                 col = column_name(rv.name, f)
                 out[col] = pl.Series(col, values, dtype=pl.Float64).fill_nan(None)

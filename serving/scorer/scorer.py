@@ -196,8 +196,15 @@ class Scorer:
             rows = [[NAN if v is None else v for v in vals] for vals in res.values]
             if plan.computed:
                 fetched = np.array(rows, dtype=np.float64)
-                x = np.full((n, width), NAN)
-                x[:, cols] = fetched[:, :len(cols)]
+                k = len(cols)
+                if plan.request_names:
+                    x = np.full((n, width), NAN)
+                else:  # every column is a stored or a computed feature: all written below
+                    x = np.empty((n, width))
+                if cols == list(range(k)):  # stored features first: a slice, not a gather
+                    x[:, :k] = fetched[:, :k]
+                else:
+                    x[:, cols] = fetched[:, :k]
             elif plan.request_names:
                 x = np.full((n, width), NAN)
                 x[:, cols] = rows
@@ -230,14 +237,14 @@ class Scorer:
         for arg, j in c.inputs:
             cols[arg] = fetched[:, j]  # type: ignore[index]
         for name in c.fields:
-            col = np.empty(n)
+            vals = []
             for i in range(n):
                 row = request_features[i] if request_features else {}
                 if name not in row:
                     raise MissingRequestField(c.view.name, name, i)
                 v = row[name]
-                col[i] = NAN if v is None else v
-            cols[name] = col
+                vals.append(NAN if v is None else v)
+            cols[name] = np.array(vals, dtype=np.float64)
         out = c.view.compute(cols, n)
         for fname, j in c.outputs:
             x[:, j] = out[fname]
