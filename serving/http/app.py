@@ -25,6 +25,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ from features.online.fold import InexactReadError
 from features.online.hmget import store_error
 from features.online.read import parse_at
 from features.request import MissingRequestField, RequestFeatureError
+from serving.http import metrics as http_metrics
 from serving.http.errors import (
     ApiError,
     Guard,
@@ -350,13 +352,39 @@ class FastPredict:
         self.app = app
         self.handlers = handlers
 
+    ROUTE = "/v1/predict/{model}"
+
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
         name = path[len(self.PREFIX):]
         if (scope["type"] != "http" or scope["method"] != "POST"
                 or not path.startswith(self.PREFIX) or "/" in name or name in ("", ".", "..")):
-            await self.app(scope, receive, send)
+            if scope["type"] != "http":
+                await self.app(scope, receive, send)
+                return
+            await self._counted(scope, receive, send)
             return
+        started = time.perf_counter()
+        status = await self._predict(name, scope, receive, send)
+        http_metrics.observe(self.ROUTE, "POST", status, started)
+
+    async def _counted(self, scope, receive, send) -> None:
+        """Any other route through FastAPI, counted by its route template and status."""
+        started = time.perf_counter()
+        seen = {"status": 500}
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            http_metrics.observe(http_metrics.route_of(scope), scope["method"], seen["status"],
+                                 started)
+
+    async def _predict(self, name: str, scope, receive, send) -> int:
         limits = self.handlers.limits
         problem = check_request(scope, limits.max_body_bytes)
         if problem is None:
@@ -367,9 +395,10 @@ class FastPredict:
         if problem is not None:
             ERRORS.labels("predict", problem.code).inc()
             await send_error(send, problem)
-            return
+            return problem.status
         status, out = await self.handlers.predict(name, body)
         await send_json(send, status, out)
+        return status
 
 
 def create_app(
@@ -438,6 +467,11 @@ def create_app(
         problems = health.problems()
         if not scorer.models.names:
             problems.append("no model loaded")
+        for name in scorer.models.names:  # features the repo cannot serve fail every predict
+            try:
+                scorer.plan(scorer.models.get(name))
+            except TesseraError as e:
+                problems.append(f"{name}: {e}")
         body = {"ready": not problems, "models": {
             n: scorer.models.get(n).version for n in scorer.models.names}, "problems": problems}
         return ORJSONResponse(body, status_code=200 if not problems else 503)

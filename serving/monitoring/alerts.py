@@ -23,12 +23,18 @@ from serving.monitoring.report import MonitorReport
 log = logging.getLogger("tessera.monitor")
 
 ALERTS = Counter("tessera_monitor_alerts", "Monitor alerts raised", ["model", "column", "kind"])
+# gauges of the last monitor run: under `serve --workers N` one series each (the most recent
+# write wins), not one per worker process with a pid label
 ACTIVE = Gauge(
-    "tessera_monitor_alert_active", "1 while a monitor alert is on", ["model", "column", "kind"]
+    "tessera_monitor_alert_active", "1 while a monitor alert is on", ["model", "column", "kind"],
+    multiprocess_mode="mostrecent",
 )
-PSI = Gauge("tessera_monitor_psi", "PSI of the last window vs reference", ["model", "column"])
-KS_P = Gauge("tessera_monitor_ks_pvalue", "KS p-value of the last window", ["model", "column"])
-NULLS = Gauge("tessera_monitor_null_rate", "Null rate of the last window", ["model", "column"])
+PSI = Gauge("tessera_monitor_psi", "PSI of the last window vs reference", ["model", "column"],
+            multiprocess_mode="mostrecent")
+KS_P = Gauge("tessera_monitor_ks_pvalue", "KS p-value of the last window", ["model", "column"],
+             multiprocess_mode="mostrecent")
+NULLS = Gauge("tessera_monitor_null_ratio", "Share of null values in the last window",
+              ["model", "column"], multiprocess_mode="mostrecent")
 ACTIONS = Counter(
     "tessera_experiment_actions",
     "Automatic experiment actions (arm stopped, shadow retired, champion rolled back)",

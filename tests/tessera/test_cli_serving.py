@@ -103,6 +103,10 @@ def test_serve_two_workers_default_models(tmp_path, redis_client, redis_url):
         line = next(x for x in text.splitlines()
                     if x.startswith("tessera_predictions_total{") and 'version="1"' in x)
         assert float(line.split()[-1]) == 20.0  # both workers' counts, summed
+        assert 'pid="' not in text  # one series per metric, not one per worker process
+        http = next(x for x in text.splitlines() if x.startswith("tessera_http_requests_total{")
+                    and 'route="/v1/predict/{model}"' in x and 'status="200"' in x)
+        assert float(http.split()[-1]) == 20.0
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
