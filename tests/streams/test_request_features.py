@@ -114,6 +114,8 @@ def test_served_vectors_equal_the_training_set(stream_env, redis_client):
     reg.register("fraud", res.model_text, res.metadata())
     reg.register("broken", res.model_text, {**res.metadata(), "features": REFS[:-1] + ["boom:x"]})
     models = ModelSet(reg)
+    reg.register("unservable", res.model_text,
+                 {**res.metadata(), "features": REFS[:-1] + ["nowhere:x"]})
     models.serve("fraud", "1")
     models.serve("broken", "1")
     app = fast_app(create_app(Scorer(OnlineStore(redis_client, repo), models)))
@@ -135,3 +137,9 @@ def test_served_vectors_equal_the_training_set(stream_env, redis_client):
             "entities": [{"user_id": "u1"}], "request_features": [{"amount": 3.0}]})
         assert r.status_code == 500 and r.json()["code"] == "request_feature_failed", r.text
         assert "'boom'" in r.json()["error"] and "cannot score this" in r.json()["error"]
+        r = httpx.get(f"{url}/readyz")  # every model is plannable: ready
+        assert r.status_code == 200 and r.json()["ready"], r.text
+        models.serve("unservable", "1")  # a ref no view defines: not ready, and why
+        r = httpx.get(f"{url}/readyz")
+        assert r.status_code == 503 and any(
+            p.startswith("unservable:") and "'nowhere:x'" in p for p in r.json()["problems"]), r.text
