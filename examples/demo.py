@@ -120,7 +120,7 @@ def _demo() -> None:
     step("6. one training set (windowed + batch + request-time) -> LightGBM -> HTTP scorer")
     train_path = _training_set(settings, start, now)
     print(run("train", "--training-set", str(train_path), "--label", "is_fraud",
-              "--model", "fraud", "--features", ",".join(FEATURES), "--timestamp", "ts",
+              "--model", "fraud", "--features", ",".join(FEATURES), "--timestamp-column", "ts",
               "--repo", REPO, "--alias", "champion", "--seed", "7").strip())
     _serve_and_score(settings)
 

@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         no_shadows: bool = typer.Option(False, "--no-shadows", help="remove every shadow"),
         salt: str | None = typer.Option(None, help="experiment salt (a new salt reshuffles arms)"),
         threshold: float | None = typer.Option(None, help="decision threshold for the report"),
-        reason: str = typer.Option("", "--reason", "--why", "-m", help="why (audited)"),
+        reason: str = typer.Option("", "--why", "-m", help="why (audited)"),
         override: bool = typer.Option(False, help="a new champion that fails its gates (audited)"),
     ) -> None:
         """Create or change NAME's deployment: a new spec revision plus an audit record."""
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
     def promote(
         name: str = typer.Argument(..., help="model name"),
         source: str = typer.Option(..., "--from", help="arm name or shadow version to promote"),
-        reason: str = typer.Option("", "--reason", "--why", "-m", help="why (audited)"),
+        reason: str = typer.Option("", "--why", "-m", help="why (audited)"),
         override: bool = typer.Option(
             False, help="promote even though the review gates fail (needs --why; audited)"
         ),
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
     @app.command("rollback")
     def rollback(
         name: str = typer.Argument(..., help="model name"),
-        reason: str = typer.Option("", "--reason", "--why", "-m", help="why (audited)"),
+        reason: str = typer.Option("", "--why", "-m", help="why (audited)"),
     ) -> None:
         """Restore the previous champion."""
         from serving.experiments.promote import rollback as do_rollback

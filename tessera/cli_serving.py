@@ -43,7 +43,8 @@ def _view_versions(refs: list[str], repo_path: Path | None) -> dict[str, str]:
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
-        training_set: Path = typer.Option(..., "--training-set", exists=True, dir_okay=False),
+        training_set: Path = typer.Option(..., "--training-set", exists=True, dir_okay=False,
+                                          help="Parquet written by `tessera training-set`"),
         label: str = typer.Option(..., help="label column (0/1)"),
         model: str = typer.Option(..., "--model", help="model name in the registry"),
         params: Path | None = typer.Option(None, exists=True, help="LightGBM params JSON file"),
@@ -51,7 +52,8 @@ def register(app: typer.Typer) -> None:
         features: str | None = typer.Option(
             None, help="comma-separated feature refs (default: every view__feature column)"
         ),
-        timestamp: str = typer.Option("ts", help="time column used for the holdout split"),
+        timestamp: str = typer.Option("ts", "--timestamp-column",
+                                      help="time column used for the holdout split"),
         holdout: float = typer.Option(0.2, help="share of newest rows held out for metrics"),
         min_holdout_rows: int | None = typer.Option(
             None, envvar="TESSERA_MIN_HOLDOUT_ROWS",
