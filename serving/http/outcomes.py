@@ -35,7 +35,7 @@ from serving.http.outcome_log import OutcomeLog
 
 MAX_OUTCOMES = 1000
 PENDING_S = 60  # a claim whose write never confirmed expires after this
-KEEP_S = 30 * 24 * 3600  # a recorded outcome's identity is remembered this long
+KEEP_S = 8 * 24 * 3600  # identities are remembered past the report's default 7-day max delay
 PREFIX = "tessera:outcome:"
 
 
