@@ -292,6 +292,28 @@ def experiment_report(models_dir: Path | str, offline_dir: Path | str, name: str
     return build_report(preds, outcomes, spec, **kwargs)
 
 
+def labelled_predictions(
+    offline_dir: Path | str,
+    name: str,
+    max_delay_s: float = 7 * 86_400,
+    segment_col: str | None = None,
+    segments: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The champion's logged predictions of ``name`` with their labels (null until one arrives
+    in time), plus ``segment_col`` from the ``segments`` lookup: what the segment monitor
+    (``serving.monitoring.watch.SegmentWatch``) reads."""
+    pred_dir, out_dir = dataset_dirs(offline_dir)
+    preds = read_dataset(pred_dir, PREDICTION_SCHEMA, columns=_PRED_COLUMNS).filter(
+        (pl.col("model") == name) & (pl.col("role") != "shadow")
+    )
+    outcomes = read_dataset(out_dir, OUTCOME_SCHEMA)
+    outcomes = outcomes.filter(pl.col("model").is_null() | (pl.col("model") == name))
+    df = join_outcomes(preds, outcomes, max_delay_s).filter(pl.col("role") == "champion")
+    if segment_col is not None and segments is not None:
+        df = with_segments(df, segments, segment_col)
+    return df
+
+
 def _fmt(x, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 

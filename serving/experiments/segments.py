@@ -116,12 +116,13 @@ def segment_degradation(
     baseline: dict,
     max_auc_drop: float = 0.05,
     max_calibration_rise: float = 0.05,
-    total_tolerance: float = 0.02,
+    total_tolerance: float | None = None,
 ) -> list[SegmentAlert]:
     """Segments of ``now`` worse than in ``baseline`` (both from ``segment_metrics``) by more
-    than the limits while the total moved by less than ``total_tolerance`` on the same metric.
+    than the limits while the total got worse by no more than ``total_tolerance`` on the same
+    metric (default: the metric's own limit, i.e. the total alone would not alert).
 
-    When the total degraded too, the whole model is drifting: that is the drift monitor's
+    When the total degraded as much, the whole model is drifting: that is the drift monitor's
     alert, not a segment's.
     """
     base = {r["segment"]: r for r in baseline["segments"] if r["judged"]}
@@ -129,7 +130,8 @@ def segment_degradation(
     checks = (("auc", max_auc_drop, -1.0), ("calibration_error", max_calibration_rise, 1.0))
     for metric, limit, sign in checks:
         total_change = sign * (now["total"][metric] - baseline["total"][metric])
-        if not math.isfinite(total_change) or total_change > total_tolerance:
+        tolerance = limit if total_tolerance is None else total_tolerance
+        if not math.isfinite(total_change) or total_change > tolerance:
             continue
         for r in now["segments"]:
             b = base.get(r["segment"])

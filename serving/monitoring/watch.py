@@ -28,7 +28,8 @@ class SegmentWatch:
     """One model's labelled predictions by ``segment_col``: the newest ``window`` labelled rows
     against the ``window`` before them (the baseline), alerting through the ``Alerter`` when a
     segment's AUC drops or its calibration error rises past the limits while the total's
-    change stays within ``total_tolerance``.
+    change stays within ``total_tolerance`` (default: the same limit, so the total alone would
+    not alert).
 
     ``labelled()`` returns rows with ``ts``, ``label``, ``score`` and ``segment_col`` (e.g. the
     joined prediction log with a segment lookup: ``serving.experiments.segments.with_segments``).
@@ -43,7 +44,7 @@ class SegmentWatch:
         min_labelled: int = 200,
         max_auc_drop: float = 0.05,
         max_calibration_rise: float = 0.05,
-        total_tolerance: float = 0.02,
+        total_tolerance: float | None = None,
         version: str | None = None,
     ) -> None:
         self.model, self.labelled, self.segment_col = model, labelled, segment_col

@@ -83,3 +83,16 @@ def test_report_with_no_labels_says_so():
     r = build_report(preds, outcomes, spec, reps=10)
     assert r["champion"]["labelled"] == 0 and r["champion"]["auc"] is None
     assert "not enough labelled data" in r["shadows"][0]["vs_champion"]["verdict"]["sentence"]
+
+
+def test_arm_decided_on_a_conversion_outcome_the_models_do_not_change():
+    # the arm's scores are better, but the outcome (the label, as a conversion) is drawn the
+    # same way for everyone: deciding on the business metric must keep collecting
+    spec = DeploymentSpec("fraud", "1", arms=(Arm("challenger", "2", 0.4),), salt="x")
+    preds, outcomes = simulate_log(spec, 20_000, {"1": 1.5, "2": 0.5}, labelled=0.5, seed=4)
+    r = build_report(preds, outcomes, spec, reps=0, business="positive_rate", decide_on="business")
+    seq = r["arms"][0]["vs_champion"]["sequential"]
+    assert seq["metric"] == "positive_rate" and seq["decision"] == "keep collecting"
+    assert seq["logloss"]["decision"] == "better"  # the scores themselves are better
+    lo, hi = seq["positive_rate"]["lower"], seq["positive_rate"]["upper"]
+    assert lo < 0 < hi

@@ -65,6 +65,9 @@ def test_degradation_on_one_segment_alerts_while_the_total_holds():
     assert segment_degradation(segment_metrics(frame(40_000, 5), "country"), base) == []
     # if the total degraded as much, it is the whole model's drift, not a segment alert
     assert segment_degradation(now, base, total_tolerance=0.01) == []
+    everywhere = segment_metrics(frame(40_000, 6, noise=3.0), "country")  # every segment worse
+    assert everywhere["total"]["auc"] < base["total"]["auc"] - 0.05
+    assert segment_degradation(everywhere, base) == []
 
 
 def test_report_by_segment_shows_the_worse_shadow_segment():

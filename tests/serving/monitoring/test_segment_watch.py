@@ -64,3 +64,31 @@ def test_too_few_labels_waits_without_alerting():
     sw = SegmentWatch("fraud", lambda: labelled_log(300, 3), "country", window=4000)
     out = sw.check(Alerter())
     assert out["alerts"] == [] and "baseline needs" in out["waiting"]
+
+
+def test_segment_watch_reads_the_logged_predictions_and_a_segment_lookup(tmp_path):
+    from serving.experiments.report import dataset_dirs, labelled_predictions
+    from serving.experiments.simulate import simulate_log
+    from serving.experiments.sink import import_frame
+    from serving.experiments.spec import DeploymentSpec
+
+    spec = DeploymentSpec("fraud", "1")
+    preds, outcomes = simulate_log(spec, 16_000, {"1": 0.5}, labelled=1.0, seed=6)
+    keys = preds["entity_key"].unique().sort()
+    lookup = pl.DataFrame({"entity_key": keys, "country": COUNTRIES[np.arange(keys.len()) % 8]})
+    fr = lookup.filter(pl.col("country") == "fr")["entity_key"].to_list()
+    late = pl.col("ts") > preds["ts"].sort()[8000]
+    noise = pl.Series(np.random.default_rng(1).random(preds.height))
+    bad = late & pl.col("entity_key").is_in(fr)
+    preds = preds.with_columns(pl.when(bad).then(noise).otherwise(pl.col("score")).alias("score"))
+    for folder, frame in zip(dataset_dirs(tmp_path), (preds, outcomes), strict=True):
+        import_frame(folder, frame)
+
+    def labelled():
+        return labelled_predictions(tmp_path, "fraud", segment_col="country", segments=lookup)
+
+    assert labelled()["label"].is_not_null().sum() == 16_000
+    out = SegmentWatch("fraud", labelled, "country", window=8000).check(Alerter())
+    assert {a["column"] for a in out["alerts"]} == {"country=fr"}
+    auc = next(a for a in out["alerts"] if a["metric"] == "auc")
+    assert auc["change"] > 0.15 and auc["total_change"] < 0.05
