@@ -56,14 +56,15 @@ class GatePolicy:
         if unknown:
             raise RegistryError(f"unknown gate policy keys {unknown}; known: {sorted(names)}")
         for k, v in d.items():
-            ok = (isinstance(v, str) and v) if k == "segment" else (
-                type(v) is int and v >= 1 if k == "min_segment_rows"
-                else type(v) in (int, float) and math.isfinite(v))
-            if not ok and not (v is None and k != "min_segment_rows"):
-                raise RegistryError(f"gate policy {k!r} must be "
-                                    + ("a column name" if k == "segment" else
-                                       "a whole number >= 1" if k == "min_segment_rows" else
-                                       "a number") + f" or null, got {v!r}")
+            if k == "segment":
+                ok, want = v is None or (isinstance(v, str) and bool(v)), "a column name or null"
+            elif k == "min_segment_rows":
+                ok, want = type(v) is int and v >= 1, "a whole number >= 1"
+            else:
+                ok = v is None or (type(v) in (int, float) and math.isfinite(v))
+                want = "a number or null"
+            if not ok:
+                raise RegistryError(f"gate policy {k!r} must be {want}, got {v!r}")
         policy = cls(**d)
         if (policy.min_segment_auc is not None or policy.max_segment_gap is not None) and (
             not policy.segment
