@@ -343,7 +343,7 @@ def _experiments(panel: dict, charts: Charts) -> str:
         out.append(f'<div class="grid two">{auc}{calib}</div>')
         seq = _sequence_chart(people, level, charts)
         if seq:
-            out.append(f'<div class="grid">{seq}</div>')
+            out.append(f'<div class="grid two">{seq}</div>')
         out.append(
             _table(
                 [
