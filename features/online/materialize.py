@@ -29,6 +29,7 @@ import redis
 from features.definitions import BatchFeatureView
 from features.errors import OfflineStoreError
 from features.online.batch import feature_field
+from features.online.cluster import is_cluster
 from features.online.layout import KEY_PREFIX, entity_key
 
 STATE_KEY = f"{KEY_PREFIX}:materialized"
@@ -231,8 +232,7 @@ def materialize_view(
     total = df.height
     if progress:
         progress(0, total)
-    cluster = getattr(client, "connection_pool", None) is None  # redis.cluster.RedisCluster
-    pipe = None if cluster else _Pipeline(client)
+    pipe = None if is_cluster(client) else _Pipeline(client)
     ok = False
     try:
         for lo in range(0, total, chunk):

@@ -50,7 +50,10 @@ def _offline(home, repo, users, t):
 
 
 def _dump(client) -> dict:
-    return {k.decode(): client.hgetall(k) for k in sorted(client.keys("tessera:user:*"))}
+    from features.online.cluster import primaries
+
+    keys = sorted({k for node in primaries(client) for k in node.keys("tessera:user:*")})
+    return {k.decode(): client.hgetall(k) for k in keys}
 
 
 def test_reads_equal_the_training_set_and_expire_at_read_time(redis_client, tmp_path):
@@ -140,7 +143,20 @@ def test_one_round_trip_with_windowed_features_rerun_and_incremental(redis_clien
     assert got.values == [[100, 100.0, False, "b"], [3, 3.0, None, "c"]]
 
 
-def test_a_run_that_crashed_midway_then_rerun_leaves_the_same_state(redis_client, tmp_path):
+@pytest.fixture
+def one_or_cluster(any_redis_url):
+    """A flushed client of one Redis, then of the 3-primary cluster."""
+    from features.online.cluster import connect, primaries
+
+    client = connect(any_redis_url)
+    for node in primaries(client):
+        node.flushall()
+    yield client
+    client.close()
+
+
+def test_a_run_that_crashed_midway_then_rerun_leaves_the_same_state(one_or_cluster, tmp_path):
+    redis_client = one_or_cluster
     now = time.time_ns() // 1000
     _write(tmp_path, [(f"u{i}", now - DAY - i, i, i / 3, i % 2 == 0, f"t{i}") for i in range(10)])
     materialize_view(redis_client, profile, tmp_path, end_us=now)
