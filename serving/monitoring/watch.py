@@ -103,7 +103,9 @@ class ExperimentGuard:
     """Statistical guardrails on a timer: for every model with a deployment spec, build the
     experiment report (no bootstrap) and ``autostop.enforce`` it: stop worse or failing arms,
     retire worse shadows, roll back a promoted champion found worse than the one it replaced.
-    Actions are announced through the ``Alerter``."""
+    Actions are announced through the ``Alerter``, and so are arms the scorers' own online
+    guardrails stopped since the guard started (the router writes the audited spec revision;
+    this makes it an alert too). ``report_options`` go to the report (e.g. ``decide_on``)."""
 
     def __init__(
         self,
@@ -112,9 +114,43 @@ class ExperimentGuard:
         names: Callable[[], list[str]],
         registry=None,
         max_delay_s: float = 7 * 86_400,
+        report_options: dict | None = None,
     ) -> None:
+        from serving.experiments.spec import DeploymentStore
+
         self.models_dir, self.offline_dir, self.names = models_dir, offline_dir, names
         self.registry, self.max_delay_s = registry, max_delay_s
+        self.report_options = report_options or {}
+        self._stopped = self._stops(DeploymentStore(models_dir))  # announced (or already old)
+
+    def _stops(self, store) -> set[tuple[str, str, str]]:
+        out = set()
+        for name in self.names():
+            if store.revision(name):
+                out |= {(name, a.name, a.stopped) for a in store.current(name).arms if a.stopped}
+        return out
+
+    def _announce_stops(self, store, alerter: Alerter, names: list[str]) -> list[dict]:
+        events = []
+        for key in sorted(self._stops(store) - self._stopped):
+            name, arm, why = key
+            spec = store.current(name)
+            events.append(
+                alerter.action(
+                    {
+                        "event": "tessera.experiment.action",
+                        "action": "arm_stopped",
+                        "by": "online guardrail",
+                        "model": name,
+                        "arm": arm,
+                        "version": spec.arm(arm).version,
+                        "why": f"stopped {arm}: {why}",
+                        "revision": spec.revision,
+                    }
+                )
+            )
+            self._stopped.add(key)
+        return events
 
     def check(self, alerter: Alerter) -> dict[str, list[dict]]:
         from serving.experiments.autostop import WHO, enforce
@@ -123,17 +159,28 @@ class ExperimentGuard:
 
         store = DeploymentStore(self.models_dir)
         set_alias = None if self.registry is None else registry_set_alias(self.registry, WHO)
-        out = {}
-        for name in self.names():
+        out: dict[str, list[dict]] = {}
+        names = self.names()
+        for e in self._announce_stops(store, alerter, names):
+            out.setdefault(e["model"], []).append(e)
+        for name in names:
             if store.revision(name) == 0:
                 continue  # no deployment: nothing to guard
             try:
                 report = experiment_report(
-                    self.models_dir, self.offline_dir, name, reps=0, max_delay_s=self.max_delay_s
+                    self.models_dir,
+                    self.offline_dir,
+                    name,
+                    reps=0,
+                    max_delay_s=self.max_delay_s,
+                    **self.report_options,
                 )
-                out[name] = enforce(store, report, set_alias=set_alias, notify=alerter.action)
+                acted = enforce(store, report, set_alias=set_alias, notify=alerter.action)
             except TesseraError as e:  # one broken model must not stop guarding the others
                 log.warning("experiment guardrails of %s skipped: %s", name, e)
+                continue
+            out.setdefault(name, []).extend(acted)
+            self._stopped = self._stops(store)  # its own stops are announced already
         return out
 
 

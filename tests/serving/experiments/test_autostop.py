@@ -2,6 +2,7 @@
 
 import json
 import logging
+from dataclasses import replace
 
 import polars as pl
 
@@ -110,3 +111,16 @@ def test_the_monitor_watch_runs_the_guardrails_from_the_logged_data(tmp_path):
     watch.check_once()
     assert [a["action"] for a in watch.last_actions["fraud"]] == ["arm_stopped"]
     assert store.current("fraud").live_arms == ()
+    watch.check_once()
+    assert not any(watch.last_actions.values())  # nothing new: nothing announced twice
+    # a scorer's online guardrail stops a new arm (as ExperimentRouter.stop_arm does): the
+    # guard turns that audited revision into an alert too
+    spec = store.current("fraud")
+    store.save(
+        replace(spec, arms=(*spec.arms, Arm("c", "3", 0.1, stopped="p99 60 ms"))),
+        why="stopped c: p99 60 ms",
+        who="guardrail",
+    )
+    watch.check_once()
+    [event] = watch.last_actions["fraud"]
+    assert (event["action"], event["by"], event["arm"]) == ("arm_stopped", "online guardrail", "c")
