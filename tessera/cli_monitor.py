@@ -72,6 +72,12 @@ def register(app: typer.Typer) -> None:
             help="also enforce the statistical guardrails: stop worse arms, retire worse "
             "shadows, roll back a promoted champion found worse than the one it replaced",
         ),
+        segment: str | None = typer.Option(
+            None, help="also alert when one segment of this column degrades while the total holds"
+        ),
+        segments: str | None = typer.Option(
+            None, help="Parquet lookup with request_id or entity_key and the --segment column"
+        ),
     ) -> None:
         """Check models every EVERY seconds; alerts go to the log, /metrics and the webhook.
 
@@ -87,6 +93,24 @@ def register(app: typer.Typer) -> None:
         settings = Settings.from_env()
         registry = ModelRegistry(settings.models_dir)
         chosen = (lambda: list(names)) if names else registry.models
+        seg_watches = ()
+        if segment is not None:
+            import polars as pl
+
+            from serving.experiments.report import labelled_predictions
+            from serving.monitoring.watch import SegmentWatch
+
+            lookup = pl.read_parquet(segments) if segments else None
+            seg_watches = tuple(
+                SegmentWatch(
+                    n,
+                    lambda n=n: labelled_predictions(
+                        settings.offline_dir, n, segment_col=segment, segments=lookup
+                    ),
+                    segment,
+                )
+                for n in chosen()
+            )
         w = MonitorWatch(
             chosen,
             default_lookup(settings.models_dir),
@@ -97,6 +121,7 @@ def register(app: typer.Typer) -> None:
             guard=ExperimentGuard(settings.models_dir, settings.offline_dir, chosen, registry)
             if guard
             else None,
+            segments=seg_watches,
         ).start()
         typer.echo(f"watching {', '.join(names) if names else 'every model'} every {every:g} s")
         try:
