@@ -27,6 +27,8 @@ import numpy as np
 from features.definitions import _check_name, parse_ref
 from features.errors import DefinitionError, TesseraError
 
+_F64 = np.dtype(np.float64)
+
 
 class RequestFeatureError(TesseraError):
     """The function of a request feature view raised, or returned the wrong shape."""
@@ -129,12 +131,13 @@ class RequestFeatureView:
             raise RequestFeatureError(self.name, f"request feature view {self.name!r}: "
                                       f"{self.fn.__name__}() raised {type(e).__name__}: {e}"
                                       ) from e
-        if isinstance(out, Mapping):
-            absent = [f for f in self.features if f not in out]
-            if absent:
+        if type(out) is dict or isinstance(out, Mapping):
+            try:
+                cols = [out[f] for f in self.features]
+            except KeyError:
+                absent = [f for f in self.features if f not in out]
                 raise RequestFeatureError(self.name, f"request feature view {self.name!r}: "
-                                          f"{self.fn.__name__}() returned no {absent}")
-            cols = [out[f] for f in self.features]
+                                          f"{self.fn.__name__}() returned no {absent}") from None
         elif isinstance(out, tuple):
             cols = list(out)
         else:
@@ -145,7 +148,7 @@ class RequestFeatureView:
                                       f"{len(self.features)} features {list(self.features)}")
         result = {}
         for f, c in zip(self.features, cols, strict=True):
-            if type(c) is np.ndarray and c.dtype == np.float64 and c.shape == (n,):
+            if type(c) is np.ndarray and c.dtype is _F64 and len(c) == n and c.ndim == 1:
                 result[f] = c  # the usual case, checked in a few comparisons
                 continue
             try:
