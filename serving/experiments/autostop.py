@@ -43,6 +43,21 @@ def previous_champion(store: DeploymentStore, name: str) -> str | None:
     return next((s.champion for s in reversed(history) if s.champion != current), None)
 
 
+def registry_set_alias(registry, who: str, why: str = "automatic rollback") -> SetAlias:
+    """``SetAlias`` for a registry's ``champion`` alias as an automatic rollback moves it:
+    without the review gates where the registry has them (the restored version was champion
+    before)."""
+    import inspect
+
+    gate = "gate" in inspect.signature(registry.set_alias).parameters
+
+    def set_alias(name: str, alias: str, version: str) -> object:
+        extra = {"gate": False} if gate else {}
+        return registry.set_alias(name, alias, version, who=who, why=why, **extra)
+
+    return set_alias
+
+
 def _breach(m: dict, spec: DeploymentSpec, latency: bool) -> str | None:
     g = spec.guardrails
     if (m.get("predictions") or 0) < g.min_requests:
@@ -69,8 +84,12 @@ def enforce(
     set_alias: SetAlias | None = None,
     notify: Notify | None = None,
     who: str = WHO,
+    only_probation: bool = False,
 ) -> list[dict]:
-    """Apply the guardrails to ``report``'s model; returns the actions taken (maybe none)."""
+    """Apply the guardrails to ``report``'s model; returns the actions taken (maybe none).
+
+    ``only_probation`` judges only the previous champion's probation shadow (what a retrain run
+    that promoted does on its later calls), leaving arms and other shadows alone."""
     name = report["model"]
     spec = store.current(name)
     if report.get("revision") != spec.revision and report["champion"]["version"] != spec.champion:
@@ -93,7 +112,7 @@ def enforce(
         if notify is not None:
             notify(event)
 
-    live = {a.name for a in spec.live_arms}
+    live = {a.name for a in spec.live_arms} if not only_probation else set()
     for a in report.get("arms", []):
         if a["name"] not in live:
             continue
@@ -139,6 +158,8 @@ def enforce(
                 replace(spec, shadows=tuple(x for x in spec.shadows if x != version)),
                 version=version,
             )
+            continue
+        if only_probation:
             continue
         why = _breach(s, spec, latency=False)
         if why is None and decision == "worse" and version != previous:

@@ -22,7 +22,10 @@ champion it was meant to replace has changed: a later call returns that run.
    repaired if a crash left the spec and the alias disagreeing, so there is never more than one
    champion.
 
-Each decision lands in the deployment audit log with its reason. The state of a run is a small
+Each decision lands in the deployment audit log with its reason. After the promotion the
+replaced champion stays as a shadow (on probation); later calls judge that pair with the same
+anytime-valid test and roll the promotion back (step ``rolled_back``) if the old champion is
+better, or end the probation if it is worse. The state of a run is a small
 JSON file ``<models_dir>/<name>/retrain/<run>.json`` written atomically after each step.
 """
 
@@ -230,9 +233,16 @@ class Retrainer:
         state = json.loads(p.read_text())
         version = state["version"]
         spec = self._spec(name)
+        if state["step"] == "rolled_back":
+            return state
         if spec.champion == version or state["step"] == "promoted":
             self._align_alias(name, spec.champion, run)
+            if spec.champion != version:  # rolled back since (by the guard or a person)
+                state.update(step="rolled_back", reason=f"v{spec.champion} is champion again")
+                return self._save(state)
             state.update(step="promoted", reason=state.get("reason") or "already champion")
+            if state.get("parent") in spec.shadows:
+                self._probation(name, run, state, alpha, reps)
             return self._save(state)
         if state["step"] == "retired":
             return state
@@ -274,6 +284,21 @@ class Retrainer:
                 )
             state.update(step="shadow", reason=verdict["sentence"])
         return self._save(state)
+
+    def _probation(self, name: str, run: str, state: dict, alpha: float, reps: int) -> None:
+        """The replaced champion still shadows the promoted version (``promote`` keeps it on
+        probation): roll the promotion back if it is found better, end the probation if worse
+        (``autostop.enforce`` on the report, for this pair only)."""
+        from serving.experiments.autostop import enforce, registry_set_alias
+        from serving.experiments.report import experiment_report
+
+        report = experiment_report(self.models_dir, self.offline_dir, name, alpha=alpha, reps=0)
+        set_alias = registry_set_alias(self.registry, WHO, why=f"retrain {run}: rollback")
+        for a in enforce(self.store, report, set_alias, who=WHO, only_probation=True):
+            if a["action"] == "champion_rolled_back":
+                state.update(step="rolled_back", reason=a["why"])
+            elif a["action"] == "probation_passed":
+                state["probation"] = a["why"]
 
     def _align_alias(self, name: str, champion: str, run: str) -> None:
         """A crash between the spec revision and the alias move leaves them apart: rejoin."""

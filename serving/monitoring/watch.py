@@ -84,21 +84,6 @@ class SegmentWatch:
         return out
 
 
-def registry_set_alias(registry, who: str, why: str = "automatic rollback"):
-    """``promote.SetAlias`` for the registry's ``champion`` alias, as an automatic rollback
-    moves it (skipping the review gates where the registry has them: the version restored was
-    champion before)."""
-    import inspect
-
-    gate = "gate" in inspect.signature(registry.set_alias).parameters
-
-    def set_alias(name: str, alias: str, version: str) -> object:
-        extra = {"gate": False} if gate else {}
-        return registry.set_alias(name, alias, version, who=who, why=why, **extra)
-
-    return set_alias
-
-
 class ExperimentGuard:
     """Statistical guardrails on a timer: for every model with a deployment spec, build the
     experiment report (no bootstrap) and ``autostop.enforce`` it: stop worse or failing arms,
@@ -153,7 +138,7 @@ class ExperimentGuard:
         return events
 
     def check(self, alerter: Alerter) -> dict[str, list[dict]]:
-        from serving.experiments.autostop import WHO, enforce
+        from serving.experiments.autostop import WHO, enforce, registry_set_alias
         from serving.experiments.report import experiment_report
         from serving.experiments.spec import DeploymentStore
 

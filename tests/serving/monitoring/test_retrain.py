@@ -211,3 +211,25 @@ def test_mount_adds_ui_and_monitor_routes_with_the_scorers_own_metrics(home, tmp
     assert client.get("/ui").status_code == 200
     r = client.get("/v1/monitor/fraud").json()
     assert r["version"] == "1" and r["rows"] == 0 and r["status"] == "ok"
+
+
+def test_a_promotion_the_old_champion_beats_on_probation_is_rolled_back(home):
+    models, offline, plan = home
+    registry, store = ModelRegistry(models), DeploymentStore(models)
+    r = Retrainer(registry, store, offline, models)
+    state = r.start(plan)
+    write_log(offline, store.current("fraud"), {"1": 1.5, "2": 0.5})
+    assert r.decide("fraud", state["run"])["step"] == "promoted"
+    assert store.current("fraud").shadows == ("1",)
+    # live traffic after the promotion: v1, now the shadow, does better than v2
+    preds, outcomes = simulate_log(
+        store.current("fraud"), 20_000, {"2": 1.5, "1": 0.5}, labelled=0.5, seed=9
+    )
+    later = pl.col("request_id").str.replace("^r", "after-")  # ids unlike the first log's
+    for folder, frame in zip(dataset_dirs(offline), (preds, outcomes), strict=True):
+        import_frame(folder, frame.with_columns(later))
+    done = r.decide("fraud", state["run"])
+    assert done["step"] == "rolled_back" and "worse than v1" in done["reason"]
+    assert registry.resolve("fraud", "champion") == "1"
+    assert store.current("fraud").champion == "1"
+    assert r.decide("fraud", state["run"])["step"] == "rolled_back"  # and stays so
