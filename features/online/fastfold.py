@@ -22,7 +22,7 @@ from features.online.layout import FeatureSlot, HopLayout
 from features.semantics.aggregations import get_aggregation
 from features.semantics.windows import tile_of
 
-VECTOR_MIN_ROWS = 8
+VECTOR_MIN_ROWS = 8  # below this many rings nothing is folded with numpy
 
 
 class RingFold:
@@ -47,6 +47,7 @@ class RingFold:
         self.value_offsets = [8 + s * 8 * stride + 8 for s in range(hop.slots)]
         # what every feature of the ring is when no tile falls in its window (ring present)
         self.empty = [(col, agg.finalize(agg.empty())) for col, _, _, agg in self.plan]
+        self._subs: dict[tuple[int, ...], RingFold] = {}  # the features folded ring by ring
         self.dtype = np.dtype([
             ("newest", "<i8"),
             ("tiles", [("idx", "<i8"), ("v", "<f8", (hop.width,))], (hop.slots,)),
@@ -113,17 +114,20 @@ class RingFold:
     ) -> list[int | None]:
         """``fold`` for many entities (row ``i`` of ``vals``/``miss`` gets ``blobs[i]``).
 
-        For more than a few rows, numpy folds every row at once: tiles sorted by index, each
-        feature through its aggregation's ``merge_tiles`` (the bits of its scalar merge
-        chain); rows a kernel cannot fold exactly (min/max over a NaN) fall back to ``fold``.
+        For more rows than an aggregation's ``vector_min_rows``, numpy folds every row of its
+        features at once: tiles sorted by index, through the aggregation's ``merge_tiles``
+        (the bits of its scalar merge chain); the other features fold ring by ring, and rows a
+        kernel cannot fold exactly (min/max over a NaN) fall back to ``fold``.
         An inexact read raises ``InexactReadError`` with ``row`` set to the offending row.
         """
         n = len(blobs)
         size = self.ring.size
         good = [i for i, b in enumerate(blobs) if b and len(b) == size]
-        if len(good) < VECTOR_MIN_ROWS:
+        vector = [p for p in self.plan if len(good) >= p[3].vector_min_rows]
+        if len(good) < VECTOR_MIN_ROWS or not vector:
             return [self._fold_row(i, b, t, v, m, exact)
                     for i, (b, v, m) in enumerate(zip(blobs, vals, miss, strict=True))]
+        rest = self._sub([p[0] for p in self.plan if p not in vector])
         newest: list[int | None] = [None] * n
         if len(good) < n:
             for i in sorted(set(range(n)).difference(good)):
@@ -151,7 +155,7 @@ class RingFold:
         masks: dict[int, np.ndarray] = {}
         redo: set[int] = set()
         results = []
-        for col, span, j, agg in self.plan:
+        for col, span, j, agg in vector:
             mask = masks.get(span)
             if mask is None:
                 mask = masks[span] = upto & (idx >= kt - span)
@@ -165,7 +169,21 @@ class RingFold:
                 miss[i][col] = False
         for i, ts in zip(good, arr["newest"].tolist(), strict=True):
             newest[i] = ts
+        if rest is not None:
+            for i in good:
+                rest.fold(blobs[i], t, vals[i], miss[i], exact)
         for k in redo:
             i = good[k]
             newest[i] = self.fold(blobs[i], t, vals[i], miss[i], exact)
         return newest
+
+    def _sub(self, cols: list[int]) -> RingFold | None:
+        """A fold of only the features in output columns ``cols`` (None for none)."""
+        if not cols:
+            return None
+        key = tuple(cols)
+        sub = self._subs.get(key)
+        if sub is None:
+            sub = self._subs[key] = RingFold(self.layout, [cs for cs in self.slots
+                                                           if cs[0] in key])
+        return sub

@@ -49,6 +49,9 @@ class Aggregation(ABC):
     # whether the offline and online paths agree exactly; False: to a relative 1e-9, as sums
     # add in a different grouping (tiles online, events offline)
     exact: bool = True
+    # from how many rings on ``merge_tiles`` beats ``read_tiles`` ring by ring: the default
+    # loops over the tiles with a few numpy calls each, a fixed cost that pays off only on many
+    vector_min_rows: int = 64
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -164,9 +167,11 @@ def range_reduce(ufunc: np.ufunc, values: np.ndarray, lo: np.ndarray, hi: np.nda
 
 
 def ordered_sums(v: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per row, ``0.0 + x0 + x1 + ...`` over the masked ``v[r, k]`` in ``k`` order: the bits of
-    a left-to-right ``merge`` chain of sums (a sequential ``cumsum``; adding 0.0 for a tile
-    outside the window changes nothing, and the sum is never -0.0)."""
-    x = np.where(mask, v, 0.0)
-    zero = np.zeros((v.shape[0], 1))
-    return np.cumsum(np.concatenate([zero, x], axis=1), axis=1)[:, -1]
+    """Per row of ``(rows, tiles, width)`` tiles, ``0.0 + x0 + x1 + ...`` over the masked tiles
+    in tile order, per IR column: the bits of a left-to-right ``merge`` chain of sums from
+    ``0.0``. A sequential ``cumsum`` (adding 0.0 for a tile outside the window changes nothing);
+    starting from ``x0`` instead of ``0.0 + x0`` can only differ in the sign of a zero, which the
+    final ``+ 0.0`` settles as the chain does (it never ends at -0.0)."""
+    x = np.where(mask[:, :, None], v, 0.0)
+    np.cumsum(x, axis=1, out=x)
+    return x[:, -1, :] + 0.0

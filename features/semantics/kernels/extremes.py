@@ -15,6 +15,7 @@ class _Extreme(Aggregation):
 
     bound: float = INF
     ufunc: np.ufunc = np.minimum
+    vector_min_rows = 8  # one reduction over all tiles at once: worth it from a few rings
 
     def empty(self) -> IR:
         return (self.bound,)
@@ -26,8 +27,9 @@ class _Extreme(Aggregation):
         return None if ir[0] == self.bound else ir[0]
 
     def fold_events(self, tiles, inv, ts, seq, values) -> None:
-        # numpy's at-reductions: a NaN value sticks here where ``merge`` would drop it at the
-        # next event (the worker has always folded so; the kernel tests use non-NaN values)
+        # numpy's at-reductions, as the worker has always folded: equal in value to the merge
+        # chain, not always in bits -- a NaN sticks where ``merge`` drops it at the next
+        # event, and of 0.0 and -0.0 either may stay (``merge`` keeps the first)
         self.ufunc.at(tiles[:, 0], inv, values)
 
     def merge_tiles(self, v, mask):

@@ -8,11 +8,14 @@ import numpy as np
 
 from features.semantics.kernels.base import IR, Aggregation, ordered_sums, range_reduce
 
+CHEAP_VECTOR_ROWS = 8  # one cumsum over all tiles at once: worth it from a few rings
+
 
 class Count(Aggregation):
     """Number of events in the window; 0 when empty."""
 
     name = "count"
+    vector_min_rows = CHEAP_VECTOR_ROWS
     needs_field = False
 
     def empty(self) -> IR:
@@ -31,7 +34,7 @@ class Count(Aggregation):
         np.add.at(tiles[:, 0], inv, 1.0)
 
     def merge_tiles(self, v, mask):
-        return ordered_sums(v[:, :, 0], mask)[:, None], None
+        return ordered_sums(v, mask), None
 
     def finalize_list(self, ir: np.ndarray) -> list:
         return [int(c) for c in ir[:, 0].tolist()]
@@ -48,6 +51,7 @@ class Sum(Aggregation):
     """Sum of the field over the window; 0 when empty."""
 
     name = "sum"
+    vector_min_rows = CHEAP_VECTOR_ROWS
     exact = False
 
     def empty(self) -> IR:
@@ -66,7 +70,7 @@ class Sum(Aggregation):
         np.add.at(tiles[:, 0], inv, values)
 
     def merge_tiles(self, v, mask):
-        return ordered_sums(v[:, :, 0], mask)[:, None], None
+        return ordered_sums(v, mask), None
 
     def finalize_list(self, ir: np.ndarray) -> list:
         return ir[:, 0].tolist()
@@ -82,6 +86,7 @@ class Mean(Aggregation):
     """Arithmetic mean of the field; null when empty. State is ``(count, sum)``."""
 
     name = "mean"
+    vector_min_rows = CHEAP_VECTOR_ROWS
     width = 2
     exact = False
 
@@ -102,8 +107,7 @@ class Mean(Aggregation):
         np.add.at(tiles[:, 1], inv, values)
 
     def merge_tiles(self, v, mask):
-        return np.stack([ordered_sums(v[:, :, 0], mask), ordered_sums(v[:, :, 1], mask)],
-                        axis=1), None
+        return ordered_sums(v, mask), None
 
     def finalize_list(self, ir: np.ndarray) -> list:
         return [b / a if a else None

@@ -127,3 +127,30 @@ def test_fold_many_equals_row_by_row_fold(rows, dt, view_layout):
         for gr, wr in zip(got_v, want_v, strict=True):
             for a, b in zip(gr, wr, strict=True):
                 assert _same(a, b), (a, b)
+
+
+def test_fold_many_of_many_rings_folds_every_aggregation_with_numpy():
+    """Past every ``vector_min_rows`` all features fold through ``merge_tiles``: still the
+    values of the ring-by-ring fold, for reads at and past the newest events."""
+    import random
+
+    rng = random.Random(3)
+    per_row = []
+    for _ in range(80):
+        raw = [(rng.randrange(0, 90 * MINUTE), rng.choice([rng.uniform(-1e3, 1e3), 0.5]))
+               for _ in range(rng.randrange(0, 12))]
+        per_row.append(build_blobs([(ts, s, v) for s, (ts, v) in enumerate(raw)]) if raw else {})
+    slots = [LAYOUT.features[f.name] for f in VIEW.features]
+    for hop in LAYOUT.hops.values():
+        cols = [(i, s) for i, s in enumerate(slots) if s.hop is hop]
+        ring = RingFold(hop, cols)
+        assert len(per_row) >= max(a.vector_min_rows for *_, a in ring.plan)
+        blobs = [b.get(hop.field) for b in per_row]
+        for t in (90 * MINUTE + 1, 100 * MINUTE, 100 * MINUTE + 7):
+            got_v = [[None] * len(slots) for _ in blobs]
+            got_m = [[None] * len(slots) for _ in blobs]
+            got_n = ring.fold_many(blobs, t, got_v, got_m)
+            for b, gv, gm, gn in zip(blobs, got_v, got_m, got_n, strict=True):
+                v, m = [None] * len(slots), [None] * len(slots)
+                assert ring.fold(b, t, v, m) == gn and m == gm
+                assert all(_same(a, c) for a, c in zip(gv, v, strict=True)), (gv, v)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features import Aggregate
+from features.errors import DefinitionError
 from features.semantics.aggregations import AGGREGATIONS, get_aggregation
 from features.semantics.ranges import aggregate, window_bounds
 from features.semantics.windows import in_window
@@ -80,7 +83,10 @@ def test_fold_events_is_the_merge_chain(prior, batch):
                         vals if agg.needs_field else None)
         for g, t, s, v in batch:
             chain[g] = agg.merge(chain[g], agg.prepare(v, t, s))
-        assert _bits(records[:, 1:1 + agg.width]) == _bits(chain), name
+        if name in ("min", "max"):  # numpy's at-reductions may keep -0.0 for 0.0 (extremes.py)
+            assert np.array_equal(records[:, 1:1 + agg.width], chain), name
+        else:
+            assert _bits(records[:, 1:1 + agg.width]) == _bits(chain), name
         assert (records[:, 0] == 0).all() and (records[:, -1] == 0).all(), name
         for g in range(5):
             mine = [(t, s, _value(agg, v)) for g2, t, s, v in prior + batch if g2 == g]
@@ -111,7 +117,10 @@ def test_merge_tiles_and_read_tiles_are_the_merge_chain(rows):
         for r, row in enumerate(rows):
             inside = [irs[r][k] for k, (_, on) in enumerate(row) if on]
             chain = agg.fold(inside)
-            assert _bits(ir[r]) == _bits(chain), name
+            if name in ("min", "max"):  # numpy's min/max may pick -0.0 for 0.0, as ever
+                assert np.array_equal(ir[r], chain), name
+            else:
+                assert _bits(ir[r]) == _bits(chain), name
             assert _same(got[r], agg.finalize(chain)), name
             # read_tiles gets whole flat records with other parts around its own
             padded = [(7.0, *x, 7.0) for x in inside]
@@ -188,3 +197,11 @@ def test_variance_is_the_square_of_stddev():
     assert var.finalize(var.fold(irs)) == 1.0 == sd.finalize(sd.fold(irs)) ** 2  # population
     assert var.finalize(var.fold([var.prepare(0.1, 0, i) for i in range(5)])) == 0.0
     assert var.finalize(var.empty()) is None
+
+
+def test_definitions_validate_names_through_the_registry():
+    with pytest.raises(DefinitionError, match="choose one of count, first, last, max, mean"):
+        Aggregate("frist", ["1h"], field="amount")
+    with pytest.raises(DefinitionError, match="needs field"):
+        Aggregate("variance", ["1h"])
+    assert Aggregate("first", ["1h"], field="amount").fn == "first"
