@@ -141,5 +141,6 @@ def test_served_vectors_equal_the_training_set(stream_env, redis_client):
         assert r.status_code == 200 and r.json()["ready"], r.text
         models.serve("unservable", "1")  # a ref no view defines: not ready, and why
         r = httpx.get(f"{url}/readyz")
+        problems = r.json()["problems"]
         assert r.status_code == 503 and any(
-            p.startswith("unservable:") and "'nowhere:x'" in p for p in r.json()["problems"]), r.text
+            p.startswith("unservable:") and "'nowhere:x'" in p for p in problems), r.text
