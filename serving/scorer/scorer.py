@@ -1,5 +1,12 @@
 """The predict path: features (one Redis round trip) -> vector in the model's order -> score.
 
+A model's inputs are of three kinds, all named as in its training set: stored features
+(windowed views' rings and materialized batch views' rows, fetched together from the entity's
+hash), request feature views (``features.request``: computed here from the request's
+``request_features`` and the stored inputs fetched in the same round trip, with the function
+``training_set()`` uses) and plain request-time values (any other name, taken from
+``request_features`` as they are).
+
 ``Scorer.predict`` is the one function the HTTP layer calls. Extension points for experiments:
 
 - ``routers[name]``: an object with ``score(entity_key, x, request_id=None)`` returning something
