@@ -16,9 +16,14 @@ in every key. A crash between the two leaves keys ahead of their watermark; the 
 their events by the keys' ``~applied`` (``online.OnlineWriter``).
 
 Two round trips per batch, each one pipelined buffer per node touched, sent to every node
-before any reply is read. redis-py's pipeline costs about 10 µs of Python per command — more
-than folding the event — so commands are packed by ``resp.ring_commands`` (a numpy matrix per
-command shape) and written on connections borrowed from each node's pool.
+before any reply is read. On one Redis, where a transaction may span every key, the same
+effects (rings, ``~applied``, watermarks) go in one ``MULTI/EXEC`` fenced by ``WATCH`` of the
+watermarks instead (``_commit_transaction``): the scripts cost Redis 2-3x the time of plain
+``HSET``s (``bench/redis_write.py``), and the stores are the same bytes either way.
+
+redis-py's pipeline costs about 10 µs of Python per command — more than folding the event —
+so commands are packed by ``resp.ring_commands`` (a numpy matrix per command shape) and
+written on connections borrowed from each node's pool.
 """
 
 from __future__ import annotations
@@ -88,9 +93,12 @@ _ATTEMPTS = 5
 
 
 class RedisSink:
-    def __init__(self, client: redis.Redis | Any) -> None:
+    def __init__(self, client: redis.Redis | Any, per_key: bool | None = None) -> None:
+        """``per_key``: write with the per-key scripts (default: on a cluster only; one Redis
+        takes the same effects in one transaction, ``_commit_transaction``)."""
         self.client = client
         self.cluster = is_cluster(client)
+        self.per_key = self.cluster if per_key is None else per_key
         self.generation = uuid.uuid4().hex[:16]  # this process's mark
         self._reads = HashReads(client, spin_us=0)
         self.refused_keys = 0  # keys a fenced write refused (another writer, or gone)
@@ -225,6 +233,9 @@ class RedisSink:
         watermarks (another worker wrote a key or moved a watermark, or Redis lost them)."""
         fkeys = list(fences)
         kb = [k.encode() for k in keys]
+        if not self.per_key:
+            return self._commit_transaction(kb, fields, rings, present, expire, ttl_s, fences,
+                                            applied)
         if kb:
             sha = _SCRIPTS["write"][1]
             ttl = bulk(b"%d" % ttl_s)
@@ -266,6 +277,43 @@ class RedisSink:
             return dict(zip(fkeys, self.watermarks(fkeys), strict=True))
         return None
 
+    def _commit_transaction(self, kb: list[bytes], fields: list[str], rings: list[np.ndarray],
+                            present: np.ndarray, expire: np.ndarray, ttl_s: int,
+                            fences: dict[str, tuple[Watermark, Watermark]],
+                            applied: list[bytes]) -> dict[str, Watermark | None] | None:
+        """One Redis: the same effects in one ``MULTI/EXEC`` after ``WATCH`` of the watermarks
+        (every key can share a transaction here), plain ``HSET``s that also set ``~applied``:
+        the fence is the watermarks, and a script per key would cost Redis 2-3x the time of the
+        ``HSET`` (``bench/redis_write.py``)."""
+        fkeys = list(fences)
+        with self._connection() as conn:
+            if fkeys:
+                _, raw = self._send(conn, [_pack(("WATCH", *fkeys)), _pack(("MGET", *fkeys))],
+                                    2)
+                current = [Watermark.decode(v) for v in raw]
+                if any(not _same(c, fences[k][0]) for k, c in zip(fkeys, current, strict=True)):
+                    self._send(conn, [_pack(("UNWATCH",))], 1)
+                    return dict(zip(fkeys, current, strict=True))
+            head = bulk(b"HSET")
+            mark = bulk(APPLIED_FIELD.encode())
+            heads = [head + bulk(k) + mark + bulk(a) for k, a in zip(kb, applied, strict=True)]
+            cmds: list = [_pack(("MULTI",))]
+            hsets, which = ring_commands(heads, 4, [f.encode() for f in fields], rings, present)
+            cmds += hsets
+            due = [kb[i] for i in np.nonzero(expire)[0].tolist()]
+            cmds += [_pack(("EXPIRE", key, ttl_s)) for key in due]
+            cmds += [_pack(("SET", k, fences[k][1].encode())) for k in fkeys]
+            cmds.append(_pack(("HSET", STORE_KEY, GENERATION_FIELD, self.generation)))
+            cmds.append(_pack(("EXEC",)))
+            replies = self._send(conn, cmds, 3 + len(which) + len(due) + len(fkeys))
+        errors = [r for r in replies if isinstance(r, Exception)]
+        errors += [r for r in replies[-1] or () if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
+        if replies[-1] is None:  # a watched watermark moved between MGET and EXEC
+            return dict(zip(fkeys, self.watermarks(fkeys), strict=True))
+        return None
+
     def put_rings(self, keys: list[str], fields: list[str], rings: list[np.ndarray],
                   present: np.ndarray, ttl_s: int, clear_applied: bool) -> int:
         """``HSET`` each key's present rings and ``EXPIRE`` it, one script call per key,
@@ -288,6 +336,12 @@ class RedisSink:
         replies = self._per_key(kb, pack)
         _raise_errors(replies)
         return sum(1 for r in replies if r is not None)
+
+
+def _same(current: Watermark | None, expected: Watermark) -> bool:
+    if current is None:
+        return expected.offset < 0 and expected.epoch == 0
+    return (current.offset, current.epoch) == (expected.offset, expected.epoch)
 
 
 def _read(conn) -> Any:
