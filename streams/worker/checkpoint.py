@@ -12,9 +12,8 @@ replay changes nothing. Per polled batch of a partition (``app.Worker._process``
    offsets above the Redis watermark (at least once: a crash before step 4 repeats them).
 3. **Forward** valid events that arrived off their entity's home partition, acknowledged
    (``repartition.py``); the home side skips repeats by one watermark per origin.
-4. **Redis**, fenced per key (``online.OnlineWriter.submit``/``wait``,
-   ``redis_sink.RedisSink.commit``), no write spanning two keys (so it runs on a Redis
-   Cluster as on one Redis):
+4. **Redis**, fenced (``online.OnlineWriter.submit``/``wait``,
+   ``redis_sink.RedisSink.commit``). On a Redis Cluster no write spans two keys:
 
    a. every touched entity key, by one server-side script each: whole rings (absolute
       values) and the key's ``~applied`` (its home partition's offsets the rings now hold),
@@ -22,8 +21,10 @@ replay changes nothing. Per polled batch of a partition (``app.Worker._process``
    b. only if every key was accepted: each watermark of the home partitions touched, by a
       compare-and-set script from the value the worker loaded to the new one.
 
-   A crash between a and b leaves keys ahead of their watermark: the replay skips their
-   events up to their own ``~applied`` (``OnlineWriter._ahead``). ``judge_fence`` decides
+   On one Redis, a and b are one ``MULTI/EXEC`` after ``WATCH`` of the watermarks (the
+   rings carry ``~applied`` all the same). A crash between a and b leaves keys ahead of
+   their watermark: the replay skips their events up to their own ``~applied``
+   (``OnlineWriter._ahead``). ``judge_fence`` decides
    what a refused key or watermark means: *moved* (another worker wrote a key or advanced a
    watermark: reload and refold what is above it) or *lost* (a watermark is gone or went
    backwards: Redis lost data, step 1's rebuild runs for the source's partitions).
