@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
         incremental: bool = typer.Option(
             False, "--incremental", help="start where the last completed run of the view ended"),
         every: str | None = typer.Option(
-            None, "--every", help="keep running: an incremental run every DURATION (e.g. 1h)"),
+            None, "--every", help="keep running: a run every DURATION (e.g. 1h); full runs "
+            "unless --incremental"),
         repo: str = typer.Option(DEFAULT_REPO, "--repo", envvar="TESSERA_REPO", help=REPO_HELP),
     ) -> None:
         """Write, per entity, the latest row within the view's ttl into its Redis hash.
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
         if every and (start or end):
-            raise typer.BadParameter("--every runs incrementally up to now; drop --start/--end")
+            raise typer.BadParameter("--every runs up to now each time; drop --start/--end")
         client = connect(settings.require_redis())  # redis+cluster:// too
         if period_s is None:
             _run(client, batch, settings, start_us, end_us, incremental)
@@ -65,7 +66,9 @@ def register(app: typer.Typer) -> None:
             signal.signal(sig, lambda *_: stop.set())
         while not stop.is_set():
             began = time.monotonic()
-            _run(client, batch, settings, None, None, True)
+            # a full run also puts back keys that expired meanwhile (the stream worker keeps
+            # an entity's key only as long as its windows) and rows written with older times
+            _run(client, batch, settings, None, None, incremental)
             stop.wait(max(0.0, period_s - (time.monotonic() - began)))
 
 

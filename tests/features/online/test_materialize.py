@@ -196,3 +196,39 @@ def test_skew_check_covers_batch_views(redis_client, tmp_path):
     assert not skew_check(repo, "profile", redis_client, log, at=now + 1, sample=None).ok
     materialize_view(redis_client, profile, tmp_path, end_us=now + 1)
     assert skew_check(repo, "profile", redis_client, log, at=now + 1, sample=None).ok
+
+
+def test_cli_every_runs_on_a_timer_until_sigterm(redis_client, redis_url, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    now = time.time_ns() // 1000
+    _write(tmp_path, [(f"u{i}", now - DAY, i, 1.0, True, "t") for i in range(5)])
+    repo_file = tmp_path / "repo.py"
+    repo_file.write_text(
+        "from features import BatchFeatureView, Entity\n"
+        "user = Entity('user', keys=['user_id'])\n"
+        "profile = BatchFeatureView('profile', entity=user, path='profile.parquet',\n"
+        "    timestamp_field='ts', schema={'age_days': 'int', 'limit': 'float', 'vip': 'bool',\n"
+        "    'tier': 'string'}, ttl='10d')\n")
+    env = {**os.environ, "REDIS_URL": redis_url, "TESSERA_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "tessera", "materialize", "--repo",
+                             str(repo_file), "--every", "1s"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        seen: set[int] = set()
+        while len(seen) < 2 and time.monotonic() < deadline:  # two runs, a second apart
+            end = last_materialized(redis_client, profile)
+            if end is not None:
+                seen.add(end)
+            time.sleep(0.1)
+        assert len(seen) == 2, proc.stderr.read() if proc.poll() is not None else seen
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "profile@" in out and "5 entities written" in out
+    assert len(_dump(redis_client)) == 5
