@@ -25,6 +25,23 @@ def _registry(uri: str | None):
     return ModelRegistry(uri or Settings.from_env().models_location)
 
 
+def _refuse_open_binding(host: str, settings: Settings) -> None:
+    """Without a token nothing is authenticated, so only this machine may connect."""
+    import ipaddress
+
+    from serving.auth.tokens import TokenError, TokenStore
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not TokenStore.at_home(settings.home).active:
+        raise TokenError(
+            f"refusing to listen on {host} without authentication: create a token "
+            "(`tessera tokens create --name NAME --scope predict`; any live token turns auth "
+            "on for every route), or listen on 127.0.0.1")
+
+
 def _view_versions(refs: list[str], repo_path: Path | None) -> dict[str, str]:
     """Versions of the views the features come from, when a feature repo is available."""
     from features.errors import TesseraError
@@ -245,6 +262,7 @@ def register(app: typer.Typer) -> None:
 
         log_config = setup_logging(log_level, log_format)
         s = Settings.from_env()
+        _refuse_open_binding(host, s)
         if repo is not None:
             s = s.model_copy(update={"repo": repo.resolve()})
         cfg = ServeConfig.from_settings(

@@ -45,6 +45,7 @@ from features.online.fold import InexactReadError
 from features.online.hmget import store_error
 from features.online.read import parse_at
 from features.request import MissingRequestField, RequestFeatureError
+from serving.auth.guard import AuthGuard
 from serving.http import metrics as http_metrics
 from serving.http.errors import (
     ApiError,
@@ -348,15 +349,23 @@ class FastPredict:
 
     PREFIX = "/v1/predict/"
 
-    def __init__(self, app: FastAPI, handlers: Handlers) -> None:
+    def __init__(self, app: FastAPI, handlers: Handlers, auth: AuthGuard | None = None) -> None:
         self.app = app
         self.handlers = handlers
+        self.auth = auth
 
     ROUTE = "/v1/predict/{model}"
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
         name = path[len(self.PREFIX):]
+        if self.auth is not None and scope["type"] == "http":
+            refused = self.auth.check(scope)
+            if refused is not None:
+                started = time.perf_counter()
+                await send_error(send, refused)
+                http_metrics.observe("refused", scope["method"], refused.status, started)
+                return
         if (scope["type"] != "http" or scope["method"] != "POST"
                 or not path.startswith(self.PREFIX) or "/" in name or name in ("", ".", "..")):
             if scope["type"] != "http":
@@ -492,6 +501,7 @@ def create_app(
     return app
 
 
-def fast_app(app: FastAPI) -> FastPredict:
-    """``app`` behind the framework-free predict path: what ``tessera serve`` runs."""
-    return FastPredict(app, app.state.handlers)
+def fast_app(app: FastAPI, auth: AuthGuard | None = None) -> FastPredict:
+    """``app`` behind the framework-free predict path and the token check (``auth``): what
+    ``tessera serve`` runs."""
+    return FastPredict(app, app.state.handlers, auth)

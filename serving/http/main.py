@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from features.online.read import OnlineStore
 from features.repos import resolve_repo
 from features.settings import ServeSettings, Settings
+from serving.auth.guard import AuthGuard
+from serving.auth.login import login_router
+from serving.auth.tokens import TokenStore
 from serving.http.app import FastPredict, Limits, create_app, fast_app
 from serving.registry import CHAMPION, ModelRegistry
 from serving.scorer.models import ModelSet
@@ -161,7 +164,9 @@ def build_app(cfg: ServeConfig) -> FastPredict:
 
     app.include_router(model_card_router(scorer.models.registry))
     app.include_router(outcomes_router(scorer, settings, cfg.max_body_bytes))
-    return fast_app(app)
+    tokens = TokenStore.at_home(settings.home)
+    app.include_router(login_router(tokens))
+    return fast_app(app, AuthGuard(tokens))
 
 
 def app_from_settings(cfg: ServeConfig | None = None) -> FastPredict:
