@@ -54,7 +54,8 @@ def _view_versions(refs: list[str], repo_path: Path | None) -> dict[str, str]:
             raise
         return {}
     views = {r.split(":", 1)[0] for r in refs if ":" in r}
-    return {v: repo.views[v].version for v in sorted(views) if v in repo.views}
+    known = {**repo.views, **repo.requests}  # request feature views are versioned too
+    return {v: known[v].version for v in sorted(views) if v in known}
 
 
 def register(app: typer.Typer) -> None:

@@ -120,7 +120,7 @@ class Scorer:
     def _build_plan(self, m: LoadedModel) -> _Plan:
         repo = self.store.repo
         for view, trained in (m.metadata.get("feature_views") or {}).items():
-            now = repo.views.get(view)
+            now = repo.views.get(view) or repo.requests.get(view)
             if now is not None and now.version != trained:
                 log.warning(
                     "%s v%s was trained on %s version %s but the feature repo now defines "
