@@ -21,12 +21,6 @@ Three steps, each usable on its own (the worker's integration calls them):
   grouped by node on a Redis Cluster), in pipelined chunks.
 
 ``rebuild`` runs all three with the writes overlapping the folds (one chunk in flight).
-
-Why stddev is folded here and not by ``fold_batch``: the kernel merges stddev event by event
-in Python (Chan et al.'s update is sequential), a few µs per event — a minute for millions of
-events. ``_fold_stddev`` does the same float operations in the same order per tile, but steps
-through the k-th event of every tile at once (numpy per rank, not per event); a test checks it
-against the kernel's loop bit for bit.
 """
 
 from __future__ import annotations
@@ -35,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import polars as pl
@@ -45,7 +38,7 @@ from features.offline.event_log import EventLog
 from features.online.layout import ViewLayout, entity_key
 from streams.worker.online import TTL_REFRESH_S
 from streams.worker.redis_sink import RedisSink
-from streams.worker.tiles import NO_EVENT, STDDEV, HopPlan, fields_needed, fold_batch, plan_views
+from streams.worker.tiles import NO_EVENT, HopPlan, fields_needed, fold_batch, plan_views
 
 HOUR_US = 3_600_000_000
 EPOCH = "_epoch"  # the log's topic generation (absent in older logs = 0)
@@ -210,13 +203,6 @@ def _at_or_below(df: pl.DataFrame, upto: dict[int, int], epoch: int | None) -> p
     return df.filter(keep).drop("_upto")
 
 
-@cache
-def _split(plan: HopPlan) -> tuple[HopPlan, tuple[tuple[int, str], ...]]:
-    """The plan without its stddev parts (folded by ``fold_batch``) and those parts."""
-    rest = tuple(op for op in plan.ops if op[0] != STDDEV)
-    return HopPlan(plan.layout, rest), tuple((a, f) for k, a, f in plan.ops if k == STDDEV)
-
-
 def fold_entities(
     events: LogEvents, plans: list[HopPlan], *, chunk_entities: int = DEFAULT_CHUNK
 ) -> Iterator[RingChunk]:
@@ -239,64 +225,11 @@ def fold_entities(
         out, present = [], np.empty((m, len(plans)), dtype=bool)
         for j, plan in enumerate(plans):
             rings = np.broadcast_to(np.frombuffer(plan.empty_ring, dtype=plan.dtype), (m,)).copy()
-            rest, sds = _split(plan)
-            fold_batch(rings, rest, rows, ts, seq, cols, unique_rows)
-            if sds:
-                _fold_stddev_parts(rings, plan, rows, events.starts[lo:hi + 1] - a, ts, cols,
-                                   sds)
+            fold_batch(rings, plan, rows, ts, seq, cols, unique_rows)
             present[:, j] = rings["newest"] != NO_EVENT
             out.append(rings.view(np.uint8).reshape(m, plan.dtype.itemsize))
         yield RingChunk(events.keys[lo:hi], events.partitions[lo:hi], fields, out, present,
                         b - a, n)
-
-
-def _fold_stddev_parts(rings: np.ndarray, plan: HopPlan, rows: np.ndarray,
-                       starts: np.ndarray, ts: np.ndarray, cols: dict[str, np.ndarray],
-                       parts: tuple[tuple[int, str], ...]) -> None:
-    """The stddev parts ``fold_batch`` would have folded into these fresh rings: the events of
-    the tiles a ring keeps (newer than its newest tile minus its slots), per tile in log order
-    (``rows`` ascending, log order within a row)."""
-    S = plan.layout.slots
-    tidx = ts // plan.layout.hop
-    top = np.maximum.reduceat(tidx, starts[:-1])
-    keep = tidx > top[rows] - S
-    r, t = rows[keep], tidx[keep]
-    upos, inv = np.unique(r * S + t % S, return_inverse=True)
-    ur, us = upos // S, upos % S
-    val3 = rings["t"]["v"]
-    tiles = val3[ur, us]
-    for a, fld in parts:
-        _fold_stddev(tiles, a, inv, cols[fld][keep])
-    val3[ur, us] = tiles
-
-
-def _fold_stddev(tiles: np.ndarray, a: int, inv: np.ndarray, v: np.ndarray) -> None:
-    """``tiles._fold_stddev`` (merge ``(1, v, 0)`` into tile ``inv[i]``, in order), with the
-    same float operations, vectorised across tiles: step k updates the k-th event of every
-    tile that has one."""
-    if len(inv) == 0:
-        return
-    order = np.argsort(inv, kind="stable")
-    g = inv[order]
-    x = v[order]
-    first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    counts = np.diff(np.append(first, len(g)))
-    by = np.argsort(-counts, kind="stable")  # tiles with the most events first
-    gs, st, cn = g[first[by]], first[by], counts[by]
-    N, M, M2 = tiles[gs, a].copy(), tiles[gs, a + 1].copy(), tiles[gs, a + 2].copy()
-    active = np.searchsorted(-cn, -np.arange(int(cn[0])), side="left")
-    for k, m in enumerate(active.tolist()):
-        xk = x[st[:m] + k]
-        na, mean, m2 = N[:m], M[:m], M2[:m]
-        n = na + 1.0
-        d = xk - mean
-        new_mean = mean + d * 1.0 / n
-        new_m2 = m2 + 0.0 + d * d * na * 1.0 / n
-        fresh = na == 0
-        M[:m] = np.where(fresh, xk, new_mean)
-        M2[:m] = np.where(fresh, 0.0, new_m2)
-        N[:m] = np.where(fresh, 1.0, n)
-    tiles[gs, a], tiles[gs, a + 1], tiles[gs, a + 2] = N, M, M2
 
 
 def rings_from_log(

@@ -27,9 +27,6 @@ from features.semantics.aggregations import Aggregation, get_aggregation
 from features.semantics.windows import tile_of
 
 NO_EVENT = -(2**63)
-# ``streams.worker.rebuild`` still folds stddev parts with its own copy of the kernel (from
-# before ``fold_batch`` folded stddev vectorised) and tells them apart by this
-STDDEV = get_aggregation("stddev")
 
 
 @dataclass(frozen=True)
@@ -119,12 +116,6 @@ def fold_batch(
     val3[ur, us] = tiles
     np.maximum.at(rings["newest"], rows, ts)
     _prune(idx2, val3, urows, S, plan.empty)
-
-
-def _fold_stddev(tiles: np.ndarray, a: int, inv: np.ndarray, v: np.ndarray) -> None:
-    """The stddev kernel on IR columns ``a..a+2``: what ``tests/streams/test_rebuild.py``
-    compares ``streams.worker.rebuild``'s own copy with."""
-    STDDEV.fold_events(tiles[:, a:a + STDDEV.width], inv, None, None, v)
 
 
 def _prune(idx2: np.ndarray, val3: np.ndarray, rows: np.ndarray, S: int,

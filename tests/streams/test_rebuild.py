@@ -18,9 +18,9 @@ from features.event_columns import EventColumns
 from features.offline.event_log import EventLog
 from features.online.layout import APPLIED_FIELD, STORE_KEY, ViewLayout, entity_key
 from features.online.read import OnlineStore
+from features.semantics.aggregations import get_aggregation
 from features.semantics.windows import MINUTE
 from streams.worker import rebuild as rb
-from streams.worker import tiles
 from streams.worker.online import TTL_REFRESH_S, OnlineWriter
 from streams.worker.redis_sink import RedisSink
 from streams.worker.tiles import RingCache, fold_batch, plan_views
@@ -143,8 +143,11 @@ def test_fold_stddev_equals_the_kernels_event_by_event_loop(seed):
     inv[:200] = 3  # one tile with many events
     v = np.round(rng.normal(size=500) * 100, 2)
     want, got = base.copy(), base.copy()
-    tiles._fold_stddev(want, 1, inv, v)
-    rb._fold_stddev(got, 1, inv, v)
+    agg = get_aggregation("stddev")  # the kernel fold_batch (and so the rebuild) folds with
+    for g, x in zip(inv.tolist(), v.tolist(), strict=True):
+        want[g, 1:4] = agg.merge(tuple(want[g, 1:4].tolist()), agg.prepare(x, 0, 0))
+    zero = np.zeros(len(inv), dtype=np.int64)
+    agg.fold_events(got[:, 1:4], inv, zero, zero, v)
     assert got.tobytes() == want.tobytes()
 
 
