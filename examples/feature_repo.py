@@ -4,8 +4,7 @@
 and the training-set builder both compute from them.
 """
 
-from features import Aggregate, BatchFeatureView, Entity, EventSource, FeatureView
-from features.request import request_feature
+from features import Aggregate, BatchFeatureView, Entity, EventSource, FeatureView, request_feature
 
 user = Entity("user", keys=["user_id"], description="A card holder")
 

@@ -30,10 +30,12 @@ __all__ = [
     "OfflineStoreError",
     "OnlineStoreError",
     "RegistryError",
+    "RequestFeatureView",
     "SchemaError",
     "TesseraError",
     "UnknownFeatureError",
     "parse_ref",
+    "request_feature",
     "training_set",
 ]
 
@@ -44,4 +46,8 @@ def __getattr__(name: str):
         from features.offline.training_set import training_set
 
         return training_set
+    if name in ("RequestFeatureView", "request_feature"):
+        from features import request
+
+        return getattr(request, name)
     raise AttributeError(f"module 'features' has no attribute {name!r}")
