@@ -5,8 +5,9 @@ it: murmur2 of the key's UTF-8 bytes, as the Java client does (``partitioner=mur
 in librdkafka, whose own default ``consistent_random`` hashes with CRC32 instead). A worker
 owns the entities whose home partition it holds; events that arrive elsewhere are forwarded
 there (``streams/worker/repartition.py``). It lives in the base layer because the stream side
-(SDK, worker) and the serving side (HTTP push ingest, ``serving/ingest``) must place an entity
-on the same partition and may not import each other.
+(SDK, worker) and the serving side (HTTP push ingest, ``serving/ingest``, whose librdkafka
+producer computes the same function in C and whose tests check it against this one) must place
+an entity on the same partition and may not import each other.
 """
 
 from __future__ import annotations

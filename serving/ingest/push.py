@@ -7,8 +7,9 @@ The contract (``docs/serving.md``, "Push ingest"):
 - every event is checked by ``features.event_schema.normalize``, the code the SDK and the
   worker use; an invalid event is listed in ``rejected`` as ``{index, field, reason}`` and the
   valid ones are published (a 422 when none is valid: nothing was published);
-- valid events are keyed and encoded as the SDK does (``key_of``, ``encode``), placed by
-  ``home_partition`` and sent with ``acks=all``; the answer waits for every ack;
+- valid events are keyed and encoded as the SDK does (``key_of``, ``encode``), placed as the
+  SDK places them (murmur2 of the key, ``features.partitioner.home_partition``, computed by
+  librdkafka: ``serving.ingest.sink``) and sent with ``acks=all``; the answer waits for every ack;
 - 200 means every event not in ``rejected`` is in the topic. If the broker does not acknowledge
   some, the answer is a 503 ``publish_failed`` naming how many, with ``failed`` (their indexes
   and reasons) and ``accepted``: a client retries exactly the failed indexes.
@@ -27,7 +28,6 @@ import orjson
 from features.definitions import EventSource
 from features.errors import SchemaError
 from features.event_schema import encode, key_of, normalize
-from features.partitioner import home_partition
 from serving.http.errors import ApiError, dumps, error_body
 from serving.ingest.metrics import SourceMetrics
 from serving.ingest.sink import Delivery, KafkaSink, SinkUnavailable
@@ -41,17 +41,16 @@ class PushLimits:
 
 @dataclass
 class Prepared:
-    records: list[tuple[bytes, bytes, int]]
+    records: list[tuple[bytes, bytes]]  # (key, value)
     indexes: list[int]  # request index of each record
     rejected: list[dict[str, Any]]
     n_rejected: int
     total: int
 
 
-def prepare(source: EventSource, events: list[Any], partitions: int,
-            max_rejections: int) -> Prepared:
-    """Validate, key, encode and place every event (the SDK's checks and partitioner)."""
-    records: list[tuple[bytes, bytes, int]] = []
+def prepare(source: EventSource, events: list[Any], max_rejections: int) -> Prepared:
+    """Validate, key and encode every event (the SDK's checks and bytes)."""
+    records: list[tuple[bytes, bytes]] = []
     indexes: list[int] = []
     rejected: list[dict[str, Any]] = []
     n_rejected = 0
@@ -63,8 +62,7 @@ def prepare(source: EventSource, events: list[Any], partitions: int,
             if len(rejected) < max_rejections:
                 rejected.append({"index": i, "field": e.field, "reason": str(e)})
             continue
-        key = key_of(source, ev)
-        records.append((key.encode(), encode(source, ev), home_partition(key, partitions)))
+        records.append((key_of(source, ev).encode(), encode(source, ev)))
         indexes.append(i)
     return Prepared(records, indexes, rejected, n_rejected, len(events))
 
@@ -132,10 +130,10 @@ class PushService:
 
     def _send(self, source: EventSource, events: list[Any], loop: asyncio.AbstractEventLoop,
               future: asyncio.Future) -> Prepared:
-        """On the producing thread: place over the topic's partitions, validate, produce."""
+        """On the producing thread: check the topic is there, validate, produce."""
         assert self.sink is not None
-        partitions = self.sink.partitions(source.topic)
-        prep = prepare(source, events, partitions, self.limits.max_rejections)
+        self.sink.partitions(source.topic)
+        prep = prepare(source, events, self.limits.max_rejections)
         self.sink.produce(source.topic, prep.records, loop, future)
         return prep
 
