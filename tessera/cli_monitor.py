@@ -183,7 +183,8 @@ def register(app: typer.Typer) -> None:
         ),
         days: float = typer.Option(30.0, help="the moving time range of the spine, in days"),
         timestamp: str = typer.Option(
-            "ts", help="timestamp column of --spine / --training-set (time-based holdout)"),
+            "ts", "--timestamp-column",
+            help="timestamp column of --spine / --training-set (time-based holdout)"),
         seed: int = typer.Option(0, help="training seed"),
         alpha: float = typer.Option(0.05, help="promote when better at 1 - alpha confidence"),
         policy: Path | None = typer.Option(
@@ -236,7 +237,7 @@ def register(app: typer.Typer) -> None:
                 )
             elif training_set is None:
                 training_set = outcome_training_set(name, registry, settings, days, label)
-                timestamp = "ts"  # the outcome spine's own time column, whatever --timestamp says
+                timestamp = "ts"  # the outcome spine's own time column, whatever the flag says
             state = r.start(RetrainPlan(name, training_set, label, timestamp, seed, alpha))
         typer.echo(json.dumps(state, indent=2, sort_keys=True))
 
