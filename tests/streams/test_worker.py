@@ -139,6 +139,7 @@ def test_dead_letters_hold_reason_and_original_bytes(stream_env, redis_client):
     assert (env.home / "faust" / "v1" / "tables").is_dir()
 
 
+@pytest.mark.timeout(480)  # 30k events produced and checked; ~4 min at load 8-15 on 2 cores
 def test_kill_9_mid_stream_loses_and_double_counts_nothing(any_stream_env, any_redis_client):
     env, redis_client = any_stream_env, any_redis_client  # one Redis, then a cluster
     produced = Produced()
