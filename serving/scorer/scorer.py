@@ -159,8 +159,9 @@ class Scorer:
                 parse_ref(r)
                 raise UnknownFeatureError(
                     f"{m.name} v{m.version} needs {r!r}, which is not a feature of the feature "
-                    "repo (windowed, batch or request feature view); pass it as a request-time "
-                    "value or fix the repo"
+                    "repo (windowed, batch or request feature view; request feature views are "
+                    "code, found only in a repo module: serve with --repo); pass it as a "
+                    "request-time value or fix the repo"
                 )
         return _Plan(
             m,
