@@ -59,7 +59,10 @@ class Charts:
         return f'<div class="chart"><canvas id="{cid}" data-title="{_e(title)}"></canvas></div>'
 
     def json(self) -> str:
-        return json.dumps(self.specs, default=str).replace("</", "<\\/")
+        # no "<" at all inside the <script> element: "</script>" would end it and "<!--<script>"
+        # would make the HTML parser swallow the rest of the page (names are user data)
+        text = json.dumps(self.specs, default=str)
+        return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 # -- panels -----------------------------------------------------------------------------------
@@ -487,10 +490,24 @@ def render(snapshot: dict[str, dict], static_url: str, refresh_s: int | None = 1
     meta = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>Tessera</title>{meta}<style>{CSS}</style>"
+        f'<title>Tessera</title>{meta}<link rel="icon" href="data:,"><style>{CSS}</style>'
         f'<script src="{_e(static_url)}/chart.umd.min.js"></script></head><body>'
         "<header><h1>Tessera</h1><small>features · models · drift · experiments</small>"
         f"</header><main>{body}</main>"
         f'<script type="application/json" id="chart-specs">{charts.json()}</script>'
         f"<script>{JS}</script></body></html>"
     )
+
+
+def content_security_policy() -> str:
+    """The page's CSP: its own inline script and style by hash, Chart.js from /ui/static,
+    nothing else (no other origin, no inline script an injected name could add)."""
+    import base64
+    import hashlib
+
+    def digest(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    return (f"default-src 'none'; script-src 'self' {digest(JS)}; style-src {digest(CSS)}; "
+            "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'")

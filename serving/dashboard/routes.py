@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
 from serving.dashboard.data import DashboardData
-from serving.dashboard.page import render
+from serving.dashboard.page import content_security_policy, render
 
 STATIC = Path(__file__).parent / "static"
 
@@ -25,8 +25,10 @@ def dashboard_router(
     router = APIRouter(prefix=prefix)
 
     @router.get("", response_class=HTMLResponse)
-    def page() -> str:
-        return render(data.snapshot(), static_url=f"{prefix}/static", refresh_s=refresh_s)
+    def page() -> HTMLResponse:
+        html = render(data.snapshot(), static_url=f"{prefix}/static", refresh_s=refresh_s)
+        return HTMLResponse(html, headers={"Content-Security-Policy": content_security_policy(),
+                                           "X-Content-Type-Options": "nosniff"})
 
     @router.get("/data.json")
     def snapshot() -> dict:

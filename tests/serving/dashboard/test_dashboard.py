@@ -166,3 +166,43 @@ def test_nan_numbers_become_gaps_not_broken_json():
     client = TestClient(_app(DashboardData(freshness=lambda: rows)))
     assert client.get("/ui/data.json").json()["freshness"]["rows"][0]["age_s"] is None
     assert client.get("/ui").status_code == 200
+
+
+@pytest.mark.integration
+def test_hostile_names_cannot_break_the_page_and_the_csp_holds(browser, serve, data):
+    """A model or feature named like markup (``<!--<script>``, ``</script>``) shows as text:
+    every chart still draws, nothing outside the page's own script runs, and the page carries
+    a Content-Security-Policy that its own inline script and style satisfy."""
+    import json as _json
+
+    hostile = "<!--<script>x</script><img src=x onerror=alert(1)>"
+
+    def renamed(obj):
+        return _json.loads(_json.dumps(obj).replace("amount", f"amount{hostile}")
+                           .replace('"fraud"', _json.dumps(f"fraud{hostile}")))
+
+    monitor, experiment = renamed(data["monitor"]), renamed(data["experiment"])
+    bad = DashboardData(freshness=lambda: [], throughput=lambda: [],
+                        monitors=lambda: [monitor], experiments=lambda: [experiment],
+                        lineage=lambda: [], audit=lambda: [])
+    base = serve(_app(bad))
+    client = TestClient(_app(bad))
+    r = client.get("/ui")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "'unsafe-inline'" not in csp
+    specs = r.text.split('id="chart-specs">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in specs and hostile not in r.text  # escaped everywhere in the HTML
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("dialog", lambda d: (errors.append("dialog: " + d.message), d.dismiss()))
+    page.goto(f"{base}/ui", wait_until="load")
+    page.wait_for_function("document.body.dataset.charts !== undefined", timeout=10_000)
+    titles = page.evaluate("() => Object.values(window.tesseraCharts).map(c => c.canvas."
+                           "dataset.title)")
+    assert errors == []
+    assert len(titles) == len(monitor["columns"]) + 3
+    assert any(hostile in t for t in titles)  # the name is shown as text, intact
+    assert hostile in page.inner_text("body")
+    page.close()
