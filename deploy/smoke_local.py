@@ -38,18 +38,16 @@ from features.offline.training_set import write_training_set  # noqa: E402
 from serving.registry.training import fingerprint_of  # noqa: E402
 from tessera.local import free_port, start_broker, start_redis, stop  # noqa: E402
 
-SERVICES = ("apply", "worker", "scorer", "sink")
+SERVICES = ("apply", "token", "worker", "scorer", "sink")
 
 
 def local_command(command: list[str], ports: dict[str, int]) -> list[str]:
-    """The compose command with its bind host and fixed ports replaced for this machine."""
+    """The compose command with its fixed ports replaced by free ones (bind hosts are kept:
+    the scorer listens beyond loopback as in its container, which needs the token step)."""
     out, i = [], 0
     while i < len(command):
         word = command[i]
-        if word in ("--host", "--metrics-host"):
-            out += [word, "127.0.0.1"]
-            i += 2
-        elif word in ("--port", "--metrics-port"):
+        if word in ("--port", "--metrics-port"):
             out += [word, str(ports[word])]
             i += 2
         else:
@@ -119,6 +117,11 @@ def main() -> None:
         if apply.wait(120) != 0:
             raise SystemExit(f"apply failed: {(home / 'apply.log').read_text()[-2000:]}")
         print(f"apply: ok ({time.monotonic() - t0:.1f} s)")
+        token = subprocess.run(
+            [sys.executable, "-m", "tessera", *compose["token"]["command"]], env=env_of("token"),
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        print(f"token: created {token[:8]}... (the scorer may now listen beyond loopback)")
         for name in ("worker", "scorer", "sink"):
             procs[name] = run(name)
 
@@ -146,7 +149,7 @@ def main() -> None:
         ready = httpx.get(f"{scorer_url}/readyz", timeout=5)
         print(f"scorer: /healthz {health.status_code}, /readyz {ready.status_code} "
               f"{ready.json().get('problems')}")
-        feats = httpx.post(f"{scorer_url}/v1/features", timeout=5, json={
+        feats = httpx.post(f"{scorer_url}/v1/features", timeout=5, headers=auth, json={
             "features": ["user_spend:amount_sum_24h", "user_txn_count:txn_count_24h"],
             "entities": [{"user_id": f"u{i}"} for i in range(5)]}).json()
         print(f"scorer: /v1/features {json.dumps(feats.get('values'))}")
@@ -181,11 +184,11 @@ def main() -> None:
             time.sleep(0.5)
         print(f"scorer after restart: /readyz {ready.status_code} {ready.json()}")
         scored = sum(
-            httpx.post(f"{scorer_url}/v1/predict/fraud", timeout=5,
+            httpx.post(f"{scorer_url}/v1/predict/fraud", timeout=5, headers=auth,
                        json={"entities": [{"user_id": f"u{i}"}]}).status_code == 200
             for i in range(200))
         print(f"scorer: {scored}/200 predictions answered 200")
-        monitor = httpx.get(f"{scorer_url}/v1/monitor/fraud", timeout=30)
+        monitor = httpx.get(f"{scorer_url}/v1/monitor/fraud", timeout=30, headers=auth)
         print(f"scorer: /v1/monitor/fraud {monitor.status_code}")
 
         exposed = httpx.get(worker_url, timeout=5).text + httpx.get(

@@ -25,9 +25,16 @@ def register(app: typer.Typer) -> None:
         scope: list[str] = typer.Option(
             ..., "--scope", help="features:read, predict, push, outcomes, ui or admin; "
                                  "repeatable"),
+        if_missing: bool = typer.Option(
+            False, "--if-missing", help="do nothing when an active token of this name exists "
+                                        "(a deployment's first-start step, run on every start)"),
     ) -> None:
         """Create a token and print it once (only its hash is kept)."""
-        token = _store().create(name, scope)
+        store = _store()
+        if if_missing and any(r.name == name and r.revoked is None for r in store.records()):
+            typer.echo(f"an active token named {name!r} exists: none created", err=True)
+            return
+        token = store.create(name, scope)
         typer.echo(token)
         typer.echo(f"scopes: {', '.join(sorted(set(scope)))} -- store it now, it is not "
                    "shown again", err=True)

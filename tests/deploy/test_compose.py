@@ -19,7 +19,7 @@ import yaml
 from tests.deploy.cli_args import parse
 
 ROOT = Path(__file__).resolve().parents[2]
-TESSERA_SERVICES = ("apply", "worker", "scorer", "sink")
+TESSERA_SERVICES = ("apply", "token", "worker", "scorer", "sink")
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +195,18 @@ def test_the_command_check_rejects_what_the_cli_would():
         parse(["serve", "--port", "eight-thousand"])  # values are converted and checked
     with pytest.raises(UsageError):
         parse(["scorer"])
+
+
+def test_a_token_exists_before_the_scorer_listens_beyond_loopback(services):
+    # `tessera serve` refuses a non-loopback --host while no token exists
+    scorer = services["scorer"]["command"]
+    assert scorer[scorer.index("--host") + 1] not in ("127.0.0.1", "localhost")
+    assert services["scorer"]["depends_on"]["token"] == {
+        "condition": "service_completed_successfully"}
+    token = services["token"]["command"]
+    assert parse(token) == ["tokens", "create"]
+    assert "--if-missing" in token, "a new token on every start would pile up secrets"
+    assert "restart" not in services["token"]
 
 
 def test_the_scorer_starts_without_a_model(services):

@@ -121,6 +121,13 @@ def test_every_container_is_sized_configured_and_runs_a_real_command(resources):
             assert home in mounts, f"{doc['metadata']['name']} does not mount TESSERA_HOME"
 
 
+def test_a_token_job_runs_before_the_scorer_listens_beyond_loopback(resources):
+    (scorer,) = _pod(resources["Deployment", "tessera-scorer"])["containers"]
+    assert scorer["args"][scorer["args"].index("--host") + 1] == "0.0.0.0"
+    (token,) = _pod(resources["Job", "tessera-token"])["containers"]
+    assert parse(token["args"]) == ["tokens", "create"] and "--if-missing" in token["args"]
+
+
 def test_shared_home_is_read_write_many(resources):
     (pvc,) = [d for (k, _), d in resources.items() if k == "PersistentVolumeClaim"]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
