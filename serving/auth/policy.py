@@ -6,7 +6,7 @@ network, and the API description.
 
 from __future__ import annotations
 
-PUBLIC = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+PUBLIC = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 
 # (method or "*", path prefix, scope); the first match wins
 RULES: tuple[tuple[str, str, str], ...] = (

@@ -47,6 +47,7 @@ from features.online.read import parse_at
 from features.request import MissingRequestField, RequestFeatureError
 from serving.auth.guard import AuthGuard
 from serving.http import metrics as http_metrics
+from serving.http.docs import docs_router
 from serving.http.errors import (
     ApiError,
     Guard,
@@ -434,8 +435,10 @@ def create_app(
         scorer.models.close()
 
     app = FastAPI(
-        title=title, version="1", default_response_class=ORJSONResponse, lifespan=lifespan
+        title=title, version="1", default_response_class=ORJSONResponse, lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # /docs from vendored files below; ReDoc needs a CDN
     )
+    app.include_router(docs_router(title=title))
     app.state.scorer = scorer
     app.state.health = health
     app.state.handlers = handlers
