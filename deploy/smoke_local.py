@@ -38,8 +38,6 @@ from features.offline.training_set import write_training_set  # noqa: E402
 from serving.registry.training import fingerprint_of  # noqa: E402
 from tessera.local import free_port, start_broker, start_redis, stop  # noqa: E402
 
-SERVICES = ("apply", "token", "worker", "scorer", "sink")
-
 
 def local_command(command: list[str], ports: dict[str, int]) -> list[str]:
     """The compose command with its fixed ports replaced by free ones (bind hosts are kept:
