@@ -23,26 +23,18 @@ import pyarrow as pa
 
 from features.definitions import EventSource
 from features.event_columns import EventColumns
-from features.offline.event_log import EventLog
+from features.offline.event_log import EventLog, arrow_schema
 
 log = logging.getLogger("tessera.worker.offline")
 
-_TYPES = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
-
-
 def to_table(source: EventSource, events: EventColumns, ingest_us: int) -> pa.Table:
     """Columns of the schema (timestamps as µs UTC) plus ``_offset`` and ``_ingest_ts``."""
-    cols = {name: pa.array(events.columns[name], type=_TYPES[t])
-            for name, t in source.schema.items()}
-    cols["_offset"] = pa.array(events.offsets, type=pa.int64())
+    schema = arrow_schema(source)  # the log's one type map
+    cols = {name: pa.array(events.columns[name], type=schema.field(name).type)
+            for name in source.schema}
+    cols["_offset"] = pa.array(events.offsets, type=schema.field("_offset").type)
     cols["_ingest_ts"] = pa.array(np.full(len(events), ingest_us, dtype=np.int64),
-                                  type=pa.timestamp("us", tz="UTC"))
+                                  type=schema.field("_ingest_ts").type)
     return pa.table(cols)
 
 
