@@ -3,7 +3,8 @@
 Sources, later ones winning: built-in defaults; the project file ``tessera.yaml``, found from
 the current directory upward as Feast finds ``feature_store.yaml`` (relative paths in it are
 relative to the file); environment variables (``TESSERA_HOME``, ``KAFKA_BOOTSTRAP``,
-``REDIS_URL``, ``TESSERA_REPO``, ``TESSERA_MODELS_URI``, ``TESSERA_PROJECT`` naming the
+``REDIS_URL``, ``TESSERA_REPO``, ``TESSERA_MODELS_URI``, ``TESSERA_OFFLINE_URI``,
+``TESSERA_PROJECT`` naming the
 project file, and
 ``TESSERA_SERVE__<FIELD>`` for the ``serve:`` section); arguments given in code or by a command's
 flags. When the broker or Redis address is still unset, the ones ``tessera up`` recorded in
@@ -17,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +29,9 @@ from pydantic_settings import (
 from features.errors import TesseraError
 
 PROJECT_FILE = "tessera.yaml"
+# certificate files: relative to tessera.yaml when given there
+_PATH_FIELDS = ("redis_tls_ca", "redis_tls_cert", "redis_tls_key", "kafka_ssl_cafile",
+                "kafka_ssl_certfile", "kafka_ssl_keyfile")
 
 
 class ServeSettings(BaseModel):
@@ -69,7 +73,7 @@ class _ProjectFile(YamlConfigSettingsSource):
         data = super()._read_file(file_path) or {}
         if not isinstance(data, dict):
             raise TesseraError(f"{file_path} must be a mapping of settings, not {type(data)}")
-        for key in ("home", "repo"):
+        for key in ("home", "repo", *_PATH_FIELDS):
             if isinstance(data.get(key), str):
                 data[key] = str((Path(file_path).parent / data[key]).resolve())
         return data
@@ -106,6 +110,33 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, validation_alias="REDIS_URL",
         description="redis://host:port/db of the online store")
+    # transports (docs/deploy.md "Transport security"): used by every client through
+    # features.online.connection (Redis) and features.kafka_config (Kafka)
+    redis_username: str | None = Field(
+        None, validation_alias="REDIS_USERNAME", description="Redis ACL user")
+    redis_password: SecretStr | None = Field(
+        None, validation_alias="REDIS_PASSWORD", description="Redis ACL user's password")
+    redis_tls_ca: Path | None = Field(
+        None, validation_alias="REDIS_TLS_CA",
+        description="CA bundle that signed Redis' certificate (needs a rediss:// URL)")
+    redis_tls_cert: Path | None = Field(
+        None, validation_alias="REDIS_TLS_CERT", description="client certificate (mutual TLS)")
+    redis_tls_key: Path | None = Field(
+        None, validation_alias="REDIS_TLS_KEY", description="client certificate's key")
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL",
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: str | None = Field(
+        None, validation_alias="KAFKA_SASL_MECHANISM",
+        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    kafka_sasl_username: str | None = Field(None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_cafile: Path | None = Field(
+        None, validation_alias="KAFKA_SSL_CAFILE", description="CA bundle of the brokers")
+    kafka_ssl_certfile: Path | None = Field(
+        None, validation_alias="KAFKA_SSL_CERTFILE", description="client certificate (mTLS)")
+    kafka_ssl_keyfile: Path | None = Field(
+        None, validation_alias="KAFKA_SSL_KEYFILE", description="client certificate's key")
     repo: Path | None = Field(
         None, validation_alias="TESSERA_REPO",
         description="feature repo module; unset: the registry `tessera apply` recorded")
@@ -113,6 +144,10 @@ class Settings(BaseSettings):
         None, validation_alias="TESSERA_MODELS_URI",
         description="model registry: a folder or a pyarrow filesystem URI (default "
                     "<home>/models)")
+    offline_uri: str | None = Field(
+        None, validation_alias="TESSERA_OFFLINE_URI",
+        description="event log: a folder or an object-store URI such as s3://bucket/prefix "
+                    "(default <home>/offline)")
     serve: ServeSettings = Field(default_factory=ServeSettings)
     project_file: Path | None = Field(None, exclude=True,
                                       description="the tessera.yaml these came from, if any")
@@ -169,6 +204,11 @@ class Settings(BaseSettings):
     @property
     def offline_dir(self) -> Path:
         return self.home / "offline"
+
+    @property
+    def offline_location(self) -> str:
+        """The event log's folder or URI: ``offline_uri``, else ``<home>/offline``."""
+        return self.offline_uri or str(self.offline_dir)
 
     @property
     def models_dir(self) -> Path:

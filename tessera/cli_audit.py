@@ -29,9 +29,9 @@ def register(app: typer.Typer) -> None:
         src = _source(load_repo(repo), source)
         client = None
         if settings.redis_url:
-            import redis
+            from features.online.connection import connect_settings
 
-            client = redis.Redis.from_url(settings.redis_url)
+            client = connect_settings(settings)
         try:
             report = audit(src, bootstrap=settings.require_kafka(),
                            event_log=EventLog(settings.offline_dir), redis_client=client,

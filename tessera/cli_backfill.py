@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         from features.offline.event_log import EventLog
-        from features.online.cluster import connect
+        from features.online.connection import connect_settings
         from features.semantics.windows import parse_duration
         from streams.worker.rebuild import backfill
 
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
             raise DefinitionError(f"{view!r} is a batch view; only windowed views live online")
         source_views = [x for x in fr.views.values()
                         if isinstance(x, FeatureView) and x.source.name == v.source.name]
-        client = connect(settings.require_redis())
+        client = connect_settings(settings)
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
             task = bar.add_task(f"backfilling {v.name}@{v.version[:12]}", total=None)

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
 
         Reruns are harmless (absolute writes); a crashed run is simply run again. Reads apply
         the ttl at read time, as training sets do."""
-        from features.online.cluster import connect
+        from features.online.connection import connect_settings
         from features.online.read import parse_at
         from features.semantics.windows import parse_duration
 
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e)) from None
         if every and (start or end):
             raise typer.BadParameter("--every runs up to now each time; drop --start/--end")
-        client = connect(settings.require_redis())  # redis+cluster:// too
+        client = connect_settings(settings)  # redis+cluster:// too
         if period_s is None:
             _run(client, batch, settings, start_us, end_us, incremental)
             return

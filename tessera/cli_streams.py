@@ -171,6 +171,7 @@ def register(app: typer.Typer) -> None:
                                         help="address for /metrics"),
     ) -> None:
         """Consume source topics into Redis tile rings and the Parquet event log."""
+        from features.online.connection import RedisTransport
         from streams.topics import ensure_topics
         from streams.worker.app import Worker, WorkerConfig
         from streams.worker.host import run_in_faust
@@ -184,6 +185,7 @@ def register(app: typer.Typer) -> None:
             offline_dir=settings.offline_dir, group=group, sources=tuple(source),
             allowed_lateness=lateness, max_records=max_records,
             session_timeout_ms=session_timeout_ms, commit_interval_s=commit_interval_s,
+            redis_transport=RedisTransport.from_settings(settings),
         )
         ensure_topics([fr.sources[s] for s in (source or fr.sources)], cfg.bootstrap)
         worker = Worker(fr, cfg)
@@ -210,13 +212,13 @@ def register(app: typer.Typer) -> None:
         Exits 1 when any feature differs (counts/min/max/last exactly, others to 1e-9)."""
         from features.event_schema import parse_timestamp
         from features.offline.event_log import EventLog
-        from features.online.cluster import connect
+        from features.online.connection import connect_settings
         from features.skew import skew_check
 
         settings = Settings.from_env()
         t = time.time_ns() // 1000 if at is None else parse_timestamp(
             int(at) if at.isdigit() else at, "--at")
-        client = connect(settings.require_redis())
+        client = connect_settings(settings)
         report = skew_check(load_repo(repo), view, client, EventLog(settings.offline_dir),
                             at=t, sample=sample, seed=seed)
         for m in report.mismatches[:20]:

@@ -17,7 +17,11 @@ import pytest
 from tessera.local import start_broker, start_redis, start_redis_cluster, stop
 
 _USER_SETTINGS = ("REDIS_URL", "KAFKA_BOOTSTRAP", "REDIS_CLUSTER_URL", "TESSERA_HOME",
-                  "TESSERA_REPO", "TESSERA_PROJECT", "TESSERA_MODELS_URI")
+                  "TESSERA_REPO", "TESSERA_PROJECT", "TESSERA_MODELS_URI", "TESSERA_OFFLINE_URI",
+                  "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_TLS_CA", "REDIS_TLS_CERT",
+                  "REDIS_TLS_KEY", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM",
+                  "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE",
+                  "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE")
 
 
 def pytest_configure(config) -> None:
@@ -90,3 +94,30 @@ def redis_client(redis_url):
 def unique_name() -> str:
     """A fresh name for topics/groups so tests sharing one broker never collide."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def s3_bucket():
+    """A bucket on a real S3-protocol server on localhost (moto's standalone server, as s3fs's
+    own tests use), with the standard AWS variables pointing at it, so pyarrow and boto3 in
+    this process and in its children reach it. Yields ``(endpoint_url, bucket)``."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    bucket = f"tessera-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    yield url, bucket
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()

@@ -208,7 +208,8 @@ class HashReads:
         if pool is None or not hasattr(pool, "make_connection"):
             return None
         conn = pool.make_connection()
-        if not hasattr(conn, "_sock") or getattr(conn, "ssl_context", None) is not None:
+        if not hasattr(conn, "_sock") or isinstance(conn, redis.SSLConnection):
+            wires[id(client)] = (client, None)  # TLS reads need the SSL layer: pipelines
             return None
         wire = _Wire(conn)
         wires[id(client)] = (client, wire)  # the client is kept: its id is never reused

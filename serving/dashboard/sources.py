@@ -206,9 +206,9 @@ def _view_topics(settings: Settings) -> Callable[[], dict[str, str]]:
 def _lag_reader(settings: Settings) -> Callable[[], dict] | None:
     if not (settings.kafka_bootstrap and settings.redis_url):
         return None
-    import redis
+    from features.online.connection import connect_settings
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    client = connect_settings(settings, socket_timeout=2)
     return worker_lag(client, EndOffsets(settings.kafka_bootstrap))
 
 

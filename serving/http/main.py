@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from features.online.connection import RedisTransport
 from features.online.read import OnlineStore
 from features.repos import resolve_repo
 from features.settings import ServeSettings, Settings
@@ -24,16 +25,18 @@ from serving.scorer.scorer import Scorer
 log = logging.getLogger(__name__)
 
 
-def redis_client(url: str, timeout_s: float):
+def redis_client(url: str, timeout_s: float, transport: RedisTransport | None = None):
     """A client that fails fast: short timeouts, no retries (the caller answers 503).
-    ``redis+cluster://`` URLs give a Redis Cluster client (``features.online.cluster``)."""
+    ``redis+cluster://`` URLs give a Redis Cluster client (``features.online.cluster``);
+    ``transport`` carries the ACL user, password and TLS files (``features.online.connection``)."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from features.online.cluster import connect
+    from features.online.connection import connect
 
     return connect(
         url,
+        transport,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
@@ -89,7 +92,8 @@ class ServeConfig:
 
 def build_scorer(cfg: ServeConfig) -> Scorer:
     repo = resolve_repo(cfg.feature_repo, cfg.settings)
-    client = redis_client(cfg.redis_url, cfg.redis_timeout_ms / 1000)
+    client = redis_client(cfg.redis_url, cfg.redis_timeout_ms / 1000,
+                          RedisTransport.from_settings(cfg.settings))
     models = ModelSet(ModelRegistry(cfg.models_uri), reload_s=cfg.reload_s)
     for m in cfg.models:
         name, _, ref = m.partition("@")

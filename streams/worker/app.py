@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -37,6 +37,7 @@ from features.definitions import EventSource, FeatureRepo, FeatureView
 from features.errors import DefinitionError
 from features.event_columns import decode_columns
 from features.offline.event_log import EventLog
+from features.online.connection import RedisTransport
 from features.online.layout import GENERATION_FIELD, REBUILDING_PREFIX, STORE_KEY, Watermark
 from features.semantics.windows import parse_duration
 from streams.partitioner import home_partition
@@ -75,6 +76,7 @@ class WorkerConfig:
     # events or this much time has been folded (catching up: one write per entity per window)
     commit_events: int = 200_000
     commit_interval_s: float = 1.0
+    redis_transport: RedisTransport = field(default_factory=RedisTransport)  # ACL user, TLS
 
 
 class _Pipeline:
@@ -162,7 +164,7 @@ class Worker:
                 f"no windowed feature view reads source(s) {unknown}; sources with views: "
                 f"{sorted(views_by_source)}"
             )
-        self.redis = connect(cfg.redis_url)
+        self.redis = connect(cfg.redis_url, cfg.redis_transport)
         sink = RedisSink(self.redis)
         event_log = EventLog(cfg.offline_dir)
         self.sink, self.event_log = sink, event_log

@@ -42,7 +42,8 @@ import redis
 import redis.exceptions as rexc
 
 from features.online.cluster import by_node, is_cluster, refresh
-from features.online.cluster import connect as connect_url
+from features.online.connection import RedisTransport
+from features.online.connection import connect as connect_url
 from features.online.hmget import HashReads
 from features.online.layout import APPLIED_FIELD, GENERATION_FIELD, STORE_KEY, Watermark
 from streams.worker.resp import bulk, ring_commands
@@ -362,6 +363,7 @@ def _load_scripts(node: Any) -> None:
         node.script_load(text)
 
 
-def connect(url: str) -> Any:
-    """The worker's client: one Redis (``redis://``) or a cluster (``redis+cluster://``)."""
-    return connect_url(url, socket_timeout=30, socket_connect_timeout=5)
+def connect(url: str, transport: RedisTransport | None = None) -> Any:
+    """The worker's client: one Redis (``redis://``, ``rediss://``) or a cluster
+    (``redis+cluster://``), with ``transport``'s credentials and TLS files."""
+    return connect_url(url, transport, socket_timeout=30, socket_connect_timeout=5)

@@ -1,0 +1,76 @@
+"""A Redis that only speaks TLS and only to an ACL user: Debian's redis-server with a CA and a
+server certificate the fixture makes with the ``openssl`` CLI in a temporary folder."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tessera.local import _wait_port, free_port, stop
+
+USER, PASSWORD = "tessera", "s3cret-for-tests"
+
+
+@dataclass(frozen=True)
+class TlsRedis:
+    port: int
+    ca: Path
+    url: str  # rediss://127.0.0.1:port/0, no credentials in it
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The settings a process needs to reach this Redis (as ``tessera.yaml`` or the
+        environment would give them)."""
+        return {"REDIS_URL": self.url, "REDIS_USERNAME": USER, "REDIS_PASSWORD": PASSWORD,
+                "REDIS_TLS_CA": str(self.ca)}
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """(CA, server certificate for localhost/127.0.0.1, its key), valid for two days."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=tessera test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=localhost")
+    (folder / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf")
+    return folder / "ca.crt", folder / "server.crt", folder / "server.key"
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tmp_path_factory) -> TlsRedis:
+    if not shutil.which("redis-server") or not shutil.which("openssl"):
+        pytest.skip("the transport tests need Debian's redis-server and the openssl CLI")
+    folder = tmp_path_factory.mktemp("tls-redis")
+    ca, cert, key = make_certificates(folder / "certs")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+         "--tls-auth-clients", "no", "--user", USER, "on", f">{PASSWORD}", "~*", "&*", "+@all",
+         "--user", "default", "off", "--save", "", "--appendonly", "no", "--dir", str(folder),
+         "--logfile", str(folder / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_port(port, 10, proc, "redis-server --tls-port")
+    yield TlsRedis(port, ca, f"rediss://127.0.0.1:{port}/0")
+    stop(proc)
+
+
+@pytest.fixture
+def tls_client(tls_redis):
+    """A flushed client of the TLS Redis, made the way every Tessera component makes one."""
+    from features.online.connection import RedisTransport, connect
+
+    client = connect(tls_redis.url, RedisTransport(USER, PASSWORD, tls_ca=tls_redis.ca))
+    client.flushdb()
+    yield client
+    client.close()
