@@ -1,16 +1,19 @@
 """The offline event log: every valid event of a source, as Parquet, exactly once.
 
-Layout under ``root`` (``Settings.offline_dir``)::
+Layout under ``root`` (``Settings.offline_location``: a folder, or an ``s3://`` URI)::
 
     events/<source>/date=YYYY-MM-DD/<topic>-<partition>-<first>-<last>.parquet
     events/<source>/_manifest.json   # committed files (+ rows, bytes) and offset watermarks
 
 Why a manifest: a reader must never see a partial write, and a crash between writing data files
-and recording progress must replay without duplicates. Data files are written to a temp name and
-renamed; only then is the manifest replaced (temp + rename) under a lock, listing the new files
-and advancing the watermark of (topic, partition). Readers read only the files the manifest
-lists, so files left behind by a crash are invisible, and the next append of that partition
-deletes them. Rows at or below the watermark are dropped, so replays are idempotent.
+and recording progress must replay without duplicates. The commit is ``committed_log``'s: data
+files first (temp + rename on disk; one immutable, uniquely named object on an object store),
+then the manifest is swapped (under an flock on disk; a conditional put on S3, retried on a new
+manifest when another writer won), listing the new files and advancing the watermark of (topic,
+partition). Readers read only the files the manifest lists, so files left behind by a crash are
+invisible, and a later append deletes them (on an object store only once they are older than
+``ORPHAN_GRACE_S``, since another writer's not-yet-committed files look the same). Rows at or
+below the watermark are dropped, so replays are idempotent.
 
 Readers work from one ``Snapshot`` (one manifest read). Compaction therefore does not delete the
 files it merged: it *retires* them (the manifest stops listing them) and deletes them only once
@@ -24,14 +27,10 @@ epoch it was written in (``_epoch``), so offsets are unique per (topic, partitio
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
-import os
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -39,10 +38,13 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq  # noqa: F401  (tests patch pq.write_table to fail mid-file)
 
 from features.definitions import EventSource
 from features.errors import OfflineStoreError, SchemaError
+from features.offline.committed_log import Attempt, Manifest, ManifestLog
+from features.offline.storage import Store
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 _ARROW = {
@@ -56,6 +58,7 @@ META = [("_topic", pa.string()), ("_partition", pa.int32()), ("_offset", pa.int6
         ("_ingest_ts", TS_TYPE), ("_epoch", pa.int32())]
 _FILLED = ("_topic", "_partition", "_epoch")  # set by the log, not taken from the caller
 RETIRE_AFTER_S = 600.0
+ORPHAN_GRACE_S = 3600.0  # object stores: unlisted files younger than this may be in flight
 IMPORT_TOPIC_PREFIX = "import."
 _DAY_US = 86_400_000_000
 
@@ -71,25 +74,6 @@ def _day(us: int) -> date:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).date()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path.stat().st_size
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """One read of a source's manifest: the files committed at that moment and the log's
@@ -103,9 +87,9 @@ class Snapshot:
     epochs: dict  # "topic/partition" -> current epoch (absent = 0)
 
 
-def _read_table(path: Path) -> pa.Table:
+def _read_table(store: Store, rel: str) -> pa.Table:
     """A committed file; files written before epochs existed read as epoch 0."""
-    table = pq.read_table(path)
+    table = store.read_table(rel)
     if "_epoch" not in table.column_names:
         table = table.append_column("_epoch", pa.array([0] * table.num_rows, pa.int32()))
     return table
@@ -114,57 +98,57 @@ def _read_table(path: Path) -> pa.Table:
 class EventLog:
     """Append-only, hive-partitioned Parquet log of one or more sources' events.
 
+    ``root``: a folder, or an object-store URI (``s3://bucket/prefix``; see
+    ``features.offline.storage`` for endpoints and credentials).
     ``retire_after_s``: how long files merged away by ``compact`` stay on disk for readers of
     older snapshots (0 = delete at once).
     """
 
     def __init__(self, root: Path | str, *, retire_after_s: float = RETIRE_AFTER_S) -> None:
-        self.root = Path(root)
+        self.store = Store(root)
+        self.root: Path | str = Path(self.store.root) if self.store.local else str(root)
         self.retire_after_s = retire_after_s
         self._clean: set[str] = set()  # sources whose crash leftovers this instance removed
 
     # -- paths and manifest -------------------------------------------------------------------
 
     def source_dir(self, source: EventSource | str) -> Path:
-        name = source if isinstance(source, str) else source.name
-        return self.root / "events" / name
-
-    def _manifest_path(self, source: EventSource | str) -> Path:
-        return self.source_dir(source) / "_manifest.json"
-
-    def _read_manifest(self, source: EventSource | str) -> dict:
-        path = self._manifest_path(source)
-        try:
-            manifest = json.loads(path.read_text())
-        except FileNotFoundError:
-            manifest = {}
-        except json.JSONDecodeError as e:
+        """The source's folder on a local disk (``source_store`` works on any storage)."""
+        if not self.store.local:
             raise OfflineStoreError(
-                f"event log manifest {path} is corrupt ({e}); restore it from a backup or "
-                "delete the source's folder and re-import its events"
-            ) from e
+                f"the event log at {self.store.uri} is not on a local disk; read its files "
+                "with scan()/scan_file() instead of paths")
+        return Path(self.source_store(source).root)
+
+    def source_store(self, source: EventSource | str) -> Store:
+        name = source if isinstance(source, str) else source.name
+        return self.store.child(f"events/{name}")
+
+    def _log(self, source: EventSource | str) -> ManifestLog:
+        return ManifestLog(self.source_store(source), "_manifest.json")
+
+    def _read_manifest(self, source: EventSource | str) -> Manifest:
+        manifest = self._log(source).read()
         for k in ("watermarks", "files", "epochs", "epoch_history", "retired"):
             manifest.setdefault(k, {})
         manifest.setdefault("generation", 0)
         return manifest
 
-    @contextmanager
-    def _locked(self, source: EventSource | str) -> Iterator[dict]:
-        """Serialise manifest updates between writers (workers of different partitions)."""
-        d = self.source_dir(source)
-        d.mkdir(parents=True, exist_ok=True)
-        with open(d / "_manifest.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield self._read_manifest(source)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _update(self, source: EventSource | str, change: Callable[[Manifest, Attempt], int]
+                ) -> int:
+        """Apply ``change`` to the manifest and commit it (retried if another writer won)."""
+        def defaults(manifest: Manifest, attempt: Attempt) -> int:
+            for k in ("watermarks", "files", "epochs", "epoch_history", "retired"):
+                manifest.setdefault(k, {})
+            manifest.setdefault("generation", 0)
+            return change(manifest, attempt)
 
-    def _commit(self, source: EventSource | str, manifest: dict) -> None:
-        """The atomic step: until this rename, nothing a writer did is visible."""
-        manifest["generation"] = int(manifest.get("generation", 0)) + 1
-        data = json.dumps(manifest, sort_keys=True, indent=0).encode()
-        _write_atomic(self._manifest_path(source), data)
+        log = self._log(source)
+        return log.update(defaults, commit=lambda m: self._commit(source, m))
+
+    def _commit(self, source: EventSource | str, manifest: Manifest) -> None:
+        """The atomic step: until this swap, nothing a writer did is visible."""
+        self._log(source).commit(manifest)
 
     def snapshot(self, source: EventSource | str) -> Snapshot:
         """The committed state of ``source`` now; pass it to ``files``/``scan``."""
@@ -187,15 +171,17 @@ class EventLog:
         reset, so offsets from 0 are accepted again. Rows already written keep their epoch.
         """
         key = f"{topic}/{partition}"
-        with self._locked(source) as manifest:
+
+        def change(manifest: Manifest, attempt: Attempt) -> int:
             current = int(manifest["epochs"].get(key, 0))
             if epoch <= current:
-                return False
+                return 0
             manifest["epoch_history"].setdefault(key, []).append(
                 {"epoch": current, "last_offset": manifest["watermarks"].pop(key, None)})
             manifest["epochs"][key] = int(epoch)
-            self._commit(source, manifest)
-        return True
+            return 1
+
+        return bool(self._update(source, change))
 
     def epoch_history(self, source: EventSource | str, topic: str,
                       partition: int) -> list[tuple[int, int | None]]:
@@ -260,7 +246,8 @@ class EventLog:
                           topic: str, epochs: dict[int, int] | None = None) -> int:
         """``append`` for several partitions of one topic under one manifest update (one lock,
         one manifest rewrite and fsync per flush instead of one per partition)."""
-        with self._locked(source) as manifest:
+
+        def change(manifest: Manifest, attempt: Attempt) -> int:
             if source.name not in self._clean:  # once per process: orphans come from crashes
                 self._remove_orphans(source, set(manifest["files"]) | set(manifest["retired"]))
                 self._clean.add(source.name)
@@ -277,19 +264,23 @@ class EventLog:
                     if table is None:
                         continue
                     prefix = f"{topic}-{partition}-" + (f"e{epoch}-" if epoch else "")
-                    files.update(self._write_by_date(source, table, prefix))
+                    files.update(self._write_by_date(source, table, prefix, attempt))
                     marks[f"{topic}/{partition}"] = int(pc.max(table.column("_offset")).as_py())
                     written += table.num_rows
                 if marks:
                     manifest["files"].update(files)
                     manifest["watermarks"].update(marks)
-                    expired = self._expire_retired(manifest)
-                    self._commit(source, manifest)
-                    self._delete(source, expired)
+                    attempt.delete_after.extend(self._expire_retired(manifest))
             except BaseException:
                 self._clean.discard(source.name)  # our own leftovers: remove them next time
                 raise
-        return written
+            return written
+
+        try:
+            return self._update(source, change)
+        except BaseException:
+            self._clean.discard(source.name)
+            raise
 
     def _above_mark(self, source: EventSource, rows: pa.Table, manifest: dict, topic: str,
                     partition: int, epoch: int) -> pa.Table | None:
@@ -313,29 +304,41 @@ class EventLog:
                 "each event needs its own log offset", field="_offset")
         return table
 
-    def _write_by_date(self, source: EventSource, table: pa.Table, prefix: str) -> dict:
+    def _unique(self, name: str) -> str:
+        """Object stores: a name no other writer uses (two racing writers never overwrite
+        each other's data files); local names stay offset ranges, the flock serialises."""
+        if self.store.local:
+            return name
+        stem, dot, ext = name.rpartition(".")
+        return f"{stem}-{uuid.uuid4().hex[:12]}{dot}{ext}"
+
+    def _write_by_date(self, source: EventSource, table: pa.Table, prefix: str,
+                       attempt: Attempt) -> dict:
         ts = table.column(source.timestamp_field).cast(pa.int64()).to_numpy()
         days = ts // _DAY_US
         out = {}
         for d in sorted(set(days.tolist())):
             part = table.filter(pa.array(days == d))
             offs = part.column("_offset")
-            name = f"{prefix}{pc.min(offs).as_py()}-{pc.max(offs).as_py()}.parquet"
+            name = self._unique(f"{prefix}{pc.min(offs).as_py()}-{pc.max(offs).as_py()}.parquet")
             rel = f"date={_day(d * _DAY_US).isoformat()}/{name}"
-            size = _write_parquet_atomic(part, self.source_dir(source) / rel)
+            size = attempt.write_parquet(rel, part)
             out[rel] = {"rows": part.num_rows, "bytes": size}
         return out
 
     def _remove_orphans(self, source: EventSource, listed: set[str]) -> None:
-        """Delete data and temp files a crash left behind. Every write happens under the lock,
-        so with the lock held any file the manifest does not list (or keep as retired) is an
-        orphan."""
-        d = self.source_dir(source)
-        for path in d.glob("date=*/*"):
-            if f"{path.parent.name}/{path.name}" not in listed:
-                path.unlink(missing_ok=True)
-        for path in d.glob("._manifest.json.*.tmp"):  # a manifest write that failed midway
-            path.unlink(missing_ok=True)
+        """Delete data and temp files a crash left behind. On a local disk every write happens
+        under the lock, so with the lock held any file the manifest does not list (or keep as
+        retired) is an orphan; on an object store only old enough ones are (the others may be
+        another writer's, about to be committed)."""
+        store = self.source_store(source)
+        cutoff = None if store.local else (time.time() - ORPHAN_GRACE_S) * 1e9
+        for entry in store.list_files():
+            top = entry.rel.split("/", 1)[0]
+            orphan = (top.startswith("date=") and entry.rel not in listed) or (
+                entry.rel.startswith("._manifest.json.") and entry.rel.endswith(".tmp"))
+            if orphan and (cutoff is None or (entry.mtime_ns or 0) < cutoff):
+                store.delete(entry.rel)
 
     def _expire_retired(self, manifest: dict) -> list[str]:
         """Drop retired files older than the grace period from the manifest; returns them, to
@@ -346,10 +349,6 @@ class EventLog:
         for rel in gone:
             del manifest["retired"][rel]
         return gone
-
-    def _delete(self, source: EventSource | str, rels: list[str]) -> None:
-        for rel in rels:
-            (self.source_dir(source) / rel).unlink(missing_ok=True)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -386,9 +385,15 @@ class EventLog:
         schema = pl.from_arrow(arrow_schema(source).empty_table()).schema
         if not rels:
             return pl.LazyFrame(schema=schema)
-        paths = [str(self.source_dir(source) / rel) for rel, _ in rels]
-        lf = pl.scan_parquet(paths, hive_partitioning=False, schema=schema,
-                             missing_columns="insert")
+        store = self.source_store(source)
+        paths = [store.path(rel) for rel, _ in rels]
+        if store.local:
+            lf = pl.scan_parquet(paths, hive_partitioning=False, schema=schema,
+                                 missing_columns="insert")
+        else:  # through pyarrow.fs: the same endpoint and credentials as the writers
+            dataset = pads.dataset(paths, schema=arrow_schema(source), format="parquet",
+                                   filesystem=store.fs)
+            lf = pl.scan_pyarrow_dataset(dataset)
         lf = lf.with_columns(pl.col("_epoch").fill_null(0))
         ts = pl.col(source.timestamp_field).dt.epoch("us")
         if start is not None:
@@ -396,6 +401,13 @@ class EventLog:
         if end is not None:
             lf = lf.filter(ts < end)
         return lf
+
+    def scan_file(self, source: EventSource | str, rel: str) -> pl.LazyFrame:
+        """One committed file (a ``files`` path), on any storage."""
+        store = self.source_store(source)
+        if store.local:
+            return pl.scan_parquet(store.path(rel))
+        return pl.from_arrow(store.read_table(rel)).lazy()
 
     # -- users' own files ---------------------------------------------------------------------
 
@@ -441,8 +453,8 @@ class EventLog:
         ``retire_after_s`` has passed (then a later compaction or append deletes them).
         ``min_files=1`` rewrites partitions that already are one file.
         """
-        removed = 0
-        with self._locked(source) as manifest:
+        def change(manifest: Manifest, attempt: Attempt) -> int:
+            removed = 0
             by_date: dict[str, list[str]] = {}
             for rel in sorted(manifest["files"]):
                 by_date.setdefault(rel.split("/", 1)[0], []).append(rel)
@@ -451,25 +463,25 @@ class EventLog:
             for d, rels in by_date.items():
                 if len(rels) < min_files:
                     continue
-                paths = [self.source_dir(source) / r for r in rels]
-                table = pa.concat_tables([_read_table(p) for p in paths])
+                store = self.source_store(source)
+                table = pa.concat_tables([_read_table(store, r) for r in rels])
                 table = table.select(arrow_schema(source).names)
                 table = table.take(pc.sort_indices(
                     table, [("_topic", "ascending"), ("_partition", "ascending"),
                             ("_epoch", "ascending"), ("_offset", "ascending")]))
                 digest = hashlib.sha256("\n".join(rels).encode()).hexdigest()[:16]
-                rel = f"{d}/compacted-g{gen}-{digest}.parquet"
-                size = _write_parquet_atomic(table, self.source_dir(source) / rel)
+                rel = f"{d}/" + self._unique(f"compacted-g{gen}-{digest}.parquet")
+                size = attempt.write_parquet(rel, table)
                 for r in rels:
                     del manifest["files"][r]
                     manifest["retired"][r] = {"at": now, "generation": gen}
                 manifest["files"][rel] = {"rows": table.num_rows, "bytes": size}
                 removed += len(rels)
-            expired = self._expire_retired(manifest)
-            if removed or expired:
-                self._commit(source, manifest)
-                self._delete(source, expired)  # after the manifest no longer names them
-        return removed
+            # deleted after the manifest no longer names them; no change, no commit
+            attempt.delete_after.extend(self._expire_retired(manifest))
+            return removed
+
+        return self._update(source, change)
 
 
 def schema_index(table: pa.Table, name: str) -> int:

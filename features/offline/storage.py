@@ -1,0 +1,263 @@
+"""Where committed logs and registries keep their files: a local folder or an object store.
+
+One small interface over ``pyarrow.fs`` (so ``s3://``, ``gs://``, ``file://`` and plain paths
+all work for reading and writing whole files) plus the one verb object stores add that a
+filesystem lacks: a *conditional put* (compare-and-swap of one small object). Object stores have
+no atomic rename, so a commit there is "write immutable, uniquely named data files, then swap
+the manifest with a conditional put"; ``put_if`` is that swap.
+
+- Local folders: whole-file writes go to a temp name, are fsynced and renamed; ``put_if`` is
+  compare-and-swap under ``lock`` (an ``flock`` beside the file), the version token a hash of
+  the content.
+- ``s3://``: ``put_if`` is a PUT with ``If-Match: <etag>`` (or ``If-None-Match: *`` to
+  create), which S3 and S3-compatible servers answer 412 when another writer got there first.
+  It needs boto3 (``pip install 'tessera[s3]'``). The endpoint, region and credentials come
+  from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...) or from
+  the URI's query (``s3://bucket/prefix?endpoint_override=http://host:port``), which pyarrow
+  and boto3 both read.
+- Other URIs (``gs://``, ...) read and write through pyarrow, but have no conditional put here
+  yet: ``put_if`` raises ``StorageError`` rather than risk a lost update.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from features.errors import TesseraError
+
+
+class StorageError(TesseraError):
+    """A storage root cannot be opened or does not support what a writer needs."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    rel: str  # '/'-separated, relative to the store's root
+    size: int
+    mtime_ns: int | None
+
+
+def is_uri(root: str | Path) -> bool:
+    return "://" in str(root)
+
+
+class Store:
+    """Files under one root, addressed by '/'-separated relative paths."""
+
+    def __init__(self, root: str | Path) -> None:
+        text = str(root)
+        self.uri = text
+        self._s3 = None
+        if is_uri(text) and not text.startswith("file://"):
+            try:
+                self.fs, path = pafs.FileSystem.from_uri(text)
+            except (ValueError, OSError, pa.ArrowException) as e:
+                raise StorageError(
+                    f"cannot open storage {text!r}: {e}; use a local folder or a URI pyarrow "
+                    "understands (s3://bucket/prefix, gs://bucket/prefix, file:///abs/path)"
+                ) from e
+            self.root = path.rstrip("/")
+            self.local = isinstance(self.fs, pafs.LocalFileSystem)
+            self.scheme = urlsplit(text).scheme
+        else:
+            folder = Path(text.removeprefix("file://")).expanduser().resolve()
+            self.fs, self.root, self.local, self.scheme = (
+                pafs.LocalFileSystem(), str(folder), True, "file")
+
+    # -- paths --------------------------------------------------------------------------------
+
+    def path(self, rel: str) -> str:
+        """The path of ``rel`` for ``self.fs`` (a local path when ``local``)."""
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def child(self, rel: str) -> Store:
+        """The store rooted at ``rel`` under this one (same filesystem)."""
+        sub = Store.__new__(Store)
+        sub.__dict__.update(self.__dict__)
+        sub.root = self.path(rel.strip("/"))
+        sub.uri = f"{self.uri.split('?', 1)[0].rstrip('/')}/{rel.strip('/')}"
+        return sub
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    # -- whole files --------------------------------------------------------------------------
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The file's content; ``FileNotFoundError`` when there is none."""
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Replace ``rel`` whole: readers see the old or the new content, never a part."""
+        path = self.path(rel)
+        if not self.local:  # an object PUT replaces the whole object atomically
+            with self.fs.open_output_stream(path) as f:
+                f.write(data)
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def write_parquet(self, rel: str, table: pa.Table) -> int:
+        """Write an immutable data file (zstd Parquet); returns its size in bytes."""
+        if not self.local:
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="zstd")
+            self.write_bytes(rel, buf.getvalue())
+            return buf.tell()
+        path = Path(self.path(rel))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path.stat().st_size
+
+    def read_table(self, rel: str) -> pa.Table:
+        return pq.read_table(self.path(rel), filesystem=self.fs)
+
+    def delete(self, rel: str) -> None:
+        """Remove ``rel`` if it exists."""
+        try:
+            self.fs.delete_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+    def list_files(self, rel: str = "", recursive: bool = True) -> list[FileEntry]:
+        """Files under ``rel`` (empty when it does not exist), paths relative to ``rel``."""
+        base = self.path(rel).rstrip("/")
+        sel = pafs.FileSelector(base, allow_not_found=True, recursive=recursive)
+        out = []
+        for info in self.fs.get_file_info(sel):
+            if info.type == pafs.FileType.File:
+                out.append(FileEntry(info.path[len(base) + 1:], info.size or 0, info.mtime_ns))
+        return sorted(out, key=lambda e: e.rel)
+
+    def list_dir(self, rel: str) -> list[str]:
+        """Names directly under ``rel`` (files and folders; empty when it does not exist)."""
+        sel = pafs.FileSelector(self.path(rel), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(sel))
+
+    def mtime_ns(self, rel: str) -> int | None:
+        info = self.fs.get_file_info(self.path(rel))
+        if info.type == pafs.FileType.NotFound or info.mtime_ns is None:
+            return None
+        return info.mtime_ns
+
+    # -- compare and swap ---------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, rel: str) -> Iterator[None]:
+        """Serialise this machine's writers of ``rel`` (an ``flock`` beside it on a local disk;
+        nothing on an object store, where ``put_if`` alone decides who wins)."""
+        if not self.local:
+            yield
+            return
+        path = Path(self.path(rel))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
+        """The content of ``rel`` and a version token to pass to ``put_if`` (None, None when
+        there is no such file)."""
+        if self.scheme == "s3":
+            return self._s3_get(rel)
+        try:
+            data = self.read_bytes(rel)
+        except FileNotFoundError:
+            return None, None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if(self, rel: str, data: bytes, version: str | None) -> bool:
+        """Write ``data`` only if ``rel`` is still at ``version`` (None: only if it does not
+        exist); returns False when another writer changed it first. Locally, call it while
+        holding ``lock(rel)``."""
+        if self.scheme == "s3":
+            return self._s3_put_if(rel, data, version)
+        if not self.local:
+            raise StorageError(
+                f"{self.uri}: {self.scheme}:// has no conditional put in Tessera yet, so "
+                "concurrent commits could lose an update; use a local folder or s3://")
+        _, current = self.read_versioned(rel)
+        if current != version:
+            return False
+        self.write_bytes(rel, data)
+        return True
+
+    # -- S3 through boto3 (pyarrow's S3 filesystem has no conditional writes) -----------------
+
+    def _s3_client(self):
+        if self._s3 is None:
+            try:
+                import boto3
+            except ImportError as e:
+                raise StorageError(
+                    f"{self.uri}: committing to S3 needs boto3 for conditional writes; "
+                    "pip install 'tessera[s3]'") from e
+            query = parse_qs(urlsplit(self.uri).query)
+            kwargs = {}
+            if query.get("endpoint_override"):
+                url = query["endpoint_override"][0]
+                kwargs["endpoint_url"] = url if "://" in url else f"http://{url}"
+            if query.get("region"):
+                kwargs["region_name"] = query["region"][0]
+            self._s3 = boto3.client("s3", **kwargs)
+        return self._s3
+
+    def _bucket_key(self, rel: str) -> tuple[str, str]:
+        bucket, _, key = self.path(rel).partition("/")
+        return bucket, key
+
+    def _s3_get(self, rel: str) -> tuple[bytes | None, str | None]:
+        client = self._s3_client()
+        bucket, key = self._bucket_key(rel)
+        try:
+            resp = client.get_object(Bucket=bucket, Key=key)
+        except client.exceptions.NoSuchKey:
+            return None, None
+        return resp["Body"].read(), resp["ETag"]
+
+    def _s3_put_if(self, rel: str, data: bytes, version: str | None) -> bool:
+        from botocore.exceptions import ClientError
+
+        client = self._s3_client()
+        bucket, key = self._bucket_key(rel)
+        cond = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=data, **cond)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            # 412: the precondition failed; 409: a concurrent conditional write is in flight
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
+                    409, 412):
+                return False
+            raise
+        return True

@@ -1,0 +1,214 @@
+"""The event log on a real S3-protocol server: same rows and training sets as on a local disk,
+a writer killed mid-flush leaves nothing half-visible, racing writers lose no commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import features.offline.event_log as event_log_mod
+from features.offline.committed_log import CommitConflict, ManifestLog
+from features.offline.event_log import EventLog
+from features.offline.storage import Store
+from features.offline.training_set import training_set
+from features.settings import Settings
+from tests.features.offline.test_event_log import SOURCE, offsets_in, rows
+from tests.features.offline.test_training_set import REPO, VIEW, _append, _events, _spine
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def s3_root(s3_bucket) -> str:
+    _, bucket = s3_bucket
+    return f"s3://{bucket}/{uuid.uuid4().hex[:8]}/offline"
+
+
+def test_round_trip_and_training_set_equal_local_disk(s3_root, tmp_path):
+    rng = random.Random(7)
+    events = _events(rng, 300)
+    spine = _spine(rng, 80)
+    local, remote = EventLog(tmp_path / "offline"), EventLog(s3_root)
+    for log in (local, remote):
+        _append(log, events[:200])
+        _append(log, events[150:])  # an overlapping replay writes nothing twice
+    src = VIEW.source
+    assert remote.committed_offset(src, "buys", 0) == 299
+    cols = ["user_id", "shop", "amount", "ts", "_offset", "_epoch"]
+    a = local.scan(src).collect().select(cols).sort("_offset")
+    b = remote.scan(src).collect().select(cols).sort("_offset")
+    assert b.height == 300 and a.equals(b)
+    assert {r for r, _ in remote.files(src)} and all(  # a date partition each, as on disk
+        r.startswith("date=") for r, _ in remote.files(src))
+    refs = [f"pair_stats:{f.name}" for f in VIEW.features]
+    settings = Settings(tmp_path)
+    want = training_set(spine, refs, repo=REPO, settings=settings, event_log=local)
+    got = training_set(spine, refs, repo=REPO, settings=settings, event_log=remote)
+    assert got.height == spine.height and got.equals(want)
+    # compaction on the object store: same rows, fewer files
+    before = remote.files(src)
+    dates = {r.split("/")[0] for r, _ in before}
+    assert len(before) > len(dates) and remote.compact(src) == len(before)
+    assert {r.split("/")[0] for r, _ in remote.files(src)} == dates
+    assert len(remote.files(src)) == len(dates)
+    assert remote.scan(src).collect().select(cols).sort("_offset").equals(a)
+
+
+def test_settings_offline_uri_points_the_log_at_s3(s3_root, tmp_path):
+    settings = Settings(tmp_path, offline_uri=s3_root)
+    assert settings.offline_location == s3_root
+    log = EventLog(settings.offline_location)
+    log.append(SOURCE, rows(list(range(5))), topic="txns", partition=0)
+    assert offsets_in(EventLog(s3_root)) == list(range(5))
+    assert not (tmp_path / "offline").exists()  # nothing on the local disk
+    with pytest.raises(Exception, match="not on a local disk"):
+        log.source_dir(SOURCE)
+
+
+CHILD = textwrap.dedent('''
+    import sys
+    from features.offline.event_log import EventLog
+    from tests.features.offline.test_event_log import rows, SOURCE
+    root, batch = sys.argv[1], int(sys.argv[2])
+    log = EventLog(root)
+    k = 0
+    while True:
+        offs = list(range(k * batch, (k + 1) * batch))
+        # several date partitions per batch: several data objects, then the manifest
+        log.append(SOURCE, rows(offs, spread_days=4), topic="txns", partition=0)
+        print(k, flush=True)
+        k += 1
+''')
+
+
+def test_kill_9_mid_flush_leaves_every_committed_batch_exactly_once(s3_root, monkeypatch):
+    batch = 25
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, s3_root, str(batch)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    reported = -1
+    try:
+        deadline = time.monotonic() + 30
+        while reported < 4 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "the writer died before committing five batches"
+            reported = int(line)
+        time.sleep(random.uniform(0, 0.05))  # somewhere inside the next flush
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert reported >= 4
+    log = EventLog(s3_root)
+    offsets = offsets_in(log)
+    committed = len(offsets) // batch
+    # every reported batch, possibly the one in flight if its manifest swap landed, no part
+    assert committed in (reported + 1, reported + 2)
+    assert offsets == list(range(committed * batch))  # each exactly once, nothing half
+    assert log.committed_offset(SOURCE, "txns", 0) == committed * batch - 1
+    store = log.source_store(SOURCE)
+    listed = {r for r, _ in log.files(SOURCE)}
+    on_store = {e.rel for e in store.list_files() if e.rel.startswith("date=")}
+    assert listed <= on_store
+    # a restarted writer resumes after the watermark; once orphans are past their grace
+    # period (0 here), it deletes the objects the killed flush left unlisted
+    monkeypatch.setattr(event_log_mod, "ORPHAN_GRACE_S", 0.0)
+    nxt = list(range(committed * batch, (committed + 1) * batch))
+    assert EventLog(s3_root).append(SOURCE, rows(list(range(committed * batch - 3, nxt[-1] + 1)),
+                                                 spread_days=4),
+                                    topic="txns", partition=0) == batch
+    assert offsets_in(EventLog(s3_root)) == list(range((committed + 1) * batch))
+    on_store = {e.rel for e in store.list_files() if e.rel.startswith("date=")}
+    assert on_store == {r for r, _ in EventLog(s3_root).files(SOURCE)}
+
+
+def test_two_writers_racing_on_one_manifest_lose_no_commit(s3_root):
+    """Two writers (partitions 0 and 1), each with its own log object, append 12 batches at
+    once: conditional puts make every lost race redo its update, so both survive."""
+    conflicts = []
+    real = ManifestLog.commit
+
+    def counting(self, manifest):
+        try:
+            real(self, manifest)
+        except CommitConflict:
+            conflicts.append(1)
+            raise
+
+    ManifestLog.commit = counting
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def writer(partition: int) -> None:
+        try:
+            log = EventLog(s3_root)
+            start.wait()
+            for k in range(12):
+                log.append(SOURCE, rows(list(range(k * 10, k * 10 + 10)), spread_days=1),
+                           topic="txns", partition=partition)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=writer, args=(p,)) for p in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        ManifestLog.commit = real
+    assert not errors, errors
+    log = EventLog(s3_root)
+    df = log.scan(SOURCE).collect()
+    for p in (0, 1):
+        assert sorted(df.filter(pl.col("_partition") == p)["_offset"].to_list()) == list(
+            range(120))
+        assert log.committed_offset(SOURCE, "txns", p) == 119
+    assert log.snapshot(SOURCE).generation == 24  # one commit per append, none lost
+    print(json.dumps({"conflicts_retried": len(conflicts)}))
+
+
+def test_a_stale_manifest_loses_with_a_clear_error(s3_root):
+    """The race made deterministic: a writer whose manifest is stale cannot overwrite a
+    newer one; update() redoes the change on the new manifest instead."""
+    store = Store(s3_root)
+    log = ManifestLog(store, "m/_manifest.json")
+    stale = log.read()
+    log.update(lambda m, a: m.setdefault("files", {}).update({"a": 1}))
+    stale["files"] = {"b": 1}
+    with pytest.raises(CommitConflict, match="changed since generation 0"):
+        log.commit(stale)
+    calls = []
+
+    def change(m, attempt):
+        calls.append(1)
+        attempt.write_bytes(f"m/data-{len(calls)}", b"x")
+        if len(calls) == 1:  # another writer commits between our read and our swap
+            ManifestLog(store, "m/_manifest.json").update(
+                lambda m2, _: m2["files"].update({"c": 1}))
+        m["files"]["d"] = 1
+
+    log.update(change)
+    assert len(calls) == 2
+    assert log.read()["files"] == {"a": 1, "c": 1, "d": 1}
+    assert not store.exists("m/data-1") and store.exists("m/data-2")  # the loser's is gone
+    one_try = ManifestLog(store, "m/_manifest.json", attempts=1)
+
+    def always_raced(m, attempt):
+        ManifestLog(store, "m/_manifest.json").update(
+            lambda m2, _: m2["files"].update({str(time.time_ns()): 1}))
+        m["files"]["e"] = 1
+
+    with pytest.raises(CommitConflict, match="lost the race"):
+        one_try.update(always_raced)
