@@ -99,7 +99,7 @@ class ModelRegistry:
         taken = [int(v) for v in self.storage.list_dir(f"{name}/versions") if v.isdigit()]
         version = str(max(taken, default=0) + 1)
         base = f"{name}/versions/{version}"
-        if self.storage.exists(f"{base}/metadata.json"):
+        if not self.storage.create(f"{base}/claim"):  # one writer per number, even on S3
             raise RegistryError(f"{name} version {version} was registered concurrently; retry")
         meta = {**metadata, "name": name, "version": version}
         meta.setdefault("created", _now())

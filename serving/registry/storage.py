@@ -1,82 +1,98 @@
 """Where model files live: a local folder or any pyarrow filesystem URI (s3://, gs://, file://).
 
-The registry only needs five verbs (read, write, exists, list, append a line), so it talks to
-this small class and never to a filesystem API directly. Whole-file writes go to a temporary
-name first and are then moved into place, so a reader never sees half a file on a local disk.
+The registry only needs a few verbs (read, write, create, exists, list, append a line), so it
+talks to this small class and never to a filesystem API directly. It sits on the event log's
+``features.offline.storage.Store``, so endpoints and credentials are configured the same way
+(standard AWS variables, or ``?endpoint_override=`` in the URI). Whole-file writes go to a
+temporary name and are moved into place on a local disk; an object PUT is atomic already.
+Creating a file that must not exist yet (a version's claim) and appending an audit line use
+the store's conditional put on S3, so two writers never both take one version number and never
+drop each other's audit lines.
 """
 
 from __future__ import annotations
 
-import uuid
+import os
 from pathlib import Path
 
-import pyarrow.fs as pafs
-
 from features.errors import RegistryError
+from features.offline.storage import StorageError, Store
+
+APPEND_ATTEMPTS = 50
 
 
 class ModelStorage:
     """Files under one root, addressed by '/'-separated relative paths."""
 
     def __init__(self, root: str | Path) -> None:
-        text = str(root)
-        if "://" in text:
-            try:
-                self.fs, self.root = pafs.FileSystem.from_uri(text)
-            except (ValueError, OSError) as e:
-                raise RegistryError(
-                    f"cannot open model storage {text!r}: {e}; use a local folder or a URI "
-                    "pyarrow understands (file:///abs/path, s3://bucket/prefix, gs://...)"
-                ) from e
-        else:
-            self.fs, self.root = pafs.LocalFileSystem(), str(Path(text).resolve())
-        self.uri = text
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        try:
+            self.store = Store(root)
+        except StorageError as e:
+            raise RegistryError(f"cannot open model storage: {e}") from e
+        self.fs, self.root, self.local = self.store.fs, self.store.root, self.store.local
+        self.uri = str(root)
+        # a conditional put exists on disk and S3; elsewhere (gs://) writes are last-writer-wins
+        self._cas = self.local or self.store.scheme == "s3"
 
     def _p(self, rel: str) -> str:
-        return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
+        return self.store.path(rel)
 
     def exists(self, rel: str) -> bool:
-        return self.fs.get_file_info(self._p(rel)).type != pafs.FileType.NotFound
+        return self.store.exists(rel)
 
     def read_bytes(self, rel: str) -> bytes:
         try:
-            with self.fs.open_input_stream(self._p(rel)) as f:
-                return f.read()
+            return self.store.read_bytes(rel)
         except FileNotFoundError as e:
             raise RegistryError(f"no file {rel!r} in model storage {self.uri!r}") from e
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        path = self._p(rel)
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        if not self.local:  # object stores replace whole objects atomically already
-            with self.fs.open_output_stream(path) as f:
+        self.store.write_bytes(rel, data)
+
+    def create(self, rel: str, data: bytes = b"") -> bool:
+        """Write ``rel`` only if it does not exist yet; returns False if it did (another
+        writer created it first: exclusive create on disk, ``If-None-Match: *`` on S3)."""
+        if self.local:
+            path = Path(self._p(rel))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            return
-        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, path)
+            return True
+        if not self._cas:
+            if self.exists(rel):
+                return False
+            self.write_bytes(rel, data)
+            return True
+        return self.store.put_if(rel, data, None)
 
     def append_line(self, rel: str, line: str) -> None:
-        """Append one line (an audit record). Object stores cannot append: rewrite the file."""
-        path = self._p(rel)
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        """Append one line (an audit record). Object stores cannot append: the file is
+        rewritten with a conditional put, redone when another writer appended first."""
         data = (line.rstrip("\n") + "\n").encode()
         if self.local:
+            path = Path(self._p(rel))
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "ab") as f:
                 f.write(data)
             return
-        old = self.read_bytes(rel) if self.exists(rel) else b""
-        self.write_bytes(rel, old + data)
+        if not self._cas:
+            old = self.read_bytes(rel) if self.exists(rel) else b""
+            self.write_bytes(rel, old + data)
+            return
+        for _ in range(APPEND_ATTEMPTS):
+            old, version = self.store.read_versioned(rel)
+            if self.store.put_if(rel, (old or b"") + data, version):
+                return
+        raise RegistryError(f"{self.uri}/{rel}: {APPEND_ATTEMPTS} appends in a row lost the "
+                            "race to other writers; retry")
 
     def list_dir(self, rel: str) -> list[str]:
         """Names directly under ``rel`` (empty when it does not exist)."""
-        sel = pafs.FileSelector(self._p(rel), allow_not_found=True)
-        return sorted(info.base_name for info in self.fs.get_file_info(sel))
+        return self.store.list_dir(rel)
 
     def mtime_ns(self, rel: str) -> int | None:
-        info = self.fs.get_file_info(self._p(rel))
-        if info.type == pafs.FileType.NotFound or info.mtime_ns is None:
-            return None
-        return info.mtime_ns
+        return self.store.mtime_ns(rel)
