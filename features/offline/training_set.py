@@ -294,7 +294,7 @@ def build_training_set(
         from features.registry import load_repo
 
         repo = load_repo(settings)
-    log = event_log or EventLog(settings.offline_dir)
+    log = event_log or EventLog(settings.offline_location)
     df = _as_frame(spine)
     if timestamp_column not in df.columns:
         raise OfflineStoreError(f"spine has no timestamp column {timestamp_column!r} (columns: "
