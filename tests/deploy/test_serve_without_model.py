@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tessera.local import free_port
+from tests.serving.http.conftest import wait_until_up
 
 pytestmark = pytest.mark.integration
 
@@ -83,16 +83,7 @@ def test_allow_no_model_serves_features_alive_but_not_ready(env):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "scorer never answered /healthz"
-            time.sleep(0.1)
+        wait_until_up(f"{base}/healthz", proc, within_s=60)
         ready = httpx.get(f"{base}/readyz", timeout=5)
         assert ready.status_code == 503
         assert "no model loaded" in ready.json()["problems"]

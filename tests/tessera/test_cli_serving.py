@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from serving.registry import ModelRegistry
 from serving.scorer.synthetic import write_repo_file
 from tessera import cli_serving
+from tests.serving.http.conftest import wait_until_up
 from tests.serving.registry.helpers import write_training_set
 
 
@@ -63,7 +64,6 @@ def test_serve_two_workers_default_models(tmp_path, redis_client, redis_url):
     import signal
     import subprocess
     import sys
-    import time
 
     import httpx
 
@@ -84,16 +84,7 @@ def test_serve_two_workers_default_models(tmp_path, redis_client, redis_url):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "tessera serve not ready in 30 s"
-            time.sleep(0.2)
+        wait_until_up(f"{base}/readyz", proc)
         with httpx.Client(base_url=base) as c:
             for i in range(20):
                 r = c.post("/v1/predict/fraud", json={"entities": [{"user_id": f"u{i}"}],

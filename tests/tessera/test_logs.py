@@ -14,6 +14,7 @@ from features.errors import DefinitionError
 from serving.scorer.synthetic import write_repo_file
 from tessera.local import free_port
 from tessera.logs import logging_config
+from tests.serving.http.conftest import wait_until_up
 
 
 def test_a_bad_level_or_format_is_refused_with_the_choices():
@@ -43,16 +44,7 @@ def test_serve_writes_json_lines_and_an_access_record_per_request(tmp_path, redi
             stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, err.read_text()[-2000:]
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "tessera serve not ready in 30 s"
-            time.sleep(0.2)
+        wait_until_up(f"{base}/readyz", proc, log_file=err)
         assert httpx.post(f"{base}/v1/predict/fraud",
                           json={"entities": [{"user_id": "u1"}]}).status_code == 200
         assert httpx.post(f"{base}/v1/predict/nope", json={"entities": []}).status_code >= 400

@@ -25,3 +25,26 @@ def running(app):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def wait_until_up(url: str, proc, within_s: float = 30.0, log_file=None) -> None:
+    """Poll ``url`` until it answers 200; if ``proc`` exits first, fail with its stderr (a pipe,
+    or ``log_file`` when stderr went to a file)."""
+    import httpx
+
+    deadline = time.monotonic() + within_s
+    while True:
+        if proc.poll() is not None:
+            if log_file is not None:
+                tail = log_file.read_text()[-2000:]
+            else:
+                raw = proc.stderr.read() if proc.stderr else b""
+                tail = (raw.decode() if isinstance(raw, bytes) else raw)[-2000:]
+            raise AssertionError(f"{proc.args} exited with {proc.returncode}: {tail}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer 200 within {within_s} s"
+        time.sleep(0.1)

@@ -22,7 +22,7 @@ from serving.scorer.models import ModelSet
 from serving.scorer.scorer import Scorer
 from serving.scorer.synthetic import FEATURES, REPO, write_repo_file
 from tessera.local import free_port
-from tests.serving.http.conftest import running
+from tests.serving.http.conftest import running, wait_until_up
 from tests.serving.scorer.world import make_world
 
 pytestmark = pytest.mark.integration
@@ -60,16 +60,7 @@ def served(world, **env):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the scorer was not ready in 30 s"
-            time.sleep(0.1)
+        wait_until_up(f"{url}/readyz", proc)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
