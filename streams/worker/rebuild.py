@@ -127,8 +127,7 @@ def load_events(
     meta = ["_partition", "_offset", EPOCH]
     frames = []
     for rel, _ in event_log.files(source, start, None):
-        path = event_log.source_dir(source) / rel
-        lf = pl.scan_parquet(path)
+        lf = event_log.scan_file(source, rel)  # a local file or an object
         if EPOCH not in lf.collect_schema().names():
             lf = lf.with_columns(pl.lit(0, pl.Int64).alias(EPOCH))
         frames.append(lf)
