@@ -96,9 +96,13 @@ def test_fold_events_is_the_merge_chain(prior, batch):
 tile_events = st.lists(st.tuples(st.integers(0, 30), VALUES), max_size=4)
 
 
-@settings(max_examples=120, deadline=None)
-@given(st.lists(st.lists(st.tuples(tile_events, st.booleans()), min_size=1, max_size=8),
-                min_size=1, max_size=6).filter(lambda rows: len({len(r) for r in rows}) == 1))
+rings_st = st.integers(1, 8).flatmap(lambda n_tiles: st.lists(
+    st.lists(st.tuples(tile_events, st.booleans()), min_size=n_tiles, max_size=n_tiles),
+    min_size=1, max_size=6))
+
+
+@settings(max_examples=100, deadline=None)
+@given(rings_st)
 def test_merge_tiles_and_read_tiles_are_the_merge_chain(rows):
     """Rings of tiles (each the fold of its events), a mask of those inside a window: many
     rows at once (``merge_tiles``) and one ring (``read_tiles``) give the scalar chain's
