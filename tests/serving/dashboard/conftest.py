@@ -79,3 +79,19 @@ def serve():
     for server, thread in servers:
         server.should_exit = True
         thread.join(timeout=5)
+
+
+def block_other_origins(page, base: str) -> list[str]:
+    """Abort every request of ``page`` that leaves ``base``; returns the list they go to (the
+    pages must work offline: no CDN)."""
+    outside: list[str] = []
+
+    def route(r):
+        if r.request.url.startswith(base):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    return outside

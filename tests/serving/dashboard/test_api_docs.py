@@ -8,6 +8,7 @@ from serving.http.app import create_app, fast_app
 from serving.scorer.models import ModelSet
 from serving.scorer.scorer import Scorer
 from serving.scorer.synthetic import REPO
+from tests.serving.dashboard.conftest import block_other_origins
 from tests.serving.scorer.world import make_world
 
 pytestmark = pytest.mark.integration
@@ -21,17 +22,9 @@ def test_docs_render_every_operation_without_the_network(browser, serve, redis_c
     base = serve(fast_app(app))
     operations = sum(len(ops) for ops in app.openapi()["paths"].values())
     page = browser.new_page()
-    outside, errors = [], []
+    errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-
-    def offline_only(route):
-        if route.request.url.startswith(base):
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", offline_only)
+    outside = block_other_origins(page, base)
     page.goto(f"{base}/docs", wait_until="load")
     page.wait_for_selector(".opblock", timeout=15_000)
     shown = page.locator(".opblock").count()

@@ -19,6 +19,7 @@ from serving.monitoring.reference import build_reference
 from serving.monitoring.report import monitor_report
 from serving.monitoring.simulate import FEATURES, prediction_log, reference_columns
 from serving.monitoring.sources import ModelTarget, model_window
+from tests.serving.dashboard.conftest import block_other_origins
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 
@@ -89,16 +90,7 @@ def test_dashboard_renders_every_chart_with_live_numbers(browser, serve, data):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    outside: list[str] = []
-
-    def offline_only(route):  # the page must not need the network: no CDN
-        if route.request.url.startswith(base):
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", offline_only)
+    outside = block_other_origins(page, base)
     page.goto(f"{base}/ui", wait_until="load")
     page.wait_for_function("document.body.dataset.charts !== undefined", timeout=10_000)
     assert errors == [] and outside == []
