@@ -138,7 +138,30 @@ def test_tessera_services_bootstrap_from_an_advertised_in_network_listener(servi
     for name in TESSERA_SERVICES:
         env = _env(services[name])
         assert env["KAFKA_BOOTSTRAP"] in in_network, name
-        assert env["REDIS_URL"].startswith("redis://redis:6379")
+        assert env["REDIS_URL"].split("@")[-1].startswith("redis:6379")
+
+
+# -- secure defaults --------------------------------------------------------------------------
+def test_secrets_come_from_an_uncommitted_env_file(services):
+    import re
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert {"REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= required
+    assert "--requirepass" in services["redis"]["command"]
+    assert "${REDIS_PASSWORD" in _env(services["worker"])["REDIS_URL"]
+    example = (ROOT / ".env.example").read_text()
+    assert all(f"{name}=" in example for name in required), "document every required secret"
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_only_the_scorer_is_reachable_from_the_network_by_default(services):
+    assert "ports" not in services["redis"]
+    for name, svc in services.items():
+        for mapping in svc.get("ports", []):
+            if name == "scorer":  # behind tokens: it refuses to listen openly without one
+                continue
+            assert str(mapping).startswith("${PUBLISH_ADDR:-127.0.0.1}:"), (name, mapping)
 
 
 # -- volumes where the images write -----------------------------------------------------------
