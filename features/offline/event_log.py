@@ -55,8 +55,9 @@ _ARROW = {
     "timestamp": TS_TYPE,
 }
 META = [("_topic", pa.string()), ("_partition", pa.int32()), ("_offset", pa.int64()),
-        ("_ingest_ts", TS_TYPE), ("_epoch", pa.int32())]
+        ("_ingest_ts", TS_TYPE), ("_epoch", pa.int32()), ("_applied_ts", TS_TYPE)]
 _FILLED = ("_topic", "_partition", "_epoch")  # set by the log, not taken from the caller
+_OPTIONAL = ("_applied_ts",)  # null when the writer did not record it (imports, older logs)
 RETIRE_AFTER_S = 600.0
 ORPHAN_GRACE_S = 3600.0  # object stores: unlisted files younger than this may be in flight
 IMPORT_TOPIC_PREFIX = "import."
@@ -92,7 +93,10 @@ def _read_table(store: Store, rel: str) -> pa.Table:
     table = store.read_table(rel)
     if "_epoch" not in table.column_names:
         table = table.append_column("_epoch", pa.array([0] * table.num_rows, pa.int32()))
-    return table
+    if "_applied_ts" not in table.column_names:  # written before it was recorded
+        table = table.append_column("_applied_ts", pa.nulls(table.num_rows, TS_TYPE))
+    meta = [n for n, _ in META]  # in META's order, whichever were appended
+    return table.select([n for n in table.column_names if n not in meta] + meta)
 
 
 class EventLog:
@@ -198,7 +202,8 @@ class EventLog:
 
     def _conform(self, source: EventSource, rows: pa.Table) -> pa.Table:
         schema = arrow_schema(source)
-        missing = [n for n in schema.names if n not in rows.column_names and n not in _FILLED]
+        missing = [n for n in schema.names
+                   if n not in rows.column_names and n not in _FILLED + _OPTIONAL]
         if missing:
             raise SchemaError(
                 f"events for source {source.name!r} lack columns {missing}; give every schema "
@@ -207,7 +212,7 @@ class EventLog:
             )
         cols = []
         for f in schema:
-            if f.name in _FILLED:
+            if f.name in _FILLED or f.name not in rows.column_names:
                 cols.append(pa.chunked_array([pa.nulls(rows.num_rows, f.type)]))
                 continue
             col = rows.column(f.name)

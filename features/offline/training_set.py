@@ -14,6 +14,12 @@ depend on how the log lays its events out in files, so a compaction leaves it un
 ``write_training_set`` stores it in the Parquet key-value metadata; the same inputs give the
 same bytes.
 
+Timelines: ``timeline="corrected"`` (the default) counts an event as soon as its event time has
+passed, the event-time truth; ``timeline="served"`` counts it only once the online store had
+applied it (the event log's ``_applied_ts``; late events never), so each row holds what a read
+of the online store at its time returned (``features.offline.served``). Batch views are as-of
+joined in both.
+
 Each source is read from one ``EventLog.snapshot``; if a file of that snapshot vanished (a
 compaction's grace period ran out mid-read), the source is read again from a fresh snapshot.
 """
@@ -44,6 +50,14 @@ from features.definitions import (
 from features.errors import OfflineStoreError
 from features.offline.event_log import EventLog
 from features.offline.request_columns import request_columns, split_refs
+from features.offline.served import (
+    APPLIED,
+    FALLBACK,
+    TIMELINES,
+    applied_columns,
+    served_ranges,
+    settle,
+)
 from features.semantics.ranges import aggregate, asof_positions, window_bounds
 from features.settings import Settings
 
@@ -155,7 +169,8 @@ def _content_digest(df: pl.DataFrame) -> str:
 
 
 def _read_events(log: EventLog, src: EventSource, start: int, end: int, columns: list[str],
-                 uniq: pl.DataFrame, fields: list[str]) -> tuple[pl.DataFrame, list[tuple]]:
+                 uniq: pl.DataFrame, fields: list[str], served: bool = False
+                 ) -> tuple[pl.DataFrame, list[tuple]]:
     """The source's events of the spine's entities in ``[start, end)`` from one snapshot; a
     file that vanished under it (deleted after a compaction's grace period) means: read again
     from a fresh snapshot."""
@@ -169,11 +184,12 @@ def _read_events(log: EventLog, src: EventSource, start: int, end: int, columns:
                 # event stamped further ahead of when it was received never counts
                 .filter(pl.col(src.timestamp_field)
                         <= pl.col("_ingest_ts") + pl.duration(microseconds=src.max_future_us))
-                .select(columns)
+                .select(columns, *(applied_columns() if served else []))
                 .join(uniq.lazy(), on=list(keys), how="inner")
                 .select(pl.col(_CODE), pl.col(src.timestamp_field).dt.epoch("us").alias(_T),
                         pl.col("_epoch"), pl.col("_offset"),
-                        *[pl.col(f).cast(pl.Float64) for f in fields])
+                        *[pl.col(f).cast(pl.Float64) for f in fields],
+                        *([pl.col(APPLIED), pl.col(FALLBACK)] if served else []))
                 .collect()
             )
         except FileNotFoundError:
@@ -185,7 +201,8 @@ def _read_events(log: EventLog, src: EventSource, start: int, end: int, columns:
 
 
 def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t: np.ndarray,
-              log: EventLog, files: list[str], content: list[str]) -> dict[str, pl.Series]:
+              log: EventLog, files: list[str], content: list[str],
+              served: bool = False) -> dict[str, pl.Series]:
     """Features of the windowed views of one source: one scan, one sort, then numpy folds."""
     src = views[0][0].source
     keys = src.entity.keys
@@ -200,7 +217,9 @@ def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t
     fields = sorted({f.field for _, f in feats if f.aggregation.needs_field and f.field})
     ev, read = _read_events(log, src, start, end,
                             [*keys, src.timestamp_field, "_epoch", "_offset", *fields], uniq,
-                            fields)
+                            fields, served)
+    if served:
+        ev = settle(ev, src.name, end)
     files += [f"events/{src.name}/{rel}:{size}" for rel, size in read]
     # log order within an entity: epoch, then offset (offsets restart in a new epoch)
     ev = _sorted_by_entity_time(ev, ["_epoch", "_offset"])
@@ -218,8 +237,15 @@ def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t
         if bkey not in bounds:
             bounds[bkey] = window_bounds(sub[_CODE].to_numpy(), sub[_T].to_numpy(), q_code, q_t,
                                          feat.window, feat.hop)
+            if served:  # only what the online store had applied by each row's time
+                index, lo, hi = served_ranges(sub[_CODE].to_numpy(), sub[APPLIED].to_numpy(),
+                                              *bounds[bkey], q_t)
+                bounds[bkey] = (lo, hi, index)
         vals = None if fkey is None else sub[fkey].to_numpy()
-        folded, folded_valid = aggregate(feat.fn, vals, *bounds[bkey])
+        lo, hi, *index = bounds[bkey]
+        if index and index[0] is not None and vals is not None:
+            vals = vals[index[0]]
+        folded, folded_valid = aggregate(feat.fn, vals, lo, hi)
         values, valid = np.empty_like(folded), np.empty_like(folded_valid)
         values[qorder], valid[qorder] = folded, folded_valid
         col = column_name(view.name, feat.name)
@@ -287,8 +313,12 @@ def build_training_set(
     settings: Settings | None = None,
     event_log: EventLog | None = None,
     timestamp_column: str = "ts",
+    timeline: str = "corrected",
 ) -> TrainingSet:
     """Training set and its fingerprint; see the module docstring for the semantics."""
+    if timeline not in TIMELINES:
+        raise OfflineStoreError(f"unknown timeline {timeline!r}; use 'corrected' (event time, "
+                                "the default) or 'served' (what the online store held)")
     settings = settings or Settings.from_env()
     if repo is None:
         from features.registry import load_repo
@@ -332,7 +362,7 @@ def build_training_set(
             columns.update(_batch(view, names, df, t, settings.home / "batch", files))
             content.append(files[-1])
     for views in by_source.values():
-        columns.update(_windowed(views, df, t, log, files, content))
+        columns.update(_windowed(views, df, t, log, files, content, timeline == "served"))
     wanted = {column_name(*parse_ref(r)) for r in stored}
     computed = request_columns(repo, requested, df, columns) if len(df) else {}
     columns = {c: columns[c] for v, ns in by_view.items() for n in ns
@@ -348,6 +378,7 @@ def build_training_set(
     h = hashlib.sha256()
     h.update(_spine_digest(df).encode())
     h.update(json.dumps({"features": list(features), "timestamp_column": timestamp_column,
+                         **({"timeline": timeline} if timeline != "corrected" else {}),
                          "versions": {v: repo.views[v].version for v in sorted(by_view)},
                          **({"request_versions": {v: repo.requests[v].version for v in
                              sorted({parse_ref(r)[0] for r in requested})}}
@@ -366,12 +397,14 @@ def training_set(
     settings: Settings | None = None,
     event_log: EventLog | None = None,
     timestamp_column: str = "ts",
+    timeline: str = "corrected",
 ) -> pl.DataFrame:
     """For each spine row, every requested ``view:feature`` at the row's timestamp.
 
     Spine columns and row order are kept; feature columns ``view__feature`` are appended.
+    ``timeline``: "corrected" (event time) or "served" (what the online store held then).
     """
-    return build_training_set(spine, features, repo=repo, settings=settings,
+    return build_training_set(spine, features, repo=repo, settings=settings, timeline=timeline,
                               event_log=event_log, timestamp_column=timestamp_column).frame
 
 

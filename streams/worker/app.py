@@ -221,10 +221,10 @@ class Worker:
                 n += len(records)
             for topic, batch in by_topic.items():
                 pipe = self.pipelines[topic]
-                pipe.online.fold(batch)
+                landing = pipe.online.fold(batch)  # stamped when its Redis write lands
                 for sid, (events, *_) in batch.items():
                     if sid < REP_BASE:  # the log keeps events at their origin
-                        pipe.offline.add(sid, events)
+                        pipe.offline.add(sid, events, landing)
             if self._folded_since is None:
                 self._folded_since = time.monotonic()
             pending = sum(p.online.pending for p in self.pipelines.values())

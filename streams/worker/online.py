@@ -29,6 +29,7 @@ from features.event_columns import EventColumns
 from features.online.layout import APPLIED_FIELD, ViewLayout, Watermark, entity_key, offset_key
 from streams.partitioner import home_partition
 from streams.worker.checkpoint import LOST, judge_fence
+from streams.worker.landing import Landing
 from streams.worker.redis_sink import RedisSink
 from streams.worker.tiles import HopPlan, RingCache, fields_needed, fold_batch, plan_views
 
@@ -69,6 +70,7 @@ class _Job:
     applied: list[bytes]  # their new ~applied
     result: Future
     submitted_at: float = field(default_factory=time.time)
+    landings: list[Landing] = field(default_factory=list)  # stamped when it lands
 
 
 @dataclass
@@ -216,15 +218,20 @@ class OnlineWriter:
         self.fold(batch)
         self.commit()
 
-    def fold(self, batch: dict[int, tuple[EventColumns, int]]) -> None:
+    def fold(self, batch: dict[int, tuple[EventColumns, int]],
+             landing: Landing | None = None) -> Landing:
         """Fold ``{partition: (valid events, last offset of the batch)}`` into the cache; it
-        reaches Redis at the next ``commit``."""
+        reaches Redis at the next ``commit``. The returned ``Landing`` is stamped when it
+        does (the event log's ``_applied_ts``)."""
+        landing = landing or Landing()
         if not batch:
-            return
+            return landing
         self._load_watermarks({s for sid in batch for s in self.home_sids(self.owner(sid))})
         self._pending.append(batch)
+        self._landings.append(landing)
         self._pending_events += sum(len(b[0]) for b in batch.values())
-        self._fold(batch)
+        self._fold(batch, landing)
+        return landing
 
     def commit(self) -> None:
         """Everything folded so far into Redis; returns when it is there."""
@@ -275,7 +282,9 @@ class OnlineWriter:
                 expire, self.ttl_s + TTL_REFRESH_S,
                 {self.offset_key(sid): f for sid, f in fences.items()}, expected, applied)
         self._inflight = _Job(self._pending, self._counts, last, fences, rep, due, rows,
-                              applied, self._pool.submit(_timed, self.sink.commit, *args))
+                              applied, self._pool.submit(_timed, self.sink.commit, *args),
+                              landings=self._landings)
+        self._inflight.result.add_done_callback(_stamp(self._landings))
         self._reset_pending()
 
     def wait(self) -> None:
@@ -315,11 +324,13 @@ class OnlineWriter:
         if verdict == LOST:
             lost = {self.owner(sid) for sid in sids}
             # the batches are in the offline buffer or the log: the rebuild folds them
+            _land_now(job.landings + self._landings)
             self._reset_pending()
             raise StoreLost(self.source.name, sorted(lost),
                             "its offset watermark is gone or went backwards in Redis")
         self.stats.fence_retries += 1
         batches = job.batches + self._pending
+        landings = job.landings + self._landings
         parts = sorted({self.owner(sid) for b in batches for sid in b})
         cache.drop(parts)
         for p in parts:
@@ -327,8 +338,8 @@ class OnlineWriter:
                 self.watermarks.pop(sid, None)
                 self.marks.pop(sid, None)
         self._reset_pending()
-        for batch in batches:
-            self.fold(batch)
+        for batch, landing in zip(batches, landings, strict=True):
+            self.fold(batch, landing)
 
     def restart_stream(self, sid: int, epoch: int) -> None:
         """A stream's origin started a new log epoch: its offsets restart at 0."""
@@ -356,6 +367,7 @@ class OnlineWriter:
     def reset(self, marks: dict[int, Watermark]) -> None:
         """After a rebuild: nothing pending, no cached ring, these watermarks."""
         self.wait_quietly()
+        _land_now(self._landings)  # the rebuild applied them
         self._reset_pending()
         self.cache.drop(list(marks))
         for p, m in marks.items():
@@ -369,6 +381,7 @@ class OnlineWriter:
                 job.result.result()
             except Exception as e:  # noqa: BLE001 - its effects are rebuilt anyway
                 log.info("write in flight during a rebuild ended with %r", e)
+            _land_now(job.landings)  # landed, or applied by the rebuild
 
     def _ahead(self, raw: bytes) -> dict[int, float]:
         """Streams where a loaded key's ``~applied`` is past our watermark: stream -> last
@@ -414,10 +427,11 @@ class OnlineWriter:
 
     def _reset_pending(self) -> None:
         self._pending: list[dict[int, tuple[EventColumns, int]]] = []
+        self._landings: list[Landing] = []  # one per pending batch
         self._pending_events = 0
         self._counts: list = [0, 0, 0, None]  # applied, skipped, late, newest ts
 
-    def _fold(self, batch: dict[int, tuple]) -> None:
+    def _fold(self, batch: dict[int, tuple], landing: Landing) -> None:
         parts = list(batch)
         horizon = time.time_ns() // 1000 - self.horizon_us
         tsf = self.source.timestamp_field
@@ -429,6 +443,7 @@ class OnlineWriter:
             ev = batch[p][0]
             fresh = ev.offsets > self.watermarks[p]
             on_time = ev.columns[tsf] >= horizon
+            landing.on[p] = on_time
             skipped += int((~fresh).sum())
             late += int((fresh & ~on_time).sum())
             ix = np.nonzero(fresh & on_time)[0]
@@ -502,6 +517,25 @@ def _applied(sids: list[int], fences: dict[int, tuple[Watermark, Watermark]]) ->
         if new.offset >= 0 or new.epoch:
             out.append(b"%d:%d:%d" % (sid, new.epoch, new.offset))
     return b",".join(out)
+
+
+def _stamp(landings: list[Landing]) -> Callable[[Future], None]:
+    """A write's done-callback (in its thread): stamp its batches when it went through."""
+
+    def done(result: Future) -> None:
+        if result.exception() is None:
+            stale, landed_at = result.result()
+            if stale is None:
+                for landing in landings:
+                    landing.land(int(landed_at * 1_000_000))
+
+    return done
+
+
+def _land_now(landings: list[Landing]) -> None:
+    now = time.time_ns() // 1000
+    for landing in landings:
+        landing.land(now)
 
 
 def _timed(fn, *args):

@@ -134,7 +134,7 @@ def test_empty_log_scans_to_the_schema(tmp_path):
     df = EventLog(tmp_path).scan(SOURCE).collect()
     assert df.height == 0
     assert df.columns == ["user_id", "amount", "ts", "_topic", "_partition", "_offset",
-                          "_ingest_ts", "_epoch"]
+                          "_ingest_ts", "_epoch", "_applied_ts"]
 
 
 def test_missing_column_is_a_schema_error(tmp_path):
