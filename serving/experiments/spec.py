@@ -11,13 +11,16 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from serving.experiments.errors import ExperimentError
+from serving.registry.storage import ModelStorage
 
 CHAMPION = "champion"
+_REVISION = re.compile(r"[0-9]+\.json")
 
 
 @dataclass(frozen=True)
@@ -117,23 +120,32 @@ def parse_arm(text: str) -> Arm:
 
 
 class DeploymentStore:
-    """Versioned spec files and their audit log for one models folder."""
+    """Versioned spec files and their audit log for one models folder or URI (s3://...): the
+    model registry's storage, so a revision is taken by an exclusive create (two writers never
+    share one) and audit lines are appended without losing a concurrent one."""
 
     def __init__(self, models_dir: Path | str) -> None:
-        self.models_dir = Path(models_dir)
+        self.storage = ModelStorage(models_dir)
+        self.models_dir = Path(self.storage.root) if self.storage.local else models_dir
 
     def folder(self, name: str) -> Path:
-        return self.models_dir / name / "deployments"
+        """The deployments folder on a local disk."""
+        return Path(self.storage.store.path(self._rel(name)))
 
-    def _files(self, name: str) -> list[Path]:
-        folder = self.folder(name)
-        if not folder.exists():
-            return []
-        return sorted(p for p in folder.glob("[0-9]*.json"))
+    @staticmethod
+    def _rel(name: str) -> str:
+        return f"{name}/deployments"
+
+    def _files(self, name: str) -> list[str]:
+        rel = self._rel(name)
+        return [f"{rel}/{n}" for n in self.storage.list_dir(rel) if _REVISION.fullmatch(n)]
+
+    def _read(self, rel: str) -> DeploymentSpec:
+        return DeploymentSpec.from_dict(json.loads(self.storage.read_bytes(rel)))
 
     def history(self, name: str) -> list[DeploymentSpec]:
         """Every revision, oldest first."""
-        return [DeploymentSpec.from_dict(json.loads(p.read_text())) for p in self._files(name)]
+        return [self._read(rel) for rel in self._files(name)]
 
     def current(self, name: str) -> DeploymentSpec:
         files = self._files(name)
@@ -141,30 +153,21 @@ class DeploymentStore:
             raise ExperimentError(
                 f"model {name!r} has no deployment yet; run `tessera deploy {name} --champion V`"
             )
-        return DeploymentSpec.from_dict(json.loads(files[-1].read_text()))
+        return self._read(files[-1])
 
     def revision(self, name: str) -> int:
         """Latest revision number (0 when none): cheap enough to poll for hot reload."""
         files = self._files(name)
-        return int(files[-1].stem) if files else 0
+        return int(files[-1].rsplit("/", 1)[1].split(".")[0]) if files else 0
 
     def save(self, spec: DeploymentSpec, why: str = "", who: str | None = None) -> DeploymentSpec:
         """Write ``spec`` as the next revision and append the change to the audit log."""
-        folder = self.folder(spec.name)
-        folder.mkdir(parents=True, exist_ok=True)
         before = self.current(spec.name) if self._files(spec.name) else None
         new = replace(spec, revision=(before.revision if before else 0) + 1)
-        path = folder / f"{new.revision:04d}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(new.to_dict(), indent=2, sort_keys=True))
-        try:
-            os.link(tmp, path)  # fails if a concurrent writer took this revision
-        except FileExistsError:
+        data = json.dumps(new.to_dict(), indent=2, sort_keys=True).encode()
+        if not self.storage.create(f"{self._rel(spec.name)}/{new.revision:04d}.json", data):
             raise ExperimentError(
-                f"{spec.name}: revision {new.revision} was written concurrently; retry"
-            ) from None
-        finally:
-            tmp.unlink(missing_ok=True)
+                f"{spec.name}: revision {new.revision} was written concurrently; retry")
         self.audit(
             spec.name,
             {
@@ -179,16 +182,15 @@ class DeploymentStore:
     def audit(self, name: str, entry: dict) -> None:
         """Append one audit record (stamped with the time unless it has one)."""
         entry = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
-        folder = self.folder(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "audit.jsonl", "a") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
+        self.storage.append_line(f"{self._rel(name)}/audit.jsonl",
+                                 json.dumps(entry, sort_keys=True))
 
     def audit_log(self, name: str) -> list[dict]:
-        path = self.folder(name) / "audit.jsonl"
-        if not path.exists():
+        rel = f"{self._rel(name)}/audit.jsonl"
+        if not self.storage.exists(rel):
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        text = self.storage.read_bytes(rel).decode()
+        return [json.loads(line) for line in text.splitlines() if line]
 
 
 def _who() -> str:

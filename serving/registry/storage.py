@@ -13,6 +13,7 @@ drop each other's audit lines.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 from features.errors import RegistryError
@@ -52,15 +53,17 @@ class ModelStorage:
     def create(self, rel: str, data: bytes = b"") -> bool:
         """Write ``rel`` only if it does not exist yet; returns False if it did (another
         writer created it first: exclusive create on disk, ``If-None-Match: *`` on S3)."""
-        if self.local:
+        if self.local:  # written aside, then hard-linked: atomic and exclusive
             path = Path(self._p(rel))
             path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            tmp.write_bytes(data)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.link(tmp, path)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            finally:
+                tmp.unlink(missing_ok=True)
             return True
         if not self._cas:
             if self.exists(rel):

@@ -107,3 +107,23 @@ def test_a_writer_with_a_stale_view_cannot_take_a_taken_version(uri, model):
     with pytest.raises(RegistryError, match="version 2 was registered concurrently"):
         stale.register("fraud", model.model_text, {"note": "loser"})
     assert ModelRegistry(uri).metadata("fraud", "2")["note"] == "winner"
+
+
+def test_deployment_specs_on_s3_take_each_revision_once(uri):
+    from serving.experiments.errors import ExperimentError
+    from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore
+
+    store = DeploymentStore(uri)
+    first = store.save(DeploymentSpec("fraud", "1"), why="first", who="ana")
+    stale = DeploymentStore(uri)
+    stale_current = stale.current
+    store.save(DeploymentSpec("fraud", "1", arms=(Arm("b", "2", 0.2),)), why="ab", who="bo")
+    stale.current = lambda name: first  # read before the other writer saved revision 2
+    stale._files = lambda name: ["fraud/deployments/0001.json"]
+    with pytest.raises(ExperimentError, match="revision 2 was written concurrently"):
+        stale.save(DeploymentSpec("fraud", "3"), why="lost")
+    stale.current = stale_current
+    again = DeploymentStore(uri)
+    assert again.revision("fraud") == 2 and again.current("fraud").arms[0].version == "2"
+    assert [s.revision for s in again.history("fraud")] == [1, 2]
+    assert [e["why"] for e in again.audit_log("fraud")] == ["first", "ab"]
