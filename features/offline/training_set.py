@@ -314,8 +314,24 @@ def build_training_set(
     event_log: EventLog | None = None,
     timestamp_column: str = "ts",
     timeline: str = "corrected",
+    engine: str = "polars",
+    master: str | None = None,
 ) -> TrainingSet:
-    """Training set and its fingerprint; see the module docstring for the semantics."""
+    """Training set and its fingerprint; see the module docstring for the semantics.
+
+    ``engine="spark"`` computes the same values on Apache Spark (``master``: its URL; see
+    ``features.offline.spark_engine``)."""
+    if engine != "polars":
+        if engine != "spark":
+            raise OfflineStoreError(f"unknown engine {engine!r}; use 'polars' or 'spark'")
+        if timeline != "corrected":
+            raise OfflineStoreError(f"timeline={timeline!r} is computed by the polars engine "
+                                    "only; drop engine='spark'")
+        from features.offline.spark_engine import build_training_set_spark
+
+        return build_training_set_spark(spine, features, repo=repo, settings=settings,
+                                        event_log=event_log, timestamp_column=timestamp_column,
+                                        master=master)
     if timeline not in TIMELINES:
         raise OfflineStoreError(f"unknown timeline {timeline!r}; use 'corrected' (event time, "
                                 "the default) or 'served' (what the online store held)")
@@ -398,14 +414,18 @@ def training_set(
     event_log: EventLog | None = None,
     timestamp_column: str = "ts",
     timeline: str = "corrected",
+    engine: str = "polars",
+    master: str | None = None,
 ) -> pl.DataFrame:
     """For each spine row, every requested ``view:feature`` at the row's timestamp.
 
     Spine columns and row order are kept; feature columns ``view__feature`` are appended.
     ``timeline``: "corrected" (event time) or "served" (what the online store held then).
+    ``engine``: "polars" (this process) or "spark" (``master``: the Spark master URL).
     """
     return build_training_set(spine, features, repo=repo, settings=settings, timeline=timeline,
-                              event_log=event_log, timestamp_column=timestamp_column).frame
+                              event_log=event_log, timestamp_column=timestamp_column,
+                              engine=engine, master=master).frame
 
 
 def write_training_set(df: pl.DataFrame, path: str | Path, fingerprint: str) -> Path:
