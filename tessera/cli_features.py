@@ -198,6 +198,12 @@ def register(app: typer.Typer) -> None:
         features: str = typer.Option(..., help="comma-separated view:feature references"),
         out: Path = typer.Option(..., help="output Parquet file"),
         timestamp_column: str = typer.Option("ts", help="the spine's timestamp column"),
+        timeline: str = typer.Option("corrected", help="'corrected': events count from their "
+                                     "event time; 'served': only once the online store had "
+                                     "applied them (what a read returned then)"),
+        diff_timelines: bool = typer.Option(False, "--diff-timelines", help="also report how "
+                                            "many rows and values differ between the two "
+                                            "timelines, and why (late, not yet applied)"),
     ) -> None:
         """Point-in-time correct features for every spine row, written to --out."""
         from features.offline.training_set import build_training_set, write_training_set
@@ -205,9 +211,17 @@ def register(app: typer.Typer) -> None:
         refs = [r.strip() for r in features.split(",") if r.strip()]
         if not refs:
             raise OfflineStoreError("--features is empty; give e.g. user_spend:amount_sum_1h")
+        if timeline not in ("corrected", "served"):
+            raise OfflineStoreError(f"--timeline {timeline!r}: use 'corrected' or 'served'")
         ts = build_training_set(spine, refs, settings=Settings.from_env(),
-                                timestamp_column=timestamp_column)
+                                timestamp_column=timestamp_column, timeline=timeline)
         write_training_set(ts.frame, out, ts.fingerprint)
+        if diff_timelines:
+            from features.offline.timeline_diff import diff_timelines as diff
+
+            for line in diff(spine, refs, settings=Settings.from_env(),
+                             timestamp_column=timestamp_column).lines():
+                typer.echo(line)
         typer.echo(f"rows: {ts.frame.height}")
         typer.echo(f"features: {len(refs)}")
         typer.echo(f"fingerprint: {ts.fingerprint}")

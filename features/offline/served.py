@@ -22,7 +22,12 @@ import polars as pl
 
 APPLIED = "__tessera_applied"
 FALLBACK = "__tessera_no_applied"
-TIMELINES = ("corrected", "served")
+# 9999-12-31T23:59:59.999999Z: the applied time of an event no read could ever see (late)
+NEVER_US = 253_402_300_799_999_999
+# "corrected-without-late": served's late rule only, every other event counted at its event
+# time; ``timeline_diff`` tells late events from not-yet-applied ones with it
+LATE_ONLY = "corrected-without-late"
+TIMELINES = ("corrected", "served", LATE_ONLY)
 
 
 class ServedTimelineWarning(UserWarning):
@@ -35,9 +40,14 @@ def applied_columns() -> list[pl.Expr]:
             .alias(APPLIED), pl.col("_applied_ts").is_null().alias(FALLBACK)]
 
 
-def settle(ev: pl.DataFrame, source: str, until: int) -> pl.DataFrame:
+def settle(ev: pl.DataFrame, source: str, until: int, event_time: str,
+           late_only: bool = False) -> pl.DataFrame:
     """Drop events applied after the last row's time (late ones among them: no row of this
-    set can count them) and warn about events whose applied time fell back."""
+    set can count them) and warn about events whose applied time fell back. ``late_only``:
+    events the worker applied count from their event time (column ``event_time``)."""
+    if late_only:
+        ev = ev.with_columns(pl.when(pl.col(APPLIED) >= NEVER_US).then(pl.col(APPLIED))
+                             .otherwise(pl.col(event_time)).alias(APPLIED))
     fallback = int(ev[FALLBACK].sum()) if ev.height else 0
     if fallback:
         warnings.warn(

@@ -53,6 +53,7 @@ from features.offline.request_columns import request_columns, split_refs
 from features.offline.served import (
     APPLIED,
     FALLBACK,
+    LATE_ONLY,
     TIMELINES,
     applied_columns,
     served_ranges,
@@ -184,7 +185,7 @@ def _read_events(log: EventLog, src: EventSource, start: int, end: int, columns:
                 # event stamped further ahead of when it was received never counts
                 .filter(pl.col(src.timestamp_field)
                         <= pl.col("_ingest_ts") + pl.duration(microseconds=src.max_future_us))
-                .select(columns, *(applied_columns() if served else []))
+                .select([*columns, *(applied_columns() if served else [])])
                 .join(uniq.lazy(), on=list(keys), how="inner")
                 .select(pl.col(_CODE), pl.col(src.timestamp_field).dt.epoch("us").alias(_T),
                         pl.col("_epoch"), pl.col("_offset"),
@@ -202,8 +203,9 @@ def _read_events(log: EventLog, src: EventSource, start: int, end: int, columns:
 
 def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t: np.ndarray,
               log: EventLog, files: list[str], content: list[str],
-              served: bool = False) -> dict[str, pl.Series]:
+              timeline: str = "corrected") -> dict[str, pl.Series]:
     """Features of the windowed views of one source: one scan, one sort, then numpy folds."""
+    served = timeline != "corrected"  # served, or its late rule alone (LATE_ONLY)
     src = views[0][0].source
     keys = src.entity.keys
     feats = [(view, view.feature(n)) for view, names in views for n in names]
@@ -219,7 +221,7 @@ def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t
                             [*keys, src.timestamp_field, "_epoch", "_offset", *fields], uniq,
                             fields, served)
     if served:
-        ev = settle(ev, src.name, end)
+        ev = settle(ev, src.name, end, _T, timeline == LATE_ONLY)
     files += [f"events/{src.name}/{rel}:{size}" for rel, size in read]
     # log order within an entity: epoch, then offset (offsets restart in a new epoch)
     ev = _sorted_by_entity_time(ev, ["_epoch", "_offset"])
@@ -378,7 +380,7 @@ def build_training_set(
             columns.update(_batch(view, names, df, t, settings.home / "batch", files))
             content.append(files[-1])
     for views in by_source.values():
-        columns.update(_windowed(views, df, t, log, files, content, timeline == "served"))
+        columns.update(_windowed(views, df, t, log, files, content, timeline))
     wanted = {column_name(*parse_ref(r)) for r in stored}
     computed = request_columns(repo, requested, df, columns) if len(df) else {}
     columns = {c: columns[c] for v, ns in by_view.items() for n in ns

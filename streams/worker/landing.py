@@ -16,8 +16,7 @@ import time
 
 import numpy as np
 
-# 9999-12-31T23:59:59.999999Z: the applied time of an event no read could ever see (late)
-NEVER_US = 253_402_300_799_999_999
+from features.offline.served import NEVER_US  # a late event's: no read could ever see it
 
 
 class LandingTimeout(RuntimeError):
