@@ -278,11 +278,15 @@ class OnlineWriter:
         expected = [mark.get(r, b"") for r in row_list]
         applied = [home_mark[h] if h in home_mark else _applied(self.home_sids(h), fences)
                    for h in owners]
-        args = ([cache.keys[r] for r in row_list], self.fields, *cache.encode(rows),
+        rings, present = cache.encode(rows)
+        args = ([cache.keys[r] for r in row_list], self.fields, rings, present,
                 expire, self.ttl_s + TTL_REFRESH_S,
                 {self.offset_key(sid): f for sid, f in fences.items()}, expected, applied)
-        self._inflight = _Job(self._pending, self._counts, last, fences, rep, due, rows,
-                              applied, self._pool.submit(_timed, self.sink.commit, *args),
+        # a key with no ring to write gets no command: its ~applied stays as it was
+        sent = present.any(axis=1)
+        self._inflight = _Job(self._pending, self._counts, last, fences, rep, due, rows[sent],
+                              [a for a, w in zip(applied, sent.tolist(), strict=True) if w],
+                              self._pool.submit(_timed, self.sink.commit, *args),
                               landings=self._landings)
         self._inflight.result.add_done_callback(_stamp(self._landings))
         self._reset_pending()
