@@ -58,7 +58,8 @@ _FRAME_ORDER = "__tessera_file_row"  # a batch file's row order (ties: the later
 
 
 def spark_session(master: str | None = None, *, shuffle_partitions: int | None = None,
-                  driver_memory: str = "1g"):  # noqa: ANN201 - pyspark is an optional import
+                  driver_memory: str = "1g", java_options: str = "-XX:+UseSerialGC"
+                  ):  # noqa: ANN201 - pyspark is an optional import
     """The active SparkSession, or a new one on ``master`` (default ``local[2]``) set up for
     training sets: session time zone UTC, Arrow on, no UI."""
     SparkSession = _pyspark().sql.SparkSession  # noqa: N806
@@ -73,8 +74,8 @@ def spark_session(master: str | None = None, *, shuffle_partitions: int | None =
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.driver.memory", driver_memory)
-               .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC")
-               .config("spark.executor.extraJavaOptions", "-XX:+UseSerialGC"))
+               .config("spark.driver.extraJavaOptions", java_options)
+               .config("spark.executor.extraJavaOptions", java_options))
     if shuffle_partitions:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     session = builder.getOrCreate()
@@ -164,7 +165,8 @@ def _build_partition(table: pa.Table, plan: _Plan, pid: int) -> pa.Table:
     spine = _part_frame(table, kinds, spine_part)
     if spine.height == 0:
         return plan.out_schema.empty_table()
-    spine = spine.with_columns(
+    # rows arrive in shuffle order: sort, so the partition's fingerprint is deterministic
+    spine = spine.sort(_ROW).with_columns(
         pl.from_epoch(pl.col(_T), "us").dt.replace_time_zone("UTC").alias(plan.timestamp_column),
         *[pl.col(k).cast(plan.key_types[k]) for k in plan.keys]).drop(_T)
     events: dict[str, pl.DataFrame] = {}
@@ -177,11 +179,14 @@ def _build_partition(table: pa.Table, plan: _Plan, pid: int) -> pa.Table:
                            and v.source.name == part.name)
                 frame = _utc(frame, [src.timestamp_field, "_ingest_ts"])
                 events[part.name] = frame.with_columns(pl.col("_epoch").fill_null(0))
-            else:  # a batch view's rows of this partition, in their file's order
-                path = Path(tmp) / f"{part.name}.parquet"
-                frame.sort(_FRAME_ORDER).drop(_FRAME_ORDER).write_parquet(path)
+            else:  # a batch view's rows of this partition, in their file's order, under a
+                # name that does not depend on the temp folder (the fingerprint lists it)
+                rel = f"{part.name}.parquet"
+                (Path(tmp) / "batch").mkdir(exist_ok=True)
+                frame.sort(_FRAME_ORDER).drop(_FRAME_ORDER).write_parquet(
+                    Path(tmp) / "batch" / rel)
                 view = copy.copy(views[part.name])
-                object.__setattr__(view, "path", str(path))
+                object.__setattr__(view, "path", rel)
                 views[part.name] = view
         built = build_training_set(spine, plan.refs, repo=FeatureRepo(views=views),
                                    settings=Settings(home=Path(tmp)),
