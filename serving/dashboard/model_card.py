@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from features.errors import RegistryError
 from serving.dashboard.page import _e, _table
-from serving.http.errors import ApiError
+from serving.http.errors import ApiError, error_responses
 
 SIZE = 240  # plot area in px; axes run 0..1 on both sides
 PAD = 30
@@ -164,11 +164,13 @@ def model_card_router(registry: Any, prefix: str = "/ui") -> APIRouter:
             raise ApiError(404, "unknown_model", str(e), "model") from None
 
     @router.get("/models/{name}", response_class=HTMLResponse, tags=["dashboard"],
+                responses=error_responses(404),
                 summary="Model card of the champion (else the latest version)")
     def champion_card(name: str) -> HTMLResponse:
         return card(name, None)
 
     @router.get("/models/{name}/{ref}", response_class=HTMLResponse, tags=["dashboard"],
+                responses=error_responses(404),
                 summary="Model card of a version or alias")
     def ref_card(name: str, ref: str) -> HTMLResponse:
         return card(name, ref)

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from serving.dashboard.data import DashboardData
 from serving.dashboard.page import content_security_policy, render
+from serving.http.errors import error_responses
 
 STATIC = Path(__file__).parent / "static"
 
@@ -22,7 +23,7 @@ STATIC = Path(__file__).parent / "static"
 def dashboard_router(
     data: DashboardData, prefix: str = "/ui", refresh_s: int | None = 15
 ) -> APIRouter:
-    router = APIRouter(prefix=prefix)
+    router = APIRouter(prefix=prefix, tags=["dashboard"])
 
     @router.get("", response_class=HTMLResponse)
     def page() -> HTMLResponse:
@@ -34,7 +35,7 @@ def dashboard_router(
     def snapshot() -> dict:
         return data.snapshot()
 
-    @router.get("/static/{name}")
+    @router.get("/static/{name}", responses=error_responses(404))
     def static(name: str) -> FileResponse:
         path = STATIC / name
         if "/" in name or not path.is_file():

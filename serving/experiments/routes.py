@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from features.errors import TesseraError
 from serving.experiments.report import experiment_report
+from serving.http.errors import error_responses
 
 # bootstrap resamples one request may ask for: 0.28 s for 20k logged predictions, growing with
 # the log (issue 16: 30k reps kept a core busy ~40 s)
@@ -18,10 +19,10 @@ MAX_REPS = 1000
 
 
 def experiments_router(models_dir: Path | str, offline_dir: Path | str) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(tags=["experiments"])
 
     @router.get(
-        "/v1/experiments/{name}",
+        "/v1/experiments/{name}", responses=error_responses(404),
         summary="Arms and shadows vs the champion: anytime-valid decisions and fixed-horizon tests",
     )
     def report(

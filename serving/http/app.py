@@ -103,6 +103,37 @@ class ErrorBody(BaseModel):
     field: str | None = Field(None, description="where in the request, e.g. entities[2].user_id")
 
 
+Value = float | int | bool | str | None  # a feature value as JSON gives it (null: missing)
+
+
+class Prediction(BaseModel):
+    score: float
+    version: str = Field(description="the model version that scored this entity")
+    request_id: str = Field(description="server-made; POST /v1/outcomes takes it")
+    freshness_s: dict[str, float | None] = Field(
+        description="per view: seconds since its newest event (null: no data)")
+    arm: str | None = Field(None, description="the experiment arm, when one is deployed")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str
+    predictions: list[Prediction]
+
+
+class FeaturesResponse(BaseModel):
+    features: list[str]
+    values: list[list[Value]] = Field(description="one row per entity, one value per feature")
+    missing: list[list[bool]] = Field(description="true where the store had no value")
+    freshness_s: list[dict[str, float | None]]
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    models: dict[str, str] = Field(description="served model -> version")
+    problems: list[str] = Field(description="why not ready, each a sentence")
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody, "description": d} for s, d in (
         (400, "bad request"), (404, "model not served"), (413, "body too large"),
@@ -455,7 +486,8 @@ def create_app(
 
     @app.post(
         "/v1/predict/{model}", openapi_extra=json_body(PredictRequest), tags=["scoring"],
-        responses=ERROR_RESPONSES,
+        responses={200: {"model": PredictResponse, "description": "one score per entity"},
+                   **ERROR_RESPONSES},
         summary="Score one or many entities with the model's served (champion) version",
     )
     async def predict(model: str, request: Request) -> Response:
@@ -463,7 +495,9 @@ def create_app(
         return Response(body, status_code=status, media_type="application/json")
 
     @app.post("/v1/features", openapi_extra=json_body(FeaturesRequest), tags=["features"],
-              responses=ERROR_RESPONSES, summary="Online feature values for a batch of entities")
+              responses={200: {"model": FeaturesResponse, "description": "the values"},
+                         **ERROR_RESPONSES},
+              summary="Online feature values for a batch of entities")
     async def features(request: Request) -> Response:
         status, body = await handlers.features(await body_of(request))
         return Response(body, status_code=status, media_type="application/json")
@@ -472,7 +506,9 @@ def create_app(
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"],
+    @app.get("/readyz", tags=["operations"], responses={
+                 200: {"model": ReadyResponse, "description": "ready"},
+                 503: {"model": ReadyResponse, "description": "not ready, and why"}},
              summary="The online store can serve and every served model is loaded "
              "(from a background check: never waits on Redis)")
     async def readyz() -> Response:

@@ -88,11 +88,62 @@ def field_of(loc: tuple | list) -> str | None:
     return out or None
 
 
+ERROR_SCHEMA = {
+    "title": "ErrorBody", "type": "object", "required": ["error", "code"],
+    "properties": {"error": {"type": "string", "description": "what happened and what to do"},
+                   "code": {"type": "string", "description": "stable, e.g. invalid_field"},
+                   "field": {"anyOf": [{"type": "string"}, {"type": "null"}],
+                             "description": "where in the request"}},
+}
+
+
+_WHAT = {400: "invalid request", 401: "no or an invalid token", 403: "the token lacks the scope",
+         404: "no such model, experiment, view or file", 413: "body too large",
+         422: "well-formed but not answerable", 503: "a store or the broker is unavailable"}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these statuses, each with the one error body."""
+    return {c: {"description": _WHAT[c], "content": {"application/json": {
+        "schema": ERROR_SCHEMA}}} for c in codes}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make the OpenAPI say what ``install`` does: FastAPI documents a 422 with its own
+    ``HTTPValidationError`` body on every route that takes input; the scorer answers those
+    requests with a 400 in the one error body, so the spec says that instead."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = original()
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("ErrorBody", ERROR_SCHEMA)
+        ours = {"description": "invalid request",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/"
+                                                                    "ErrorBody"}}}}
+        for ops in spec.get("paths", {}).values():
+            for op in ops.values():
+                responses = op.get("responses", {})
+                if "HTTPValidationError" in orjson.dumps(responses.get("422", {})).decode():
+                    del responses["422"]
+                    responses.setdefault("400", ours)
+        if "HTTPValidationError" not in orjson.dumps(spec.get("paths", {})).decode():
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
     """Give every error of ``app`` the one body: request validation (FastAPI's ``{"detail":
     [...]}`` becomes a 400 ``invalid_field``), ``HTTPException`` from any route or from routing
     (404 ``not_found``, 405 ...), ``ApiError``, and anything unexpected (500 ``internal``,
-    logged, no details)."""
+    logged, no details). The OpenAPI spec documents it (``document_errors``)."""
+    document_errors(app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

@@ -30,7 +30,7 @@ from fastapi.responses import Response
 from features.errors import RegistryError, TesseraError
 from features.online.read import parse_at
 from serving.experiments.records import now_us
-from serving.http.errors import ApiError, dumps, read_body
+from serving.http.errors import ApiError, dumps, error_responses, read_body
 from serving.http.outcome_log import OutcomeLog
 
 MAX_OUTCOMES = 1000
@@ -172,6 +172,7 @@ def outcomes_router(outcomes: Outcomes, max_body_bytes: int = 1 << 20) -> APIRou
     router = APIRouter()
 
     @router.post("/v1/outcomes", tags=["experiments"],
+                 responses=error_responses(400, 413, 503),
                  summary="Record labels by request id or by model + entity + time, once each")
     async def post_outcomes(request: Request) -> Response:
         import asyncio

@@ -11,6 +11,7 @@ import polars as pl
 from fastapi import APIRouter, HTTPException
 
 from features.errors import TesseraError
+from serving.http.errors import error_responses
 from serving.monitoring.alerts import Alerter
 from serving.monitoring.drift import Thresholds
 from serving.monitoring.report import monitor_report
@@ -43,10 +44,10 @@ def monitor_router(
     thresholds: Thresholds = Thresholds(),
     alerter: Alerter | None = None,
 ) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(tags=["monitoring"])
     alerter = alerter or Alerter()
 
-    @router.get("/v1/monitor/{name}")
+    @router.get("/v1/monitor/{name}", responses=error_responses(404))
     def monitor(name: str) -> dict:
         try:
             return run_monitor(name, lookup, predictions, rows, seconds, thresholds, alerter)

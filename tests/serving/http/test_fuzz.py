@@ -6,7 +6,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from serving.http.main import ServeConfig, build_app
 from serving.scorer.synthetic import write_repo_file
@@ -44,7 +47,8 @@ def test_no_server_error_and_responses_match_the_schema(served_schema):
         @settings(max_examples=EXAMPLES, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def fuzz(case):
-            case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
+            case.call_and_validate(checks=[not_a_server_error, response_schema_conformance,
+                                           status_code_conformance])
 
         try:
             fuzz()
