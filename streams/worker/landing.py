@@ -40,6 +40,10 @@ class Landing:
             self.at_us = at_us
             self._done.set()
 
+    def fail(self) -> None:
+        """The write raised (the worker stops): a waiting flush gives up at once."""
+        self._done.set()
+
     def wait(self, stopping: threading.Event, timeout_s: float = 300.0,
              after_stop_s: float = 10.0) -> int:
         """The landing time; waits for it (the write may still be pending or in flight).
@@ -53,7 +57,9 @@ class Landing:
             if now - t0 > timeout_s or (stopped_at is not None and now - stopped_at > after_stop_s):
                 raise LandingTimeout("the Redis write of buffered events did not complete; "
                                      "they are not appended to the event log")
-        assert self.at_us is not None
+        if self.at_us is None:
+            raise LandingTimeout("the Redis write of buffered events failed; they are not "
+                                 "appended to the event log (a restart replays them)")
         return self.at_us
 
     def applied_us(self, stream: int, n: int) -> np.ndarray:

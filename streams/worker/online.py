@@ -527,11 +527,14 @@ def _stamp(landings: list[Landing]) -> Callable[[Future], None]:
     """A write's done-callback (in its thread): stamp its batches when it went through."""
 
     def done(result: Future) -> None:
-        if result.exception() is None:
-            stale, landed_at = result.result()
-            if stale is None:
-                for landing in landings:
-                    landing.land(int(landed_at * 1_000_000))
+        if result.exception() is not None:
+            for landing in landings:
+                landing.fail()
+            return
+        stale, landed_at = result.result()
+        if stale is None:
+            for landing in landings:
+                landing.land(int(landed_at * 1_000_000))
 
     return done
 
