@@ -79,48 +79,57 @@ def test_settings_offline_uri_points_the_log_at_s3(s3_root, tmp_path):
 
 
 CHILD = textwrap.dedent('''
-    import sys
+    import sys, time
+    from features.offline.committed_log import ManifestLog
     from features.offline.event_log import EventLog
     from tests.features.offline.test_event_log import rows, SOURCE
-    root, batch = sys.argv[1], int(sys.argv[2])
+    root, batch, slow_from = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    real_commit, k = ManifestLog.commit, 0
+
+    def commit(self, manifest):  # batch slow_from lingers between its data and its manifest
+        if k >= slow_from:
+            print("wrote", k, flush=True)
+            time.sleep(5)
+        real_commit(self, manifest)
+
+    ManifestLog.commit = commit
     log = EventLog(root)
-    k = 0
     while True:
         offs = list(range(k * batch, (k + 1) * batch))
         # several date partitions per batch: several data objects, then the manifest
         log.append(SOURCE, rows(offs, spread_days=4), topic="txns", partition=0)
-        print(k, flush=True)
+        print("committed", k, flush=True)
         k += 1
 ''')
 
 
 def test_kill_9_mid_flush_leaves_every_committed_batch_exactly_once(s3_root, monkeypatch):
-    batch = 25
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, s3_root, str(batch)],
+    batch, slow_from = 25, 3
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, s3_root, str(batch), str(slow_from)],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    reported = -1
+    seen = []
     try:
         deadline = time.monotonic() + 30
-        while reported < 4 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             line = proc.stdout.readline()
-            assert line, "the writer died before committing five batches"
-            reported = int(line)
-        time.sleep(random.uniform(0, 0.05))  # somewhere inside the next flush
+            assert line, "the writer died before its fourth flush"
+            seen.append(line.split())
+            if seen[-1][0] == "wrote":  # its data objects are in, its manifest is not
+                break
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    assert reported >= 4
+    assert seen[-1] == ["wrote", str(slow_from)]
+    assert [int(k) for what, k in seen if what == "committed"] == list(range(slow_from))
     log = EventLog(s3_root)
     offsets = offsets_in(log)
-    committed = len(offsets) // batch
-    # every reported batch, possibly the one in flight if its manifest swap landed, no part
-    assert committed in (reported + 1, reported + 2)
+    committed = slow_from
     assert offsets == list(range(committed * batch))  # each exactly once, nothing half
     assert log.committed_offset(SOURCE, "txns", 0) == committed * batch - 1
     store = log.source_store(SOURCE)
     listed = {r for r, _ in log.files(SOURCE)}
     on_store = {e.rel for e in store.list_files() if e.rel.startswith("date=")}
-    assert listed <= on_store
+    assert listed <= on_store and len(on_store - listed) == 4  # the killed flush's 4 dates
     # a restarted writer resumes after the watermark; once orphans are past their grace
     # period (0 here), it deletes the objects the killed flush left unlisted
     monkeypatch.setattr(event_log_mod, "ORPHAN_GRACE_S", 0.0)
@@ -134,7 +143,7 @@ def test_kill_9_mid_flush_leaves_every_committed_batch_exactly_once(s3_root, mon
 
 
 def test_two_writers_racing_on_one_manifest_lose_no_commit(s3_root):
-    """Two writers (partitions 0 and 1), each with its own log object, append 12 batches at
+    """Two writers (partitions 0 and 1), each with its own log object, append 8 batches at
     once: conditional puts make every lost race redo its update, so both survive."""
     conflicts = []
     real = ManifestLog.commit
@@ -154,7 +163,7 @@ def test_two_writers_racing_on_one_manifest_lose_no_commit(s3_root):
         try:
             log = EventLog(s3_root)
             start.wait()
-            for k in range(12):
+            for k in range(8):
                 log.append(SOURCE, rows(list(range(k * 10, k * 10 + 10)), spread_days=1),
                            topic="txns", partition=partition)
         except BaseException as e:  # reported below
@@ -173,9 +182,9 @@ def test_two_writers_racing_on_one_manifest_lose_no_commit(s3_root):
     df = log.scan(SOURCE).collect()
     for p in (0, 1):
         assert sorted(df.filter(pl.col("_partition") == p)["_offset"].to_list()) == list(
-            range(120))
-        assert log.committed_offset(SOURCE, "txns", p) == 119
-    assert log.snapshot(SOURCE).generation == 24  # one commit per append, none lost
+            range(80))
+        assert log.committed_offset(SOURCE, "txns", p) == 79
+    assert log.snapshot(SOURCE).generation == 16  # one commit per append, none lost
     print(json.dumps({"conflicts_retried": len(conflicts)}))
 
 
