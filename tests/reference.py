@@ -42,3 +42,13 @@ def close(a, b, rel: float = 1e-9, abs_: float = 1e-9) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+
+
+def same(a, b) -> bool:
+    """Equal values of the same type (an int is not a float); NaN equals NaN. For comparing
+    two implementations that must agree exactly."""
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    return a == b and type(a) is type(b)

@@ -11,42 +11,6 @@ from features.semantics.kernels.base import IR, Aggregation, ordered_sums, range
 CHEAP_VECTOR_ROWS = 8  # one cumsum over all tiles at once: worth it from a few rings
 
 
-class Count(Aggregation):
-    """Number of events in the window; 0 when empty."""
-
-    name = "count"
-    vector_min_rows = CHEAP_VECTOR_ROWS
-    needs_field = False
-
-    def empty(self) -> IR:
-        return (0.0,)
-
-    def prepare(self, value: float, ts: int, seq: int) -> IR:
-        return (1.0,)
-
-    def merge(self, a: IR, b: IR) -> IR:
-        return (a[0] + b[0],)
-
-    def finalize(self, ir: IR) -> int:
-        return int(ir[0])
-
-    def fold_events(self, tiles, inv, ts, seq, values) -> None:
-        np.add.at(tiles[:, 0], inv, 1.0)
-
-    def merge_tiles(self, v, mask):
-        return ordered_sums(v, mask), None
-
-    def finalize_list(self, ir: np.ndarray) -> list:
-        return [int(c) for c in ir[:, 0].tolist()]
-
-    def read_tiles(self, records: Sequence[Sequence[float]], j: int) -> int:
-        return int(sum([r[j] for r in records], 0.0))
-
-    def reduce_ranges(self, values, lo, hi):
-        n = hi - lo
-        return n.astype(np.int64), np.ones(len(n), dtype=bool)
-
-
 class Sum(Aggregation):
     """Sum of the field over the window; 0 when empty."""
 
@@ -80,6 +44,33 @@ class Sum(Aggregation):
 
     def reduce_ranges(self, values, lo, hi):
         return range_reduce(np.add, values, lo, hi, 0.0), np.ones(len(lo), dtype=bool)
+
+
+class Count(Sum):
+    """Number of events in the window; 0 when empty. A sum of ones, as an integer."""
+
+    name = "count"
+    needs_field = False
+    exact = True
+
+    def prepare(self, value: float, ts: int, seq: int) -> IR:
+        return (1.0,)
+
+    def finalize(self, ir: IR) -> int:
+        return int(ir[0])
+
+    def fold_events(self, tiles, inv, ts, seq, values) -> None:
+        np.add.at(tiles[:, 0], inv, 1.0)
+
+    def finalize_list(self, ir: np.ndarray) -> list:
+        return [int(c) for c in ir[:, 0].tolist()]
+
+    def read_tiles(self, records: Sequence[Sequence[float]], j: int) -> int:
+        return int(sum([r[j] for r in records], 0.0))
+
+    def reduce_ranges(self, values, lo, hi):
+        n = hi - lo
+        return n.astype(np.int64), np.ones(len(n), dtype=bool)
 
 
 class Mean(Aggregation):

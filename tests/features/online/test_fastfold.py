@@ -11,14 +11,7 @@ from features.online.fold import InexactReadError, fold_view
 from features.online.layout import ViewLayout
 from features.semantics.windows import MINUTE
 from tests.features.online.test_fold import LAYOUT, VIEW, build_blobs
-
-
-def _same(a, b) -> bool:
-    if a is None or b is None:
-        return a is b
-    if isinstance(a, float) and math.isnan(a):
-        return isinstance(b, float) and math.isnan(b)
-    return a == b and type(a) is type(b)
+from tests.reference import same
 
 
 def _outcome(fn):
@@ -62,7 +55,7 @@ def test_ring_fold_equals_fold_view(raw, dt):
             continue
         assert got[2] == want[2] and got[1] == want[1]
         for s, a, b in zip(mine, got[0], want[0], strict=True):
-            assert _same(a, b), (s.name, a, b)
+            assert same(a, b), (s.name, a, b)
 
 
 VEC_VIEW = FeatureView(
@@ -126,7 +119,7 @@ def test_fold_many_equals_row_by_row_fold(rows, dt, view_layout):
         assert got_n == want_n and got_m == want_m
         for gr, wr in zip(got_v, want_v, strict=True):
             for a, b in zip(gr, wr, strict=True):
-                assert _same(a, b), (a, b)
+                assert same(a, b), (a, b)
 
 
 def test_fold_many_of_many_rings_folds_every_aggregation_with_numpy():
@@ -153,4 +146,4 @@ def test_fold_many_of_many_rings_folds_every_aggregation_with_numpy():
             for b, gv, gm, gn in zip(blobs, got_v, got_m, got_n, strict=True):
                 v, m = [None] * len(slots), [None] * len(slots)
                 assert ring.fold(b, t, v, m) == gn and m == gm
-                assert all(_same(a, c) for a, c in zip(gv, v, strict=True)), (gv, v)
+                assert all(same(a, c) for a, c in zip(gv, v, strict=True)), (gv, v)

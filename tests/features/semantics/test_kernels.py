@@ -21,7 +21,7 @@ from features.errors import DefinitionError
 from features.semantics.aggregations import AGGREGATIONS, get_aggregation
 from features.semantics.ranges import aggregate, window_bounds
 from features.semantics.windows import in_window
-from tests.reference import brute_force, close
+from tests.reference import brute_force, close, same
 
 AGGS = sorted(AGGREGATIONS)
 # a window at t=10**6 that holds every ts below
@@ -30,15 +30,6 @@ VALUES = st.one_of(
     st.floats(-1e6, 1e6, allow_nan=False),
     st.sampled_from([0.1, 0.7, -2.5, 0.0]),  # repeats: ties and identical values
 )
-
-
-def _same(a, b) -> bool:
-    """Equal values of the same type; NaN equals NaN."""
-    if a is None or b is None:
-        return a is b
-    if isinstance(a, float) and math.isnan(a):
-        return isinstance(b, float) and math.isnan(b)
-    return a == b and type(a) is type(b)
 
 
 def _bits(x) -> bytes:
@@ -125,10 +116,10 @@ def test_merge_tiles_and_read_tiles_are_the_merge_chain(rows):
                 assert np.array_equal(ir[r], chain), name
             else:
                 assert _bits(ir[r]) == _bits(chain), name
-            assert _same(got[r], agg.finalize(chain)), name
+            assert same(got[r], agg.finalize(chain)), name
             # read_tiles gets whole flat records with other parts around its own
             padded = [(7.0, *x, 7.0) for x in inside]
-            assert _same(agg.read_tiles(padded, 1), got[r]), name
+            assert same(agg.read_tiles(padded, 1), got[r]), name
             mine = [(t, s, _value(agg, x)) for evs, on in row if on for t, s, x in evs]
             assert _agrees(agg, got[r], mine), (name, got[r])
 
