@@ -1,30 +1,35 @@
-"""Kafka topic -> Parquet files, exactly once in effect.
+"""Kafka topic -> Parquet files, exactly once in effect, on a local disk or an object store.
 
 Each flush writes one file per partition named by its offset range
-(``p0003-000000001200-000000001999.parquet``), then atomically replaces ``_manifest.json``,
-which lists the files and the next offset per partition. The manifest is the commit: readers
-only read listed files, and a restarted sink deletes unlisted files (left by a crash between the
-file and the manifest) and seeks to the manifest's offsets. A crash therefore replays, and the
-replay rewrites the same records under the manifest's control: no loss, no duplicates. No
-consumer group is used, so there is no group join to wait for and no second commit to keep in
-step with the files.
+(``p0003-000000001200-000000001999.parquet``; plus a random suffix on an object store), then
+commits ``_manifest.json``, which lists the files and the next offset per partition, through
+the event log's commit protocol (``features.offline.committed_log``: fsync + rename under a lock
+on disk, a conditional put on S3, redone on the new manifest if another writer, e.g.
+``import_frame``, committed first). The manifest is the commit: readers only read listed files,
+and a restarted sink deletes unlisted files (left by a crash between the file and the manifest)
+and seeks to the manifest's offsets. A crash therefore replays, and the replay rewrites the same
+records under the manifest's control: no loss, no duplicates. No consumer group is used, so
+there is no group join to wait for and no second commit to keep in step with the files.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
 from kafka import KafkaConsumer, TopicPartition
 
+from features.offline.committed_log import Attempt, Manifest, ManifestLog
+from features.offline.storage import Store
+
 MANIFEST = "_manifest.json"
+ORPHAN_GRACE_S = 3600.0  # object stores: unlisted files younger than this may be in flight
 
 
 class ParquetSink:
@@ -40,13 +45,14 @@ class ParquetSink:
     ) -> None:
         self.topic = topic
         self.normalize = normalize
-        self.folder = Path(folder)
+        self.store = Store(folder)
+        self.folder = Path(self.store.root) if self.store.local else folder
+        self._log = ManifestLog(self.store, MANIFEST)
         self.schema = schema
         self.flush_records = flush_records
         self.flush_s = flush_s
         self.bad_records = 0
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._manifest = load_manifest(self.folder)
+        self._manifest = load_manifest(folder)
         self._clean_orphans()
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -76,12 +82,16 @@ class ParquetSink:
         raise RuntimeError(f"topic {self.topic!r} not found; create it first")
 
     def _clean_orphans(self) -> None:
+        """Delete files no manifest lists (on an object store only old ones: a younger one
+        may be an ``import_frame`` about to commit)."""
         listed = set(self._manifest["files"])
-        for p in self.folder.iterdir():
-            if p.name == MANIFEST:
+        cutoff = None if self.store.local else (time.time() - ORPHAN_GRACE_S) * 1e9
+        for e in self.store.list_files(recursive=False):
+            if e.rel == MANIFEST or not (e.rel.endswith(".tmp") or (
+                    e.rel.endswith(".parquet") and e.rel not in listed)):
                 continue
-            if p.suffix == ".tmp" or (p.suffix == ".parquet" and p.name not in listed):
-                p.unlink()
+            if cutoff is None or (e.mtime_ns or 0) < cutoff:
+                self.store.delete(e.rel)
 
     def poll(self, timeout_ms: int = 200) -> int:
         """Fetch once and flush if due; returns how many records were fetched.
@@ -114,25 +124,27 @@ class ParquetSink:
         return got
 
     def flush(self) -> None:
-        """Write buffered records, then commit them by replacing the manifest."""
-        manifest = {
-            "topic": self.topic,
-            "next_offsets": dict(self._manifest["next_offsets"]),
-            "files": list(self._manifest["files"]),
-        }
+        """Write buffered records, then commit them through the manifest."""
+        tables = {}
         for part, rows in sorted(self._buffer.items()):
-            first, last = rows[0][0], rows[-1][0]
             good = [r for _, batch in rows for r in batch]
-            if good:
-                name = f"p{part:04d}-{first:012d}-{last:012d}.parquet"
-                table = self._table(good)
-                tmp = self.folder / (name + ".tmp")
-                pq.write_table(table, tmp)
-                os.replace(tmp, self.folder / name)
-                manifest["files"].append(name)
-            manifest["next_offsets"][str(part)] = last + 1
-        self._commit(manifest)
-        self._manifest = manifest
+            tables[part] = (rows[0][0], rows[-1][0], self._table(good) if good else None)
+
+        def change(manifest: Manifest, attempt: Attempt) -> None:
+            manifest.setdefault("next_offsets", {})
+            manifest.setdefault("files", [])
+            manifest["topic"] = self.topic
+            for part, (first, last, table) in tables.items():
+                if manifest["next_offsets"].get(str(part), 0) > last:
+                    continue  # already committed (cannot happen with one sink per folder)
+                if table is not None:
+                    name = _unique(self.store, f"p{part:04d}-{first:012d}-{last:012d}.parquet")
+                    attempt.write_parquet(name, table)
+                    manifest["files"].append(name)
+                manifest["next_offsets"][str(part)] = last + 1
+
+        self._log.update(change, commit=self._commit)
+        self._manifest = load_manifest(self.store)
         self._buffer = {}
         self._buffered = 0
         self._last_flush = time.monotonic()
@@ -150,10 +162,8 @@ class ParquetSink:
                     self.bad_records += 1
             return pa.Table.from_pylist(ok, schema=self.schema)
 
-    def _commit(self, manifest: dict) -> None:
-        tmp = self.folder / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest))
-        os.replace(tmp, self.folder / MANIFEST)
+    def _commit(self, manifest: Manifest) -> None:
+        self._log.commit(manifest)
 
     def run(self, idle_s: float = 2.0, stop_after: int | None = None) -> int:
         """Consume until ``idle_s`` passes with nothing new (or ``stop_after`` records)."""
@@ -178,39 +188,57 @@ class ParquetSink:
         self._consumer.close()
 
 
-def load_manifest(folder: Path | str) -> dict:
-    path = Path(folder) / MANIFEST
-    if path.exists():
-        return json.loads(path.read_text())
-    return {"topic": None, "next_offsets": {}, "files": []}
+def _store(folder: Path | str | Store) -> Store:
+    return folder if isinstance(folder, Store) else Store(folder)
+
+
+def _unique(store: Store, name: str) -> str:
+    """On an object store, a name no other writer uses (local writers hold the lock)."""
+    if store.local:
+        return name
+    stem, _, ext = name.rpartition(".")
+    return f"{stem}-{uuid.uuid4().hex[:12]}.{ext}"
+
+
+def load_manifest(folder: Path | str | Store) -> dict:
+    manifest = dict(ManifestLog(_store(folder), MANIFEST).read())
+    manifest.setdefault("topic", None)
+    manifest.setdefault("next_offsets", {})
+    manifest.setdefault("files", [])
+    return manifest
 
 
 def import_frame(folder: Path | str, frame: pl.DataFrame) -> str:
     """Commit rows that did not come through Kafka (a backfill, a benchmark, a test) as one more
-    file in the manifest; returns its name. Offsets are untouched, so a running sink is not
-    affected."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = load_manifest(folder)
-    name = f"import-{len(manifest['files']):06d}-{time.time_ns()}.parquet"
-    tmp = folder / (name + ".tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, folder / name)
-    manifest["files"].append(name)
-    tmp_m = folder / (MANIFEST + ".tmp")
-    tmp_m.write_text(json.dumps(manifest))
-    os.replace(tmp_m, folder / MANIFEST)
-    return name
+    file in the manifest; returns its name. Offsets are untouched, and the commit is redone on
+    the newest manifest if a running sink committed first, so neither loses the other's
+    files."""
+    store = _store(folder)
+    table = frame.to_arrow()
+
+    def change(manifest: Manifest, attempt: Attempt) -> str:
+        files = manifest.setdefault("files", [])
+        manifest.setdefault("next_offsets", {})
+        manifest.setdefault("topic", None)
+        name = _unique(store, f"import-{len(files):06d}-{time.time_ns()}.parquet")
+        attempt.write_parquet(name, table)
+        files.append(name)
+        return name
+
+    return ManifestLog(store, MANIFEST).update(change)
 
 
 def read_dataset(
     folder: Path | str, schema: pa.Schema, columns: list[str] | None = None
 ) -> pl.DataFrame:
     """Every committed row (files listed in the manifest), as one polars frame."""
-    folder = Path(folder)
-    files = [str(folder / f) for f in load_manifest(folder)["files"]]
+    store = _store(folder)
+    files = [store.path(f) for f in load_manifest(store)["files"]]
     if not files:
         empty = pl.from_arrow(schema.empty_table())
         return empty.select(columns) if columns else empty
-    lf = pl.scan_parquet(files)
+    if store.local:
+        lf = pl.scan_parquet(files)
+    else:
+        lf = pl.scan_pyarrow_dataset(pads.dataset(files, format="parquet", filesystem=store.fs))
     return (lf.select(columns) if columns else lf).collect()
