@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
             client = connect_settings(settings)
         try:
             report = audit(src, bootstrap=settings.require_kafka(),
-                           event_log=EventLog(settings.offline_dir), redis_client=client,
+                           event_log=EventLog(settings.offline_location), redis_client=client,
                            group=group, idle_s=idle)
         finally:
             if client is not None:

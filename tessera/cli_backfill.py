@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
             task = bar.add_task(f"backfilling {v.name}@{v.version[:12]}", total=None)
-            report = backfill(client, v, source_views, EventLog(settings.offline_dir),
+            report = backfill(client, v, source_views, EventLog(settings.offline_location),
                               group=group, allowed_lateness_us=parse_duration(lateness),
                               progress=lambda done, total: bar.update(task, completed=done,
                                                                       total=total))

@@ -182,7 +182,7 @@ def register(app: typer.Typer) -> None:
         fr = load_repo(repo)
         cfg = WorkerConfig(
             bootstrap=settings.require_kafka(), redis_url=settings.require_redis(),
-            offline_dir=settings.offline_dir, group=group, sources=tuple(source),
+            offline_dir=settings.offline_location, group=group, sources=tuple(source),
             allowed_lateness=lateness, max_records=max_records,
             session_timeout_ms=session_timeout_ms, commit_interval_s=commit_interval_s,
             redis_transport=RedisTransport.from_settings(settings),
@@ -219,7 +219,7 @@ def register(app: typer.Typer) -> None:
         t = time.time_ns() // 1000 if at is None else parse_timestamp(
             int(at) if at.isdigit() else at, "--at")
         client = connect_settings(settings)
-        report = skew_check(load_repo(repo), view, client, EventLog(settings.offline_dir),
+        report = skew_check(load_repo(repo), view, client, EventLog(settings.offline_location),
                             at=t, sample=sample, seed=seed)
         for m in report.mismatches[:20]:
             typer.echo(f"MISMATCH {m.entity} {m.feature}: online={m.online} "
