@@ -32,6 +32,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from features.definitions import EventSource
 from features.errors import TesseraError
+from features.kafka_config import KafkaSecurity, kafka_python
 from features.offline.event_log import EventLog
 from features.online.layout import offset_key
 
@@ -134,13 +135,15 @@ def _coordinates(record) -> tuple[str, int, int, int] | None:
         return None
 
 
-def dead_letter_offsets(bootstrap: str, dlq_topic: str, topic: str, *,
-                        idle_s: float = 1.5) -> tuple[dict[tuple[int, int], np.ndarray], int]:
+def dead_letter_offsets(bootstrap: str, dlq_topic: str, topic: str, *, idle_s: float = 1.5,
+                        security: KafkaSecurity | None = None,
+                        ) -> tuple[dict[tuple[int, int], np.ndarray], int]:
     """Offsets of ``topic`` dead-lettered on ``dlq_topic``, per (partition, epoch), and the
     number of dead letters consumed. Reads from the beginning until no record came for
     ``idle_s``."""
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                      allow_auto_create_topics=False, client_id="tessera-audit")
+                      allow_auto_create_topics=False, client_id="tessera-audit",
+                      **kafka_python(security))
     found: dict[tuple[int, int], list[int]] = {}
     consumed = 0
     try:
@@ -180,11 +183,13 @@ def _log_offsets(log: EventLog, source: EventSource, topic: str) -> pl.DataFrame
 
 
 def audit(source: EventSource, *, bootstrap: str, event_log: EventLog, redis_client=None,
-          group: str = "tessera-worker", idle_s: float = 1.5) -> AuditReport:
+          group: str = "tessera-worker", idle_s: float = 1.5,
+          security: KafkaSecurity | None = None) -> AuditReport:
     """Check every partition of ``source``'s topic; see the module docstring."""
     topic = source.topic
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                      allow_auto_create_topics=False, client_id="tessera-audit")
+                      allow_auto_create_topics=False, client_id="tessera-audit",
+                      **kafka_python(security))
     try:
         parts = c.partitions_for_topic(topic)
         if not parts:
@@ -197,7 +202,8 @@ def audit(source: EventSource, *, bootstrap: str, event_log: EventLog, redis_cli
     marks = [None] * len(tps)
     if redis_client is not None:
         marks = redis_client.mget([offset_key(group, topic, tp.partition) for tp in tps])
-    dead, _ = dead_letter_offsets(bootstrap, source.dlq_topic, topic, idle_s=idle_s)
+    dead, _ = dead_letter_offsets(bootstrap, source.dlq_topic, topic, idle_s=idle_s,
+                                  security=security)
     rows = _log_offsets(event_log, source, topic)
     out = []
     for tp, raw in zip(tps, marks, strict=True):

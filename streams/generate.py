@@ -20,6 +20,7 @@ import orjson
 
 from features.definitions import EventSource
 from features.event_schema import encode, key_of, normalize, us_to_iso
+from features.kafka_config import KafkaSecurity
 
 COUNTRIES = np.array(["FR", "DE", "GB", "US", "ES", "IT", "NL", "PL", "SE", "BR"])
 _COUNTRY_P = np.array([0.3, 0.15, 0.12, 0.12, 0.08, 0.08, 0.05, 0.04, 0.03, 0.03])
@@ -99,7 +100,8 @@ class GenerateReport:
 
 def run(source: EventSource, bootstrap: str, *, count: int | None = None, rate: float = 1000.0,
         users: int = 10_000, seed: int = 7, timeout_s: float = 30.0,
-        stop: Callable[[], bool] | None = None) -> GenerateReport:
+        stop: Callable[[], bool] | None = None,
+        security: KafkaSecurity | None = None) -> GenerateReport:
     """Publish synthetic transactions to ``source``'s topic at ``rate`` per second (0 = flat
     out) until ``count`` (None = until ``stop()`` or Ctrl-C).
 
@@ -114,7 +116,7 @@ def run(source: EventSource, bootstrap: str, *, count: int | None = None, rate: 
     ms = max(1, int(timeout_s * 1000))
     report = GenerateReport()
     t0 = time.monotonic()
-    pub = Publisher(source, bootstrap, delivery_timeout_ms=ms + 20,
+    pub = Publisher(source, bootstrap, security=security, delivery_timeout_ms=ms + 20,
                     request_timeout_ms=min(ms, 30_000), max_block_ms=ms)
     try:
         while (count is None or report.sent + report.malformed + report.failed < count) \

@@ -15,6 +15,7 @@ from kafka import KafkaProducer
 from features.definitions import EventSource
 from features.errors import SchemaError
 from features.event_schema import encode, key_of, normalize
+from features.kafka_config import KafkaSecurity, kafka_python
 
 
 @dataclass
@@ -38,9 +39,11 @@ class PublishReport:
         return self.sent + len(self.rejected) + len(self.failed)
 
 
-def make_producer(bootstrap: str, linger_ms: int = 20, **config) -> KafkaProducer:
+def make_producer(bootstrap: str, linger_ms: int = 20, security: KafkaSecurity | None = None,
+                  **config) -> KafkaProducer:
     """The SDK's producer; ``config`` overrides kafka-python settings (e.g. timeouts)."""
     return KafkaProducer(**{
+        **kafka_python(security),
         "bootstrap_servers": bootstrap,
         "acks": "all",
         "linger_ms": linger_ms,
@@ -56,9 +59,9 @@ class Publisher:
     """A long-lived producer for one source (use as a context manager)."""
 
     def __init__(self, source: EventSource, bootstrap: str, linger_ms: int = 20,
-                 **config) -> None:
+                 security: KafkaSecurity | None = None, **config) -> None:
         self.source = source
-        self.producer = make_producer(bootstrap, linger_ms, **config)
+        self.producer = make_producer(bootstrap, linger_ms, security, **config)
 
     def __enter__(self) -> Publisher:
         return self
@@ -122,7 +125,8 @@ def publish(
     events: Iterable[dict],
     bootstrap: str,
     progress: Callable[[int], None] | None = None,
+    security: KafkaSecurity | None = None,
 ) -> PublishReport:
     """One-shot: validate and send ``events`` to ``source``'s topic, return the report."""
-    with Publisher(source, bootstrap) as pub:
+    with Publisher(source, bootstrap, security=security) as pub:
         return pub.publish(events, progress)

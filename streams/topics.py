@@ -12,18 +12,19 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from features.definitions import EventSource
+from features.kafka_config import KafkaSecurity, kafka_python
 
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
-def _admin(bootstrap: str) -> KafkaAdminClient:
+def _admin(bootstrap: str, security: KafkaSecurity | None = None) -> KafkaAdminClient:
     return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-admin",
-                            request_timeout_ms=10_000)
+                            request_timeout_ms=10_000, **kafka_python(security))
 
 
 def ensure_topics(
     sources: Iterable[EventSource], bootstrap: str, retention_ms: int = DEFAULT_RETENTION_MS,
-    repartition_partitions: int | None = None,
+    repartition_partitions: int | None = None, security: KafkaSecurity | None = None,
 ) -> list[str]:
     """Create each source's topic (source.partitions), ``<topic>.dlq`` (1 partition) and
     ``<topic>.repartition`` (source.partitions: events that arrived off their entity's home
@@ -33,7 +34,7 @@ def ensure_topics(
         wanted[s.topic] = s.partitions
         wanted[s.dlq_topic] = 1
         wanted[s.repartition_topic] = repartition_partitions or s.partitions
-    admin = _admin(bootstrap)
+    admin = _admin(bootstrap, security)
     try:
         existing = set(admin.list_topics())
         new = [
@@ -53,9 +54,10 @@ def ensure_topics(
         admin.close()
 
 
-def delete_topics(names: Iterable[str], bootstrap: str) -> None:
+def delete_topics(names: Iterable[str], bootstrap: str,
+                  security: KafkaSecurity | None = None) -> None:
     """Delete topics (tests and benchmarks: the in-memory broker keeps everything in RAM)."""
-    admin = _admin(bootstrap)
+    admin = _admin(bootstrap, security)
     try:
         for name in names:
             try:

@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Every offset from the Kafka log start to the worker's watermark must be in the event
         log (current epoch) or dead-lettered; exits 1 and lists the gaps otherwise."""
+        from features.kafka_config import KafkaSecurity
         from features.offline.event_log import EventLog
         from streams.audit import audit
         from tessera.cli_streams import _source, load_repo
@@ -35,7 +36,8 @@ def register(app: typer.Typer) -> None:
         try:
             report = audit(src, bootstrap=settings.require_kafka(),
                            event_log=EventLog(settings.offline_location), redis_client=client,
-                           group=group, idle_s=idle)
+                           group=group, idle_s=idle,
+                           security=KafkaSecurity.from_settings(settings))
         finally:
             if client is not None:
                 client.close()

@@ -182,6 +182,7 @@ def register(app: typer.Typer) -> None:
         """Copy the prediction log and outcomes from Kafka to Parquet (exactly once in effect)."""
         import time
 
+        from features.kafka_config import KafkaSecurity
         from serving.experiments.kafka_log import ensure_topics
         from serving.experiments.records import (
             OUTCOME_SCHEMA,
@@ -193,13 +194,15 @@ def register(app: typer.Typer) -> None:
 
         s = Settings.from_env()
         bootstrap = s.require_kafka()
-        ensure_topics(bootstrap, [predictions_topic, outcomes_topic])
+        security = KafkaSecurity.from_settings(s)
+        ensure_topics(bootstrap, [predictions_topic, outcomes_topic], security=security)
         pred_dir, out_dir = dataset_dirs(s.offline_dir)
         sinks = [
-            ParquetSink(bootstrap, predictions_topic, pred_dir, PREDICTION_SCHEMA),
+            ParquetSink(bootstrap, predictions_topic, pred_dir, PREDICTION_SCHEMA,
+                        security=security),
             ParquetSink(
                 bootstrap, outcomes_topic, out_dir, OUTCOME_SCHEMA,
-                normalize=outcome_normalizer(tuple(entity_field)),
+                normalize=outcome_normalizer(tuple(entity_field)), security=security,
             ),
         ]
         counts = [0, 0]

@@ -134,9 +134,11 @@ def register(app: typer.Typer) -> None:
                    + ("" if not the_plan.by_status("removed") else ", removed: " + ", ".join(
                        c.name for c in the_plan.by_status("removed"))))
         if topics and settings.kafka_bootstrap:
+            from features.kafka_config import KafkaSecurity
             from streams.topics import ensure_topics
 
-            created = ensure_topics(report.sources, settings.kafka_bootstrap)
+            created = ensure_topics(report.sources, settings.kafka_bootstrap,
+                                    security=KafkaSecurity.from_settings(settings))
             typer.echo(f"topics created: {', '.join(created) or 'none (all exist)'}")
         typer.echo(f"registry: {settings.registry_dir}")
 
@@ -236,7 +238,7 @@ def register(app: typer.Typer) -> None:
         from features.offline.event_log import EventLog
 
         settings = Settings.from_env()
-        n = EventLog(settings.offline_location).import_file(_source(settings, source), file)
+        n = EventLog(settings.offline_dir).import_file(_source(settings, source), file)
         typer.echo(f"imported {n} events into {source}" + ("" if n else " (already imported)"))
 
     @app.command("compact")
@@ -245,5 +247,5 @@ def register(app: typer.Typer) -> None:
         from features.offline.event_log import EventLog
 
         settings = Settings.from_env()
-        n = EventLog(settings.offline_location).compact(_source(settings, source))
+        n = EventLog(settings.offline_dir).compact(_source(settings, source))
         typer.echo(f"compacted {source}: {n} files merged")

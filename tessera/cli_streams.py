@@ -89,17 +89,19 @@ def register(app: typer.Typer) -> None:
         """Validate and publish the events of a file; print sent / rejected counts."""
         from rich.progress import Progress
 
+        from features.kafka_config import KafkaSecurity
         from streams.producer import publish
         from streams.topics import ensure_topics
 
         settings = Settings.from_env()
         src = _source(load_repo(repo), source)
         bootstrap = settings.require_kafka()
-        ensure_topics([src], bootstrap)
+        security = KafkaSecurity.from_settings(settings)
+        ensure_topics([src], bootstrap, security=security)
         with Progress(transient=True) as bar:
             task = bar.add_task(f"publishing to {src.topic}", total=None)
             report = publish(src, _read_events(file), bootstrap,
-                             progress=lambda n: bar.advance(task, n))
+                             progress=lambda n: bar.advance(task, n), security=security)
         for r in report.rejected[:20]:
             typer.echo(f"rejected event #{r.index}: {r.reason}", err=True)
         if len(report.rejected) > 20:
@@ -123,15 +125,17 @@ def register(app: typer.Typer) -> None:
         """Publish synthetic card transactions (some late, some malformed) at a steady rate.
 
         Exits 1 if the broker did not acknowledge every send."""
+        from features.kafka_config import KafkaSecurity
         from streams.generate import run
         from streams.topics import ensure_topics
 
         settings = Settings.from_env()
         src = _source(load_repo(repo), source)
         bootstrap = settings.require_kafka()
-        ensure_topics([src], bootstrap)
+        security = KafkaSecurity.from_settings(settings)
+        ensure_topics([src], bootstrap, security=security)
         rep = run(src, bootstrap, count=count, rate=rate, users=users, seed=seed,
-                  timeout_s=timeout)
+                  timeout_s=timeout, security=security)
         typer.echo(f"sent {rep.sent} valid and {rep.malformed} malformed events to {src.topic}")
         if rep.failed:
             typer.echo(f"error: {rep.failed} events were not acknowledged by the broker "
@@ -171,6 +175,7 @@ def register(app: typer.Typer) -> None:
                                         help="address for /metrics"),
     ) -> None:
         """Consume source topics into Redis tile rings and the Parquet event log."""
+        from features.kafka_config import KafkaSecurity
         from features.online.connection import RedisTransport
         from streams.topics import ensure_topics
         from streams.worker.app import Worker, WorkerConfig
@@ -186,8 +191,10 @@ def register(app: typer.Typer) -> None:
             allowed_lateness=lateness, max_records=max_records,
             session_timeout_ms=session_timeout_ms, commit_interval_s=commit_interval_s,
             redis_transport=RedisTransport.from_settings(settings),
+            kafka_security=KafkaSecurity.from_settings(settings),
         )
-        ensure_topics([fr.sources[s] for s in (source or fr.sources)], cfg.bootstrap)
+        ensure_topics([fr.sources[s] for s in (source or fr.sources)], cfg.bootstrap,
+                      security=cfg.kafka_security)
         worker = Worker(fr, cfg)
         if metrics_port:
             from streams.worker.metrics import WorkerMetrics

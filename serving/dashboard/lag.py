@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
+from features.kafka_config import KafkaSecurity, kafka_python
 from features.online.layout import OFFSET_KEY_PREFIX, applied_offset
 
 NO_WATERMARK = "n/a (broker reports no watermark)"
@@ -57,8 +58,9 @@ def lag_by_topic(
 class EndOffsets:
     """True end offsets of partitions: the high watermark, checked by reading the last batch."""
 
-    def __init__(self, bootstrap: str, timeout_ms: int = 300) -> None:
-        self.bootstrap, self.timeout_ms = bootstrap, timeout_ms
+    def __init__(self, bootstrap: str, timeout_ms: int = 300,
+                 security: KafkaSecurity | None = None) -> None:
+        self.bootstrap, self.timeout_ms, self.security = bootstrap, timeout_ms, security
         self._consumer = None
         self._lock = threading.Lock()
 
@@ -102,6 +104,7 @@ class EndOffsets:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                 client_id="tessera-dashboard-lag", request_timeout_ms=5000,
+                **kafka_python(self.security),
             )
         return self._consumer
 

@@ -206,10 +206,12 @@ def _view_topics(settings: Settings) -> Callable[[], dict[str, str]]:
 def _lag_reader(settings: Settings) -> Callable[[], dict] | None:
     if not (settings.kafka_bootstrap and settings.redis_url):
         return None
+    from features.kafka_config import KafkaSecurity
     from features.online.connection import connect_settings
 
     client = connect_settings(settings, socket_timeout=2)
-    return worker_lag(client, EndOffsets(settings.kafka_bootstrap))
+    return worker_lag(client, EndOffsets(settings.kafka_bootstrap,
+                                         security=KafkaSecurity.from_settings(settings)))
 
 
 def from_settings(

@@ -15,6 +15,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from features.kafka_config import KafkaSecurity, kafka_python
 from serving.experiments.background import BoundedWorker
 from serving.experiments.records import OutcomeRecord, PredictionRecord, expand
 from serving.experiments.shadow import ShadowBatch
@@ -23,9 +24,11 @@ PREDICTIONS_TOPIC = "tessera-predictions"
 OUTCOMES_TOPIC = "outcomes"
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4) -> None:
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4,
+                  security: KafkaSecurity | None = None) -> None:
     """Create the topics if missing (idempotent)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-experiments")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-experiments",
+                             **kafka_python(security))
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
@@ -38,8 +41,10 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4) -> Non
         admin.close()
 
 
-def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-experiments")
+def delete_topics(bootstrap: str, topics: list[str],
+                  security: KafkaSecurity | None = None) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-experiments",
+                             **kafka_python(security))
     try:
         admin.delete_topics(topics)
     finally:
@@ -56,10 +61,12 @@ class KafkaRecordLog:
         maxsize: int = 100_000,
         linger_ms: int = 50,
         per_message: int = 256,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.topic = topic
         self.per_message = per_message
         self._producer = KafkaProducer(
+            **kafka_python(security),
             bootstrap_servers=bootstrap,
             linger_ms=linger_ms,
             batch_size=256 * 1024,

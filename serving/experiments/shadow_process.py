@@ -98,7 +98,7 @@ def _child(
     batch: int,
     with_vectors: bool,
     nice: int,
-    kafka: tuple[str, str] | None,
+    kafka: tuple | None,
     log_queue: int,
 ) -> None:
     """Child main loop: load versions by name from the registry, score batches, send results
@@ -108,7 +108,9 @@ def _child(
     if kafka is not None:
         from serving.experiments.kafka_log import KafkaRecordLog
 
-        sink = KafkaRecordLog(*kafka, maxsize=log_queue)
+        bootstrap, topic, *security = kafka  # (bootstrap, topic[, KafkaSecurity])
+        sink = KafkaRecordLog(bootstrap, topic, maxsize=log_queue,
+                              security=security[0] if security else None)
     from serving.registry import ModelRegistry
     from serving.scorer.fast import FastPredictor
 
@@ -192,7 +194,7 @@ class ProcessShadowRunner:
         batch: int = 64,
         linger_s: float = 0.5,
         nice: int = 19,
-        kafka: tuple[str, str] | None = None,
+        kafka: tuple | None = None,
         log_queue: int = 100_000,
     ) -> None:
         """``log_queue``: shadow batches the child's Kafka log may hold before it drops."""

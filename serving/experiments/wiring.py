@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from features.kafka_config import KafkaSecurity
 from serving.experiments.errors import ExperimentError
 from serving.experiments.kafka_log import PREDICTIONS_TOPIC, KafkaRecordLog, ensure_topics
 from serving.experiments.router import ExperimentRouter, _drop
@@ -23,7 +24,7 @@ def attach_router(
     store: DeploymentStore,
     name: str,
     log: Callable[[Any], object] | None = None,
-    shadow_kafka: tuple[str, str] | None = None,
+    shadow_kafka: tuple | None = None,
     **kwargs: Any,
 ) -> ExperimentRouter:
     """Route ``name``'s requests through its deployment spec (arms, shadows, logging).
@@ -75,7 +76,8 @@ def attach_router(
 
 
 def attach_deployed(
-    scorer: Any, models_dir: Path | str, bootstrap: str | None, topic: str = PREDICTIONS_TOPIC
+    scorer: Any, models_dir: Path | str, bootstrap: str | None, topic: str = PREDICTIONS_TOPIC,
+    security: KafkaSecurity | None = None,
 ) -> dict[str, ExperimentRouter]:
     """At scorer start-up: a router for every served model that has a deployment spec.
 
@@ -88,7 +90,7 @@ def attach_deployed(
         return {}
     log = None
     if bootstrap:
-        ensure_topics(bootstrap, [topic])
-        log = KafkaRecordLog(bootstrap, topic).log
-    kafka = (bootstrap, topic) if bootstrap else None
+        ensure_topics(bootstrap, [topic], security=security)
+        log = KafkaRecordLog(bootstrap, topic, security=security).log
+    kafka = (bootstrap, topic, security) if bootstrap else None
     return {n: attach_router(scorer, store, n, log=log, shadow_kafka=kafka) for n in names}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from features.kafka_config import KafkaSecurity
 from features.online.connection import RedisTransport
 from features.online.read import OnlineStore
 from features.repos import resolve_repo
@@ -137,7 +138,8 @@ def attach_experiments(scorer: Scorer, settings: Settings) -> None:
     if not storage.local:
         return  # deployment specs live in a local models folder
     try:
-        routed = attach_deployed(scorer, storage.root, settings.kafka_bootstrap)
+        routed = attach_deployed(scorer, storage.root, settings.kafka_bootstrap,
+                                 security=KafkaSecurity.from_settings(settings))
     except Exception as e:  # noqa: BLE001 - any failure degrades to champion-only serving
         log.error("experiments not attached, serving champions only: %r", e)
         return
@@ -162,7 +164,7 @@ def build_app(cfg: ServeConfig) -> FastPredict:
     app.include_router(experiments_router(settings.models_dir, settings.offline_dir))
     app.include_router(catalog_router(scorer.store.repo, scorer.models.registry))
     app.include_router(ingest_router(scorer.store.repo, settings.kafka_bootstrap,
-                                     cfg.max_body_bytes))
+                                     cfg.max_body_bytes, KafkaSecurity.from_settings(settings)))
     from serving.dashboard.model_card import model_card_router
     from serving.http.outcomes import from_settings as outcomes_router
 

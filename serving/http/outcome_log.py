@@ -17,6 +17,8 @@ from typing import Protocol
 import orjson
 import polars as pl
 
+from features.kafka_config import KafkaSecurity, kafka_python
+
 
 class OutcomeLog(Protocol):
     def write(self, rows: list[dict]) -> None:
@@ -27,8 +29,9 @@ class KafkaOutcomeLog:
     """Connects at the first write (the scorer must start while Kafka is down; until it is up,
     outcome posts answer 503 and can be retried)."""
 
-    def __init__(self, bootstrap: str, topic: str = "outcomes", timeout_s: float = 5.0) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, bootstrap: str, topic: str = "outcomes", timeout_s: float = 5.0,
+                 security: KafkaSecurity | None = None) -> None:
+        self.bootstrap, self.security = bootstrap, security
         self.topic = topic
         self.timeout_s = timeout_s
         self._producer = None
@@ -41,9 +44,10 @@ class KafkaOutcomeLog:
 
         with self._lock:
             if self._producer is None:
-                ensure_topics(self.bootstrap, [self.topic])
+                ensure_topics(self.bootstrap, [self.topic], security=self.security)
                 self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                               client_id="tessera-outcomes-http")
+                                               client_id="tessera-outcomes-http",
+                                               **kafka_python(self.security))
             return self._producer
 
     def write(self, rows: list[dict]) -> None:

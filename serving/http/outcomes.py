@@ -193,9 +193,12 @@ def outcomes_router(outcomes: Outcomes, max_body_bytes: int = 1 << 20) -> APIRou
 def from_settings(scorer: Any, settings: Any, max_body_bytes: int = 1 << 20) -> APIRouter:
     """The route the scorer mounts: Kafka's ``outcomes`` topic when a broker is configured,
     else the outcome dataset the report reads."""
+    from features.kafka_config import KafkaSecurity
     from serving.experiments.report import dataset_dirs
     from serving.http.outcome_log import KafkaOutcomeLog, ParquetOutcomeLog
 
-    log: OutcomeLog = (KafkaOutcomeLog(settings.kafka_bootstrap) if settings.kafka_bootstrap
+    log: OutcomeLog = (KafkaOutcomeLog(settings.kafka_bootstrap,
+                                       security=KafkaSecurity.from_settings(settings))
+                       if settings.kafka_bootstrap
                        else ParquetOutcomeLog(dataset_dirs(settings.offline_dir)[1]))
     return outcomes_router(Outcomes(scorer, log), max_body_bytes)

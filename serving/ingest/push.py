@@ -28,6 +28,7 @@ import orjson
 from features.definitions import EventSource
 from features.errors import SchemaError
 from features.event_schema import encode, key_of, normalize
+from features.kafka_config import KafkaSecurity
 from serving.http.errors import ApiError, dumps, error_body
 from serving.ingest.metrics import SourceMetrics
 from serving.ingest.sink import Delivery, KafkaSink, SinkUnavailable
@@ -92,12 +93,13 @@ class PushService:
 
     def __init__(self, sources: dict[str, EventSource], bootstrap: str | None,
                  limits: PushLimits | None = None, delivery_timeout_ms: int = 10_000,
-                 metadata_timeout_s: float = 5.0) -> None:
+                 metadata_timeout_s: float = 5.0, security: KafkaSecurity | None = None) -> None:
         self.sources = sources
         self.bootstrap = bootstrap
         self.limits = limits or PushLimits()
         self.sink = (KafkaSink(bootstrap, delivery_timeout_ms,
-                               metadata_timeout_s=metadata_timeout_s) if bootstrap else None)
+                               metadata_timeout_s=metadata_timeout_s, security=security)
+                     if bootstrap else None)
         self.delivery_timeout_s = delivery_timeout_ms / 1000
         self.metrics = {name: SourceMetrics(name) for name in sources}
         # one producing thread: batches are sent in the order they were prepared, and the

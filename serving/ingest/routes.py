@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from features.definitions import FeatureRepo
+from features.kafka_config import KafkaSecurity
 from serving.http.errors import read_body
 from serving.ingest.push import PushService
 
@@ -63,6 +64,8 @@ def push_router(service: PushService, max_body_bytes: int) -> APIRouter:
     return router
 
 
-def ingest_router(repo: FeatureRepo, bootstrap: str | None, max_body_bytes: int) -> APIRouter:
+def ingest_router(repo: FeatureRepo, bootstrap: str | None, max_body_bytes: int,
+                  security: KafkaSecurity | None = None) -> APIRouter:
     """Push for every source of ``repo``; the Kafka producer is made at the first push."""
-    return push_router(PushService(dict(repo.sources), bootstrap), max_body_bytes)
+    return push_router(PushService(dict(repo.sources), bootstrap, security=security),
+                       max_body_bytes)

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from features.errors import TesseraError
+from features.kafka_config import KafkaSecurity, librdkafka
 
 
 class SinkUnavailable(TesseraError):
@@ -70,8 +71,9 @@ class KafkaSink:
 
     def __init__(self, bootstrap: str, delivery_timeout_ms: int = 10_000,
                  linger_ms: int = 5, metadata_ttl_s: float = 30.0,
-                 metadata_timeout_s: float = 5.0) -> None:
+                 metadata_timeout_s: float = 5.0, security: KafkaSecurity | None = None) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.metadata_timeout_s = metadata_timeout_s
         self.delivery_timeout_ms = delivery_timeout_ms
         self.linger_ms = linger_ms
@@ -94,6 +96,7 @@ class KafkaSink:
         from confluent_kafka import Producer
 
         self._producer = Producer({
+            **librdkafka(self.security),
             "bootstrap.servers": self.bootstrap,
             "acks": "all",
             "linger.ms": self.linger_ms,

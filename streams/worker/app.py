@@ -36,6 +36,7 @@ from kafka import TopicPartition as KTopicPartition
 from features.definitions import EventSource, FeatureRepo, FeatureView
 from features.errors import DefinitionError
 from features.event_columns import decode_columns
+from features.kafka_config import PLAINTEXT, KafkaSecurity, aiokafka, kafka_python
 from features.offline.event_log import EventLog
 from features.online.connection import RedisTransport
 from features.online.layout import GENERATION_FIELD, REBUILDING_PREFIX, STORE_KEY, Watermark
@@ -77,6 +78,7 @@ class WorkerConfig:
     commit_events: int = 200_000
     commit_interval_s: float = 1.0
     redis_transport: RedisTransport = field(default_factory=RedisTransport)  # ACL user, TLS
+    kafka_security: KafkaSecurity = PLAINTEXT  # SASL, TLS (features.kafka_config)
 
 
 class _Pipeline:
@@ -86,13 +88,14 @@ class _Pipeline:
                  sink: RedisSink, event_log: EventLog) -> None:
         self.source = source
         self.views = [v.name for v in views]
-        self.forwarder = Forwarder(cfg.bootstrap, source)
+        self.forwarder = Forwarder(cfg.bootstrap, source, cfg.kafka_security)
         self.online = OnlineWriter(source, views, sink, cfg.group,
                                    parse_duration(cfg.allowed_lateness),
                                    forward=self.forwarder.forward,
-                                   partitions=topic_partitions(source, cfg.bootstrap))
+                                   partitions=topic_partitions(source, cfg.bootstrap,
+                                                               cfg.kafka_security))
         self.offline = OfflineWriter(event_log, source)
-        self.dlq = DeadLetters(cfg.bootstrap, source.dlq_topic)
+        self.dlq = DeadLetters(cfg.bootstrap, source.dlq_topic, cfg.kafka_security)
         self.consumed = 0
         self.rebuilds = 0
         self.rebuilt_entities = 0
@@ -289,6 +292,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         cfg = self.cfg
         self.consumer = AIOKafkaConsumer(
+            **aiokafka(cfg.kafka_security),
             bootstrap_servers=cfg.bootstrap,
             group_id=cfg.group,
             client_id="tessera-worker",
@@ -415,7 +419,7 @@ class Worker:
         """A consumer for single records, made on demand and closed after each round of
         checks (an idle kafka-python client's network thread costs CPU)."""
         if self._epochs is None:
-            self._epochs = EpochCheck(self.cfg.bootstrap)
+            self._epochs = EpochCheck(self.cfg.bootstrap, security=self.cfg.kafka_security)
         return self._epochs
 
     def _done_checking(self) -> None:
@@ -623,12 +627,14 @@ class Worker:
                     time.monotonic() - t0)
 
 
-def topic_partitions(source: EventSource, bootstrap: str) -> int:
+def topic_partitions(source: EventSource, bootstrap: str,
+                     security: KafkaSecurity | None = None) -> int:
     """The source topic's partition count (which the SDK's partitioner hashes over; it may
     differ from the definition's), with a repartition topic of the same count: created with
     the topics if missing, recreated if it has another count and has never held a record."""
-    ensure_topics([source], bootstrap)
-    c = KafkaConsumer(bootstrap_servers=bootstrap, client_id="tessera-topics")
+    ensure_topics([source], bootstrap, security=security)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, client_id="tessera-topics",
+                      **kafka_python(security))
     try:
         n = len(c.partitions_for_topic(source.topic) or ())
         rep = c.partitions_for_topic(source.repartition_topic) or set()
@@ -639,8 +645,8 @@ def topic_partitions(source: EventSource, bootstrap: str) -> int:
                     f"{source.repartition_topic} has {len(rep)} partitions and {source.topic} "
                     f"has {n}: they must match; stop the workers, let them drain it, delete it "
                     "and start them again (it is recreated with the right count)")
-            delete_topics([source.repartition_topic], bootstrap)
-            ensure_topics([source], bootstrap, repartition_partitions=n)
+            delete_topics([source.repartition_topic], bootstrap, security)
+            ensure_topics([source], bootstrap, repartition_partitions=n, security=security)
     finally:
         c.close()
     return n or source.partitions

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from kafka import KafkaProducer
 
 from features.errors import SchemaError
+from features.kafka_config import KafkaSecurity, kafka_python
 
 HEADER_PREFIX = "tessera."
 # dead letters are as large as the records they carry; the broker's own limit applies
@@ -55,10 +56,12 @@ def context(headers: list[tuple[str, bytes]] | tuple) -> dict[str, str]:
 
 
 class DeadLetters:
-    def __init__(self, bootstrap: str, dlq_topic: str) -> None:
+    def __init__(self, bootstrap: str, dlq_topic: str,
+                 security: KafkaSecurity | None = None) -> None:
         self.topic = dlq_topic
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                      client_id="tessera-dlq", max_request_size=MAX_REQUEST_BYTES)
+                                      client_id="tessera-dlq", max_request_size=MAX_REQUEST_BYTES,
+                                      **kafka_python(security))
         self.sent = 0
         self.by_reason: dict[str, int] = {}
 

@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 
 from features.errors import TesseraError
+from features.kafka_config import KafkaSecurity, kafka_python
 
 log = logging.getLogger("tessera.worker")
 
@@ -44,11 +45,13 @@ class Verdict:
 class EpochCheck:
     """Reads single records at given offsets (its own consumer: no group, no commits)."""
 
-    def __init__(self, bootstrap: str, timeout_ms: int = 1500) -> None:
+    def __init__(self, bootstrap: str, timeout_ms: int = 1500,
+                 security: KafkaSecurity | None = None) -> None:
         self.timeout_ms = timeout_ms
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                       group_id=None, client_id="tessera-epochs",
-                                      auto_offset_reset="none", max_poll_records=1)
+                                      auto_offset_reset="none", max_poll_records=1,
+                                      **kafka_python(security))
 
     def _first_from(self, tp: TopicPartition, offset: int):
         """The first record at or after ``offset`` within the timeout; None if none came,

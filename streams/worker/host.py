@@ -16,6 +16,7 @@ from pathlib import Path
 import faust
 import mode
 
+from features.kafka_config import faust_credentials
 from streams.worker.app import Worker
 
 log = logging.getLogger("tessera.worker")
@@ -34,6 +35,7 @@ def run_in_faust(
     app = faust.App(
         f"tessera-host-{cfg.group}",
         broker=f"kafka://{cfg.bootstrap}",
+        broker_credentials=faust_credentials(cfg.kafka_security),
         web_enabled=False,
         datadir=str(datadir),
         broker_session_timeout=max(6, cfg.session_timeout_ms // 1000),

@@ -23,6 +23,7 @@ from kafka import KafkaProducer
 from features.definitions import EventSource
 from features.event_columns import EventColumns
 from features.event_schema import encode
+from features.kafka_config import KafkaSecurity, kafka_python
 
 ORIGIN_HEADER = "tessera.origin"
 
@@ -43,10 +44,11 @@ def parse_origin(headers) -> tuple[int, int, int] | None:
 class Forwarder:
     """Sends misrouted events to their home partition of the repartition topic and waits."""
 
-    def __init__(self, bootstrap: str, source: EventSource) -> None:
+    def __init__(self, bootstrap: str, source: EventSource,
+                 security: KafkaSecurity | None = None) -> None:
         self.source = source
         self.topic = source.repartition_topic
-        self.bootstrap = bootstrap
+        self.bootstrap, self.security = bootstrap, security
         # made at the first misrouted event: an idle kafka-python client's network thread
         # costs CPU, and SDK producers never need one
         self._producer: KafkaProducer | None = None
@@ -56,7 +58,8 @@ class Forwarder:
     def producer(self) -> KafkaProducer:
         if self._producer is None:
             self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                           linger_ms=5, client_id="tessera-repartition")
+                                           linger_ms=5, client_id="tessera-repartition",
+                                           **kafka_python(self.security))
         return self._producer
 
     def forward(self, origin: int, epoch: int, homes: list[int], keys: list[str],
