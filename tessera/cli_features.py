@@ -238,7 +238,7 @@ def register(app: typer.Typer) -> None:
         from features.offline.event_log import EventLog
 
         settings = Settings.from_env()
-        n = EventLog(settings.offline_dir).import_file(_source(settings, source), file)
+        n = EventLog(settings.offline_location).import_file(_source(settings, source), file)
         typer.echo(f"imported {n} events into {source}" + ("" if n else " (already imported)"))
 
     @app.command("compact")
@@ -247,5 +247,5 @@ def register(app: typer.Typer) -> None:
         from features.offline.event_log import EventLog
 
         settings = Settings.from_env()
-        n = EventLog(settings.offline_dir).compact(_source(settings, source))
+        n = EventLog(settings.offline_location).compact(_source(settings, source))
         typer.echo(f"compacted {source}: {n} files merged")

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from kafka import KafkaConsumer, TopicPartition
 
+from features.kafka_config import KafkaSecurity, kafka_python
 from features.offline.committed_log import Attempt, Manifest, ManifestLog
 from features.offline.storage import Store
 
@@ -42,6 +43,7 @@ class ParquetSink:
         flush_records: int = 50_000,
         flush_s: float = 1.0,
         normalize: Callable[[dict], dict | None] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.topic = topic
         self.normalize = normalize
@@ -55,6 +57,7 @@ class ParquetSink:
         self._manifest = load_manifest(folder)
         self._clean_orphans()
         self._consumer = KafkaConsumer(
+            **kafka_python(security),
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
