@@ -139,16 +139,15 @@ def _demo() -> None:
 
 
 def _online_vs_offline(settings) -> None:
-    import redis
-
     from features import training_set
     from features.definitions import FeatureRepo
+    from features.online.connection import connect_settings
     from features.online.read import OnlineStore
     from features.registry import load_module
 
     repo: FeatureRepo = load_module(REPO)
     online_refs = [*FEATURES[:6], "user_profile:credit_limit"]
-    store = OnlineStore(redis.Redis.from_url(settings.redis_url), repo)
+    store = OnlineStore(connect_settings(settings), repo)
     t = time.time_ns() // 1000
     users = ["u0", "u1", "u7"]
     res = store.get_features(online_refs, [{"user_id": u} for u in users], at_us=t)

@@ -107,9 +107,9 @@ class Live:
         self.procs: list[subprocess.Popen] = []
         self.env = dict(os.environ, TESSERA_HOME=str(home), PYTHONPATH=str(ROOT),
                         KAFKA_BOOTSTRAP=settings.kafka_bootstrap, REDIS_URL=settings.redis_url)
-        import redis
+        from features.online.connection import connect_settings
 
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = connect_settings(settings)
         ensure_topics(settings.kafka_bootstrap, [PREDICTIONS_TOPIC, OUTCOMES_TOPIC])
         self.outcomes = KafkaRecordLog(settings.kafka_bootstrap, OUTCOMES_TOPIC)
         self.worker_metrics = free_port()
