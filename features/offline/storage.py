@@ -22,6 +22,7 @@ the manifest with a conditional put"; ``put_if`` is that swap.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import io
 import os
@@ -215,20 +216,14 @@ class Store:
 
     def _s3_client(self):
         if self._s3 is None:
-            try:
-                import boto3
-            except ImportError as e:
-                raise StorageError(
-                    f"{self.uri}: committing to S3 needs boto3 for conditional writes; "
-                    "pip install 'tessera[s3]'") from e
             query = parse_qs(urlsplit(self.uri).query)
-            kwargs = {}
+            endpoint = region = None
             if query.get("endpoint_override"):
                 url = query["endpoint_override"][0]
-                kwargs["endpoint_url"] = url if "://" in url else f"http://{url}"
+                endpoint = url if "://" in url else f"http://{url}"
             if query.get("region"):
-                kwargs["region_name"] = query["region"][0]
-            self._s3 = boto3.client("s3", **kwargs)
+                region = query["region"][0]
+            self._s3 = _boto3_client(endpoint, region, os.environ.get("AWS_ENDPOINT_URL"))
         return self._s3
 
     def _bucket_key(self, rel: str) -> tuple[str, str]:
@@ -261,3 +256,20 @@ class Store:
                 return False
             raise
         return True
+
+
+@functools.lru_cache(maxsize=16)
+def _boto3_client(endpoint: str | None, region: str | None, env_endpoint: str | None):
+    """One boto3 client per endpoint (making one costs far more than a request; clients are
+    thread-safe). ``env_endpoint`` is only part of the cache key."""
+    try:
+        import boto3
+    except ImportError as e:
+        raise StorageError("committing to S3 needs boto3 for conditional writes; "
+                           "pip install 'tessera[s3]'") from e
+    kwargs = {}
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    if region:
+        kwargs["region_name"] = region
+    return boto3.client("s3", **kwargs)
