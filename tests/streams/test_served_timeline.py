@@ -103,7 +103,7 @@ def test_scorer_reads_equal_the_served_training_set(stream_env, redis_client):
     reads: list[tuple[str, int, int]] = []
     vectors = []
     try:
-        deadline = time.monotonic() + 6.0
+        deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             users = [USERS[i] for i in rng.choice(len(USERS), 6, replace=False)]
             t0 = time.time_ns() // 1000
