@@ -102,3 +102,21 @@ def test_worker_scorer_and_skew_check_over_tls_and_acl(kafka_bootstrap, tls_redi
     finally:
         gen.close()
 
+
+
+def test_materialize_writes_through_a_tls_socket(tls_client, tmp_path):
+    """materialize writes raw RESP on the pooled connection's socket: an SSL socket there."""
+    import time
+
+    from features.definitions import FeatureRepo
+    from features.online.materialize import materialize_view
+    from tests.features.online.test_materialize import DAY, REFS, _write, profile
+
+    end = time.time_ns() // 1000 - DAY
+    rows = [(f"u{i}", end - DAY, i, float(i) / 2, i % 2 == 0, f"t{i}") for i in range(50)]
+    _write(tmp_path, rows)
+    report = materialize_view(tls_client, profile, tmp_path, end_us=end)
+    assert report.entities == 50
+    got = OnlineStore(tls_client, FeatureRepo.of([profile])).get_features(
+        REFS, [{"user_id": f"u{i}"} for i in range(50)], at_us=end)
+    assert got.values == [[i, float(i) / 2, i % 2 == 0, f"t{i}"] for i in range(50)]
