@@ -199,6 +199,10 @@ def register(app: typer.Typer) -> None:
         spine: Path = typer.Option(..., help="Parquet or CSV: entity keys, timestamp, labels"),
         features: str = typer.Option(..., help="comma-separated view:feature references"),
         out: Path = typer.Option(..., help="output Parquet file"),
+        engine: str = typer.Option("polars", help="polars (this process) or spark (the same "
+                                   "values; needs pip install 'tessera[spark]')"),
+        master: str = typer.Option(None, help="Spark master URL for --engine spark "
+                                   "(default local[2])"),
         timestamp_column: str = typer.Option("ts", help="the spine's timestamp column"),
         timeline: str = typer.Option("corrected", help="'corrected': events count from their "
                                      "event time; 'served': only once the online store had "
@@ -216,7 +220,8 @@ def register(app: typer.Typer) -> None:
         if timeline not in ("corrected", "served"):
             raise OfflineStoreError(f"--timeline {timeline!r}: use 'corrected' or 'served'")
         ts = build_training_set(spine, refs, settings=Settings.from_env(),
-                                timestamp_column=timestamp_column, timeline=timeline)
+                                timestamp_column=timestamp_column, timeline=timeline,
+                                engine=engine, master=master)
         write_training_set(ts.frame, out, ts.fingerprint)
         if diff_timelines:
             from features.offline.timeline_diff import diff_timelines as diff

@@ -387,6 +387,10 @@ def build_training_set_spark(
 
         repo = load_repo(settings)
     log = event_log or EventLog(settings.offline_dir)
+    if not log.store.local:
+        raise OfflineStoreError(f"engine='spark' reads the event log's files by path; the log "
+                                f"at {log.store.uri} is not on a file system (use the polars "
+                                "engine for object-store logs)")
     df = _as_frame(spine)
     if timestamp_column in df.columns and df[timestamp_column].null_count():
         # the builder's own check and message
