@@ -62,6 +62,7 @@ class Store:
         text = str(root)
         self.uri = text
         self._s3 = None
+        self._query = parse_qs(urlsplit(text).query)  # endpoint_override=, region= (children too)
         if is_uri(text) and not text.startswith("file://"):
             try:
                 self.fs, path = pafs.FileSystem.from_uri(text)
@@ -216,7 +217,7 @@ class Store:
 
     def _s3_client(self):
         if self._s3 is None:
-            query = parse_qs(urlsplit(self.uri).query)
+            query = self._query
             endpoint = region = None
             if query.get("endpoint_override"):
                 url = query["endpoint_override"][0]
@@ -231,16 +232,20 @@ class Store:
         return bucket, key
 
     def _s3_get(self, rel: str) -> tuple[bytes | None, str | None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         client = self._s3_client()
         bucket, key = self._bucket_key(rel)
         try:
             resp = client.get_object(Bucket=bucket, Key=key)
+            return resp["Body"].read(), resp["ETag"]
         except client.exceptions.NoSuchKey:
             return None, None
-        return resp["Body"].read(), resp["ETag"]
+        except (BotoCoreError, ClientError) as e:
+            raise _io_error("GET", bucket, key, e) from e
 
     def _s3_put_if(self, rel: str, data: bytes, version: str | None) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         client = self._s3_client()
         bucket, key = self._bucket_key(rel)
@@ -254,8 +259,16 @@ class Store:
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
                     409, 412):
                 return False
-            raise
+            raise _io_error("PUT", bucket, key, e) from e
+        except BotoCoreError as e:
+            raise _io_error("PUT", bucket, key, e) from e
         return True
+
+
+def _io_error(op: str, bucket: str, key: str, e: Exception) -> OSError:
+    """S3 failures as ``OSError``, like pyarrow's: writers (the worker's offline sink) retry
+    those with backoff, as they do a full disk."""
+    return OSError(f"S3 {op} s3://{bucket}/{key} failed: {e}")
 
 
 @functools.lru_cache(maxsize=16)

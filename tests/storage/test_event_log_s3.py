@@ -221,3 +221,18 @@ def test_a_stale_manifest_loses_with_a_clear_error(s3_root):
 
     with pytest.raises(CommitConflict, match="lost the race"):
         one_try.update(always_raced)
+
+
+def test_endpoint_in_the_uri_and_an_unreachable_store_is_an_oserror(s3_bucket, monkeypatch):
+    """Without AWS_ENDPOINT_URL, ``?endpoint_override=`` reaches the server (pyarrow and boto3
+    alike); a store that cannot be reached raises OSError, which the worker's offline writer
+    retries with backoff as it does a full disk."""
+    url, bucket = s3_bucket
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    root = f"s3://{bucket}/{uuid.uuid4().hex[:8]}?endpoint_override={url}"
+    log = EventLog(root)
+    log.append(SOURCE, rows(list(range(6))), topic="txns", partition=0)
+    assert offsets_in(EventLog(root)) == list(range(6))
+    dead = EventLog(f"s3://{bucket}/x?endpoint_override=http://127.0.0.1:9")
+    with pytest.raises(OSError, match="S3 GET"):
+        dead.append(SOURCE, rows([1]), topic="txns", partition=0)
