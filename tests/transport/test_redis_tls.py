@@ -120,3 +120,17 @@ def test_materialize_writes_through_a_tls_socket(tls_client, tmp_path):
     got = OnlineStore(tls_client, FeatureRepo.of([profile])).get_features(
         REFS, [{"user_id": f"u{i}"} for i in range(50)], at_us=end)
     assert got.values == [[i, float(i) / 2, i % 2 == 0, f"t{i}"] for i in range(50)]
+
+
+def test_tls_files_in_tessera_yaml_are_relative_to_it(tls_redis, tmp_path, monkeypatch):
+    project = tmp_path / "proj"
+    (project / "certs").mkdir(parents=True)
+    (project / "certs" / "ca.crt").write_bytes(tls_redis.ca.read_bytes())
+    (project / "tessera.yaml").write_text(
+        f"redis_url: {tls_redis.url}\nredis_username: {USER}\nredis_tls_ca: certs/ca.crt\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TESSERA_PROJECT", str(project / "tessera.yaml"))
+    monkeypatch.setenv("REDIS_PASSWORD", PASSWORD)  # the secret from the environment
+    settings = Settings.from_env()
+    assert settings.redis_tls_ca == project / "certs" / "ca.crt"
+    assert connect_settings(settings).ping()
