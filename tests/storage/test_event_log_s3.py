@@ -80,24 +80,31 @@ def test_settings_offline_uri_points_the_log_at_s3(s3_root, tmp_path):
 
 CHILD = textwrap.dedent('''
     import sys, time
+    import numpy as np
+    from features.event_columns import EventColumns
     from features.offline.committed_log import ManifestLog
     from features.offline.event_log import EventLog
-    from tests.features.offline.test_event_log import rows, SOURCE
+    from streams.worker.offline_sink import OfflineWriter
+    from tests.features.offline.test_event_log import SOURCE, T0
     root, batch, slow_from = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     real_commit, k = ManifestLog.commit, 0
 
-    def commit(self, manifest):  # batch slow_from lingers between its data and its manifest
+    def commit(self, manifest):  # flush slow_from lingers between its data and its manifest
         if k >= slow_from:
             print("wrote", k, flush=True)
             time.sleep(5)
         real_commit(self, manifest)
 
     ManifestLog.commit = commit
-    log = EventLog(root)
+    writer = OfflineWriter(EventLog(root), SOURCE)  # the worker's offline sink
     while True:
-        offs = list(range(k * batch, (k + 1) * batch))
-        # several date partitions per batch: several data objects, then the manifest
-        log.append(SOURCE, rows(offs, spread_days=4), topic="txns", partition=0)
+        offs = np.arange(k * batch, (k + 1) * batch, dtype=np.int64)
+        writer.add(0, EventColumns(offs, {  # four days: four data objects, then the manifest
+            "user_id": [f"u{o % 5}" for o in offs.tolist()],
+            "amount": offs.astype(np.float64) * 1.5,
+            "ts": T0 + (offs % 4) * 86_400_000_000 + offs,
+        }))
+        writer.write(writer.take())
         print("committed", k, flush=True)
         k += 1
 ''')
