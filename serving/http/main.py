@@ -135,10 +135,8 @@ def attach_experiments(scorer: Scorer, settings: Settings) -> None:
     from serving.experiments.wiring import attach_deployed
 
     storage = scorer.models.registry.storage
-    if not storage.local:
-        return  # deployment specs live in a local models folder
-    try:
-        routed = attach_deployed(scorer, storage.root, settings.kafka_bootstrap,
+    try:  # the specs live beside the models, on disk or in a bucket
+        routed = attach_deployed(scorer, storage.uri, settings.kafka_bootstrap,
                                  security=KafkaSecurity.from_settings(settings))
     except Exception as e:  # noqa: BLE001 - any failure degrades to champion-only serving
         log.error("experiments not attached, serving champions only: %r", e)
