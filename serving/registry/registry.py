@@ -233,13 +233,17 @@ class ModelRegistry:
                     extra["override"] = True
             else:
                 extra = {"gates": "skipped"}
-        if version is None:
-            aliases.pop(alias, None)
-        else:
-            aliases[alias] = version
-        self.storage.write_bytes(
-            f"{name}/aliases.json", json.dumps(aliases, indent=2, sort_keys=True).encode()
-        )
+        def move(current: dict[str, str]) -> dict[str, str]:  # other aliases' moves are kept
+            if current.get(alias) != before:
+                raise RegistryError(f"{name}: alias {alias!r} was moved to "
+                                    f"{current.get(alias)} concurrently; retry")
+            if version is None:
+                current.pop(alias, None)
+            else:
+                current[alias] = version
+            return current
+
+        self.storage.update_json(f"{name}/aliases.json", move)
         entry = {
             "when": _now(),
             "who": who or _who(),

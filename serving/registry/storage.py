@@ -12,8 +12,10 @@ drop each other's audit lines.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from features.errors import RegistryError
@@ -91,6 +93,25 @@ class ModelStorage:
             if self.store.put_if(rel, (old or b"") + data, version):
                 return
         raise RegistryError(f"{self.uri}/{rel}: {APPEND_ATTEMPTS} appends in a row lost the "
+                            "race to other writers; retry")
+
+    def update_json(self, rel: str, change: Callable[[dict], dict]) -> dict:
+        """Read-modify-write of a small JSON file (``{}`` when absent). On S3 the write is a
+        conditional put, and ``change`` runs again on the newer content when another writer
+        wrote in between, so no update is lost; elsewhere the last writer wins."""
+        for _ in range(APPEND_ATTEMPTS):
+            if self.store.scheme == "s3":
+                data, version = self.store.read_versioned(rel)
+            else:
+                data = self.read_bytes(rel) if self.exists(rel) else None
+            new = change(json.loads(data) if data else {})
+            out = json.dumps(new, indent=2, sort_keys=True).encode()
+            if self.store.scheme != "s3":
+                self.write_bytes(rel, out)
+                return new
+            if self.store.put_if(rel, out, version):
+                return new
+        raise RegistryError(f"{self.uri}/{rel}: {APPEND_ATTEMPTS} writes in a row lost the "
                             "race to other writers; retry")
 
     def list_dir(self, rel: str) -> list[str]:

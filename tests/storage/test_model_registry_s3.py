@@ -127,3 +127,17 @@ def test_deployment_specs_on_s3_take_each_revision_once(uri):
     assert again.revision("fraud") == 2 and again.current("fraud").arms[0].version == "2"
     assert [s.revision for s in again.history("fraud")] == [1, 2]
     assert [e["why"] for e in again.audit_log("fraud")] == ["first", "ab"]
+
+
+def test_alias_moves_from_a_stale_view_lose_no_other_move(uri, model):
+    reg = ModelRegistry(uri)
+    for _ in range(2):
+        reg.register("fraud", model.model_text, model.metadata())
+    stale = ModelRegistry(uri)
+    stale.aliases = lambda name: {}  # read before the other writer's move below
+    ModelRegistry(uri).set_alias("fraud", "staging", "1", gate=False)
+    stale.set_alias("fraud", "canary", "2", gate=False)
+    assert ModelRegistry(uri).aliases("fraud") == {"staging": "1", "canary": "2"}
+    with pytest.raises(RegistryError, match="'staging' was moved to 1 concurrently"):
+        stale.set_alias("fraud", "staging", "2", gate=False)
+    assert ModelRegistry(uri).aliases("fraud")["staging"] == "1"
