@@ -66,10 +66,11 @@ class ManifestLog:
     """A manifest at ``manifest_rel`` in ``store`` and the data files it names."""
 
     def __init__(self, store: Store, manifest_rel: str = "_manifest.json",
-                 attempts: int = ATTEMPTS) -> None:
+                 attempts: int = ATTEMPTS, defaults: dict | None = None) -> None:
         self.store = store
         self.manifest_rel = manifest_rel
         self.attempts = max(1, attempts)
+        self.defaults = defaults or {}  # keys a read manifest gets when it lacks them
 
     def read(self) -> Manifest:
         """The committed manifest (empty before the first commit), with its version."""
@@ -82,6 +83,8 @@ class ManifestLog:
                 raise OfflineStoreError(
                     f"manifest {self.store.uri}/{self.manifest_rel} is corrupt ({e}); restore "
                     "it from a backup or delete the folder and write the data again") from e
+        for k, v in self.defaults.items():
+            manifest.setdefault(k, json.loads(json.dumps(v)))  # a fresh copy
         manifest.version = version
         return manifest
 

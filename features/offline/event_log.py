@@ -62,6 +62,8 @@ RETIRE_AFTER_S = 600.0
 ORPHAN_GRACE_S = 3600.0  # object stores: unlisted files younger than this may be in flight
 IMPORT_TOPIC_PREFIX = "import."
 _DAY_US = 86_400_000_000
+_EMPTY = {"watermarks": {}, "files": {}, "epochs": {}, "epoch_history": {}, "retired": {},
+          "generation": 0}
 
 
 def arrow_schema(source: EventSource) -> pa.Schema:
@@ -129,26 +131,15 @@ class EventLog:
         return self.store.child(f"events/{name}")
 
     def _log(self, source: EventSource | str) -> ManifestLog:
-        return ManifestLog(self.source_store(source), "_manifest.json")
+        return ManifestLog(self.source_store(source), "_manifest.json", defaults=_EMPTY)
 
     def _read_manifest(self, source: EventSource | str) -> Manifest:
-        manifest = self._log(source).read()
-        for k in ("watermarks", "files", "epochs", "epoch_history", "retired"):
-            manifest.setdefault(k, {})
-        manifest.setdefault("generation", 0)
-        return manifest
+        return self._log(source).read()
 
     def _update(self, source: EventSource | str, change: Callable[[Manifest, Attempt], int]
                 ) -> int:
         """Apply ``change`` to the manifest and commit it (retried if another writer won)."""
-        def defaults(manifest: Manifest, attempt: Attempt) -> int:
-            for k in ("watermarks", "files", "epochs", "epoch_history", "retired"):
-                manifest.setdefault(k, {})
-            manifest.setdefault("generation", 0)
-            return change(manifest, attempt)
-
-        log = self._log(source)
-        return log.update(defaults, commit=lambda m: self._commit(source, m))
+        return self._log(source).update(change, commit=lambda m: self._commit(source, m))
 
     def _commit(self, source: EventSource | str, manifest: Manifest) -> None:
         """The atomic step: until this swap, nothing a writer did is visible."""

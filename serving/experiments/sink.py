@@ -30,6 +30,7 @@ from features.offline.committed_log import Attempt, Manifest, ManifestLog
 from features.offline.storage import Store
 
 MANIFEST = "_manifest.json"
+_EMPTY = {"topic": None, "next_offsets": {}, "files": []}
 ORPHAN_GRACE_S = 3600.0  # object stores: unlisted files younger than this may be in flight
 
 
@@ -49,7 +50,7 @@ class ParquetSink:
         self.normalize = normalize
         self.store = Store(folder)
         self.folder = Path(self.store.root) if self.store.local else folder
-        self._log = ManifestLog(self.store, MANIFEST)
+        self._log = ManifestLog(self.store, MANIFEST, defaults=_EMPTY)
         self.schema = schema
         self.flush_records = flush_records
         self.flush_s = flush_s
@@ -134,8 +135,6 @@ class ParquetSink:
             tables[part] = (rows[0][0], rows[-1][0], self._table(good) if good else None)
 
         def change(manifest: Manifest, attempt: Attempt) -> None:
-            manifest.setdefault("next_offsets", {})
-            manifest.setdefault("files", [])
             manifest["topic"] = self.topic
             for part, (first, last, table) in tables.items():
                 if manifest["next_offsets"].get(str(part), 0) > last:
@@ -204,11 +203,7 @@ def _unique(store: Store, name: str) -> str:
 
 
 def load_manifest(folder: Path | str | Store) -> dict:
-    manifest = dict(ManifestLog(_store(folder), MANIFEST).read())
-    manifest.setdefault("topic", None)
-    manifest.setdefault("next_offsets", {})
-    manifest.setdefault("files", [])
-    return manifest
+    return dict(ManifestLog(_store(folder), MANIFEST, defaults=_EMPTY).read())
 
 
 def import_frame(folder: Path | str, frame: pl.DataFrame) -> str:
@@ -220,15 +215,13 @@ def import_frame(folder: Path | str, frame: pl.DataFrame) -> str:
     table = frame.to_arrow()
 
     def change(manifest: Manifest, attempt: Attempt) -> str:
-        files = manifest.setdefault("files", [])
-        manifest.setdefault("next_offsets", {})
-        manifest.setdefault("topic", None)
+        files = manifest["files"]
         name = _unique(store, f"import-{len(files):06d}-{time.time_ns()}.parquet")
         attempt.write_parquet(name, table)
         files.append(name)
         return name
 
-    return ManifestLog(store, MANIFEST).update(change)
+    return ManifestLog(store, MANIFEST, defaults=_EMPTY).update(change)
 
 
 def read_dataset(
