@@ -110,6 +110,8 @@ class Store:
         """Replace ``rel`` whole: readers see the old or the new content, never a part."""
         path = self.path(rel)
         if not self.local:  # an object PUT replaces the whole object atomically
+            if self.scheme != "s3" and "/" in path:  # S3 has no folders; others may need them
+                self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
             with self.fs.open_output_stream(path) as f:
                 f.write(data)
             return
