@@ -66,9 +66,11 @@ class ManifestLog:
     """A manifest at ``manifest_rel`` in ``store`` and the data files it names."""
 
     def __init__(self, store: Store, manifest_rel: str = "_manifest.json",
-                 attempts: int = ATTEMPTS, defaults: dict | None = None) -> None:
+                 attempts: int = ATTEMPTS, defaults: dict | None = None,
+                 lock_rel: str | None = None) -> None:
         self.store = store
         self.manifest_rel = manifest_rel
+        self.lock_rel = lock_rel or manifest_rel  # local disks: <lock_rel>.lock is the flock
         self.attempts = max(1, attempts)
         self.defaults = defaults or {}  # keys a read manifest gets when it lacks them
 
@@ -108,7 +110,7 @@ class ManifestLog:
         ``commit`` (default ``self.commit``) is the swap, for callers that observe it."""
         commit = commit or self.commit
         for i in range(self.attempts):
-            with self.store.lock(self.manifest_rel):
+            with self.store.lock(self.lock_rel):
                 manifest = self.read()
                 before = json.dumps(manifest, sort_keys=True)
                 attempt = Attempt(self.store)

@@ -131,7 +131,8 @@ class EventLog:
         return self.store.child(f"events/{name}")
 
     def _log(self, source: EventSource | str) -> ManifestLog:
-        return ManifestLog(self.source_store(source), "_manifest.json", defaults=_EMPTY)
+        return ManifestLog(self.source_store(source), "_manifest.json", defaults=_EMPTY,
+                           lock_rel="_manifest")  # _manifest.lock, as older versions lock
 
     def _read_manifest(self, source: EventSource | str) -> Manifest:
         return self._log(source).read()
