@@ -55,6 +55,7 @@ _PID = "__tessera_pid"
 _KIND = "__tessera_kind"  # 0: spine, 1..: one event source or batch view per kind
 _FP = "__tessera_part_fp"
 _FRAME_ORDER = "__tessera_file_row"  # a batch file's row order (ties: the later row wins)
+_SNAPSHOT_TRIES = 5
 
 
 def spark_session(master: str | None = None, *, shuffle_partitions: int | None = None,
@@ -364,6 +365,29 @@ def _spark_pass(spark, group: list[tuple[AnyView, list[str]]], spine: pl.DataFra
     return got.drop(_ROW, _FP).cast(dtypes), fps
 
 
+def _vanished(e: Exception) -> bool:
+    """Spark's ways of saying a listed file was gone (a compaction's grace period ran out)."""
+    text = str(e)
+    return not isinstance(e, OfflineStoreError) and any(
+        s in text for s in ("FileNotFoundException", "PATH_NOT_FOUND"))
+
+
+def _pass_retried(spark, group, spine, t, timestamp_column, log, settings, partitions,  # noqa: ANN001
+                  files) -> tuple[pl.DataFrame, list[str]]:  # noqa: ANN001
+    """``_spark_pass``; if a file of its snapshot vanished under Spark, again from a fresh
+    snapshot (as the polars builder rereads a source)."""
+    for attempt in range(_SNAPSHOT_TRIES):
+        listed = len(files)
+        try:
+            return _spark_pass(spark, group, spine, t, timestamp_column, log, settings,
+                               partitions, files)
+        except Exception as e:
+            if attempt == _SNAPSHOT_TRIES - 1 or not _vanished(e):
+                raise
+            del files[listed:]
+    raise AssertionError("unreachable")
+
+
 def build_training_set_spark(
     spine: object,
     features: list[str],
@@ -412,8 +436,8 @@ def build_training_set_spark(
     columns: dict[str, pl.Series] = {}
     part_fps: list[str] = []
     for group in _group_views(repo, repo.resolve(stored + inputs), settings).values():
-        got, fps = _spark_pass(spark, group, df, t, timestamp_column, log, settings, partitions,
-                               files)
+        got, fps = _pass_retried(spark, group, df, t, timestamp_column, log, settings,
+                                 partitions, files)
         columns.update({c: got[c] for c in got.columns})
         part_fps += fps
     columns.update(request_columns(repo, requested, df, columns))

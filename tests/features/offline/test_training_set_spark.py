@@ -251,3 +251,34 @@ def test_cli_engine_spark_writes_the_polars_file(spark, tmp_path, monkeypatch):
     assert got.equals(want) and want["user_txn_count__txn_count_24h"].sum() > 0
     # the Spark engine's own fingerprint (per partition): proof the Spark path ran
     assert read_fingerprint(outs["spark"]) not in (None, read_fingerprint(outs["polars"]))
+
+
+def test_files_vanishing_under_spark_are_read_again(spark, tmp_path):
+    """A compaction deletes the snapshot's files before Spark reads them (no grace period):
+    the pass is run again from a fresh snapshot, as the polars builder rereads a source."""
+    from features.offline.spark_engine import build_training_set_spark
+
+    settings = Settings(tmp_path)
+    log = EventLog(settings.offline_dir, retire_after_s=0)
+    rng = random.Random(4)
+    events = _events(rng, 300)
+    for i in range(3):  # several files per date, so the compaction merges (and deletes) them
+        _append(log, events[i * 100:(i + 1) * 100])
+    spine = _spine(rng, 60)
+    want = build_training_set(spine, ALL, repo=REPO, settings=settings, event_log=log)
+
+    class Compacting(EventLog):
+        snapshots = 0
+
+        def snapshot(self, source):  # noqa: ANN001, ANN202
+            snap = super().snapshot(source)
+            Compacting.snapshots += 1
+            if Compacting.snapshots == 1:
+                assert self.compact(SOURCE) > 0  # the files of `snap` are gone now
+            return snap
+
+    racing = Compacting(settings.offline_dir, retire_after_s=0)
+    got = build_training_set_spark(spine, ALL, repo=REPO, settings=settings, event_log=racing,
+                                   spark=spark)
+    assert Compacting.snapshots == 2
+    assert got.frame.equals(want.frame)
