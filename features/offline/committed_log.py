@@ -18,16 +18,37 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import pyarrow as pa
 
 from features.errors import OfflineStoreError
-from features.offline.storage import Store
+from features.offline.storage import FileEntry, Store
 
 T = TypeVar("T")
 ATTEMPTS = 50
+ORPHAN_GRACE_S = 3600.0  # object stores: unlisted files younger than this may be in flight
+
+
+def unique_name(store: Store, name: str) -> str:
+    """``name`` with a random suffix on an object store, so two writers never overwrite each
+    other's data files; local names stay as they are (the flock serialises writers there)."""
+    if store.local:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}-{uuid.uuid4().hex[:12]}{dot}{ext}"
+
+
+def remove_orphans(store: Store, candidates: Iterable[FileEntry], listed: set[str]) -> None:
+    """Delete the candidate files no manifest lists (left by a crash before its commit). On a
+    local disk, call it under the lock; on an object store only files older than
+    ``ORPHAN_GRACE_S`` go, since a younger one may be another writer's, about to commit."""
+    cutoff = None if store.local else (time.time() - ORPHAN_GRACE_S) * 1e9
+    for e in candidates:
+        if e.rel not in listed and (cutoff is None or (e.mtime_ns or 0) < cutoff):
+            store.delete(e.rel)
 
 
 class CommitConflict(OfflineStoreError):

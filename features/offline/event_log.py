@@ -12,7 +12,8 @@ then the manifest is swapped (under an flock on disk; a conditional put on S3, r
 manifest when another writer won), listing the new files and advancing the watermark of (topic,
 partition). Readers read only the files the manifest lists, so files left behind by a crash are
 invisible, and a later append deletes them (on an object store only once they are older than
-``ORPHAN_GRACE_S``, since another writer's not-yet-committed files look the same). Rows at or
+``committed_log.ORPHAN_GRACE_S``, since another writer's not-yet-committed files look the
+same). Rows at or
 below the watermark are dropped, so replays are idempotent.
 
 Readers work from one ``Snapshot`` (one manifest read). Compaction therefore does not delete the
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -43,7 +43,13 @@ import pyarrow.parquet as pq  # noqa: F401  (tests patch pq.write_table to fail 
 
 from features.definitions import EventSource
 from features.errors import OfflineStoreError, SchemaError
-from features.offline.committed_log import Attempt, Manifest, ManifestLog
+from features.offline.committed_log import (
+    Attempt,
+    Manifest,
+    ManifestLog,
+    remove_orphans,
+    unique_name,
+)
 from features.offline.storage import Store
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
@@ -59,7 +65,6 @@ META = [("_topic", pa.string()), ("_partition", pa.int32()), ("_offset", pa.int6
 _FILLED = ("_topic", "_partition", "_epoch")  # set by the log, not taken from the caller
 _OPTIONAL = ("_applied_ts",)  # null when the writer did not record it (imports, older logs)
 RETIRE_AFTER_S = 600.0
-ORPHAN_GRACE_S = 3600.0  # object stores: unlisted files younger than this may be in flight
 IMPORT_TOPIC_PREFIX = "import."
 _DAY_US = 86_400_000_000
 _EMPTY = {"watermarks": {}, "files": {}, "epochs": {}, "epoch_history": {}, "retired": {},
@@ -301,14 +306,6 @@ class EventLog:
                 "each event needs its own log offset", field="_offset")
         return table
 
-    def _unique(self, name: str) -> str:
-        """Object stores: a name no other writer uses (two racing writers never overwrite
-        each other's data files); local names stay offset ranges, the flock serialises."""
-        if self.store.local:
-            return name
-        stem, dot, ext = name.rpartition(".")
-        return f"{stem}-{uuid.uuid4().hex[:12]}{dot}{ext}"
-
     def _write_by_date(self, source: EventSource, table: pa.Table, prefix: str,
                        attempt: Attempt) -> dict:
         ts = table.column(source.timestamp_field).cast(pa.int64()).to_numpy()
@@ -317,7 +314,8 @@ class EventLog:
         for d in sorted(set(days.tolist())):
             part = table.filter(pa.array(days == d))
             offs = part.column("_offset")
-            name = self._unique(f"{prefix}{pc.min(offs).as_py()}-{pc.max(offs).as_py()}.parquet")
+            name = unique_name(self.store,
+                               f"{prefix}{pc.min(offs).as_py()}-{pc.max(offs).as_py()}.parquet")
             rel = f"date={_day(d * _DAY_US).isoformat()}/{name}"
             size = attempt.write_parquet(rel, part)
             out[rel] = {"rows": part.num_rows, "bytes": size}
@@ -329,13 +327,8 @@ class EventLog:
         retired) is an orphan; on an object store only old enough ones are (the others may be
         another writer's, about to be committed)."""
         store = self.source_store(source)
-        cutoff = None if store.local else (time.time() - ORPHAN_GRACE_S) * 1e9
-        for entry in store.list_files():
-            top = entry.rel.split("/", 1)[0]
-            orphan = (top.startswith("date=") and entry.rel not in listed) or (
-                entry.rel.startswith("._manifest.json.") and entry.rel.endswith(".tmp"))
-            if orphan and (cutoff is None or (entry.mtime_ns or 0) < cutoff):
-                store.delete(entry.rel)
+        remove_orphans(store, [e for e in store.list_files() if e.rel.startswith("date=") or (
+            e.rel.startswith("._manifest.json.") and e.rel.endswith(".tmp"))], listed)
 
     def _expire_retired(self, manifest: dict) -> list[str]:
         """Drop retired files older than the grace period from the manifest; returns them, to
@@ -467,7 +460,7 @@ class EventLog:
                     table, [("_topic", "ascending"), ("_partition", "ascending"),
                             ("_epoch", "ascending"), ("_offset", "ascending")]))
                 digest = hashlib.sha256("\n".join(rels).encode()).hexdigest()[:16]
-                rel = f"{d}/" + self._unique(f"compacted-g{gen}-{digest}.parquet")
+                rel = f"{d}/" + unique_name(self.store, f"compacted-g{gen}-{digest}.parquet")
                 size = attempt.write_parquet(rel, table)
                 for r in rels:
                     del manifest["files"][r]

@@ -15,7 +15,6 @@ there is no group join to wait for and no second commit to keep in step with the
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,12 +25,17 @@ import pyarrow.dataset as pads
 from kafka import KafkaConsumer, TopicPartition
 
 from features.kafka_config import KafkaSecurity, kafka_python
-from features.offline.committed_log import Attempt, Manifest, ManifestLog
+from features.offline.committed_log import (
+    Attempt,
+    Manifest,
+    ManifestLog,
+    remove_orphans,
+    unique_name,
+)
 from features.offline.storage import Store
 
 MANIFEST = "_manifest.json"
 _EMPTY = {"topic": None, "next_offsets": {}, "files": []}
-ORPHAN_GRACE_S = 3600.0  # object stores: unlisted files younger than this may be in flight
 
 
 class ParquetSink:
@@ -55,8 +59,9 @@ class ParquetSink:
         self.flush_records = flush_records
         self.flush_s = flush_s
         self.bad_records = 0
-        self._manifest = load_manifest(folder)
-        self._clean_orphans()
+        with self.store.lock(MANIFEST):  # on disk, an import_frame in flight holds it
+            self._manifest = load_manifest(self.store)
+            self._clean_orphans()
         self._consumer = KafkaConsumer(
             **kafka_python(security),
             bootstrap_servers=bootstrap,
@@ -88,14 +93,9 @@ class ParquetSink:
     def _clean_orphans(self) -> None:
         """Delete files no manifest lists (on an object store only old ones: a younger one
         may be an ``import_frame`` about to commit)."""
-        listed = set(self._manifest["files"])
-        cutoff = None if self.store.local else (time.time() - ORPHAN_GRACE_S) * 1e9
-        for e in self.store.list_files(recursive=False):
-            if e.rel == MANIFEST or not (e.rel.endswith(".tmp") or (
-                    e.rel.endswith(".parquet") and e.rel not in listed)):
-                continue
-            if cutoff is None or (e.mtime_ns or 0) < cutoff:
-                self.store.delete(e.rel)
+        remove_orphans(self.store, [e for e in self.store.list_files(recursive=False)
+                                    if e.rel.endswith((".tmp", ".parquet"))],
+                       set(self._manifest["files"]))
 
     def poll(self, timeout_ms: int = 200) -> int:
         """Fetch once and flush if due; returns how many records were fetched.
@@ -140,7 +140,8 @@ class ParquetSink:
                 if manifest["next_offsets"].get(str(part), 0) > last:
                     continue  # already committed (cannot happen with one sink per folder)
                 if table is not None:
-                    name = _unique(self.store, f"p{part:04d}-{first:012d}-{last:012d}.parquet")
+                    name = unique_name(self.store,
+                                       f"p{part:04d}-{first:012d}-{last:012d}.parquet")
                     attempt.write_parquet(name, table)
                     manifest["files"].append(name)
                 manifest["next_offsets"][str(part)] = last + 1
@@ -194,14 +195,6 @@ def _store(folder: Path | str | Store) -> Store:
     return folder if isinstance(folder, Store) else Store(folder)
 
 
-def _unique(store: Store, name: str) -> str:
-    """On an object store, a name no other writer uses (local writers hold the lock)."""
-    if store.local:
-        return name
-    stem, _, ext = name.rpartition(".")
-    return f"{stem}-{uuid.uuid4().hex[:12]}.{ext}"
-
-
 def load_manifest(folder: Path | str | Store) -> dict:
     return dict(ManifestLog(_store(folder), MANIFEST, defaults=_EMPTY).read())
 
@@ -216,7 +209,7 @@ def import_frame(folder: Path | str, frame: pl.DataFrame) -> str:
 
     def change(manifest: Manifest, attempt: Attempt) -> str:
         files = manifest["files"]
-        name = _unique(store, f"import-{len(files):06d}-{time.time_ns()}.parquet")
+        name = unique_name(store, f"import-{len(files):06d}-{time.time_ns()}.parquet")
         attempt.write_parquet(name, table)
         files.append(name)
         return name

@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import features.offline.event_log as event_log_mod
+import features.offline.committed_log as committed_log_mod
 from features.offline.committed_log import CommitConflict, ManifestLog
 from features.offline.event_log import EventLog
 from features.offline.storage import Store
@@ -139,7 +139,7 @@ def test_kill_9_mid_flush_leaves_every_committed_batch_exactly_once(s3_root, mon
     assert listed <= on_store and len(on_store - listed) == 4  # the killed flush's 4 dates
     # a restarted writer resumes after the watermark; once orphans are past their grace
     # period (0 here), it deletes the objects the killed flush left unlisted
-    monkeypatch.setattr(event_log_mod, "ORPHAN_GRACE_S", 0.0)
+    monkeypatch.setattr(committed_log_mod, "ORPHAN_GRACE_S", 0.0)
     nxt = list(range(committed * batch, (committed + 1) * batch))
     assert EventLog(s3_root).append(SOURCE, rows(list(range(committed * batch - 3, nxt[-1] + 1)),
                                                  spread_days=4),
