@@ -46,11 +46,10 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "ca.crt", folder / "server.crt", folder / "server.key"
 
 
-@pytest.fixture(scope="session")
-def tls_redis(tmp_path_factory) -> TlsRedis:
-    if not shutil.which("redis-server") or not shutil.which("openssl"):
-        pytest.skip("the transport tests need Debian's redis-server and the openssl CLI")
-    folder = tmp_path_factory.mktemp("tls-redis")
+def start_tls_redis(folder: Path) -> tuple[subprocess.Popen, TlsRedis]:
+    """redis-server on a free TLS port only, ``USER``/``PASSWORD`` its only user (``default``
+    is off), with certificates made under ``folder``; stop the process with ``tessera.local
+    .stop``."""
     ca, cert, key = make_certificates(folder / "certs")
     port = free_port()
     proc = subprocess.Popen(
@@ -61,7 +60,15 @@ def tls_redis(tmp_path_factory) -> TlsRedis:
          "--logfile", str(folder / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     _wait_port(port, 10, proc, "redis-server --tls-port")
-    yield TlsRedis(port, ca, f"rediss://127.0.0.1:{port}/0")
+    return proc, TlsRedis(port, ca, f"rediss://127.0.0.1:{port}/0")
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tmp_path_factory) -> TlsRedis:
+    if not shutil.which("redis-server") or not shutil.which("openssl"):
+        pytest.skip("the transport tests need Debian's redis-server and the openssl CLI")
+    proc, server = start_tls_redis(tmp_path_factory.mktemp("tls-redis"))
+    yield server
     stop(proc)
 
 
