@@ -65,19 +65,7 @@ def test_two_writers_race_on_one_partition_and_the_fence_fires(any_redis_client)
     a.apply(_batch(events[15:]))
     assert a.stats.fence_retries == 1
     assert a.watermarks[0] == 19 == int(redis_client.get(a.offset_key(0)).split(b":")[0])
-    repo = FeatureRepo.of([user_txn_count, user_spend])
-    store = OnlineStore(redis_client, repo)
-    refs = [f"{v.name}:{f.name}" for v in (user_txn_count, user_spend) for f in v.features]
-    users = [f"u{i}" for i in range(4)]
-    t = now + 1
-    got = store.get_features(refs, [{"user_id": u} for u in users], at_us=t)
-    feats = [f for v in (user_txn_count, user_spend) for f in v.features]
-    for u, row in zip(users, got.values, strict=True):
-        mine = [(e["ts"], o, e["amount"]) for o, e in events if e["user_id"] == u]
-        for f, value in zip(feats, row, strict=True):
-            want = brute_force([(ts, o, amt if f.field else 1.0) for ts, o, amt in mine],
-                               f.fn, t, f.window, f.hop)
-            assert close(value, want), (u, f.name, value, want)
+    _assert_online_is_the_brute_force(redis_client, events, now)
 
 
 @pytest.mark.integration
@@ -129,6 +117,11 @@ def test_a_crash_between_key_writes_and_watermarks_is_skipped_per_key(any_redis_
     b = _writer(redis_client)
     b.apply(_batch(events))  # the replay: 0..7 by the watermark, 8..13 of u0 by its key
     assert b.stats.skipped_replay == 8 + sum(1 for o, e in events[8:14] if e["user_id"] == "u0")
+    _assert_online_is_the_brute_force(redis_client, events, now)
+
+
+def _assert_online_is_the_brute_force(redis_client, events, now: int) -> None:
+    """Every feature of users u0..u3 read online equals the brute-force reference."""
     repo = FeatureRepo.of([user_txn_count, user_spend])
     store = OnlineStore(redis_client, repo)
     refs = [f"{v.name}:{f.name}" for v in (user_txn_count, user_spend) for f in v.features]
