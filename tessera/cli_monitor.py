@@ -11,6 +11,8 @@ import typer
 
 from features.settings import Settings
 
+WEBHOOK = typer.Option(None, envvar="TESSERA_ALERT_WEBHOOK", help="POST alerts here")
+
 
 def register(app: typer.Typer) -> None:
     monitor = typer.Typer(help="Model monitoring: drift and data quality vs training time.")
@@ -29,9 +31,7 @@ def register(app: typer.Typer) -> None:
         reference: Path | None = typer.Option(
             None, help="reference JSON (default: the model's, under $TESSERA_HOME/models)"
         ),
-        webhook: str | None = typer.Option(
-            None, envvar="TESSERA_ALERT_WEBHOOK", help="POST alerts here"
-        ),
+        webhook: str | None = WEBHOOK,
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     ) -> None:
         """Compare the newest predictions of NAME with its training-time reference.
@@ -64,9 +64,7 @@ def register(app: typer.Typer) -> None:
         names: list[str] = typer.Argument(None, help="models (default: every registered one)"),
         every: float = typer.Option(60.0, help="seconds between checks"),
         rows: int = typer.Option(5000, help="window: the newest N predictions"),
-        webhook: str | None = typer.Option(
-            None, envvar="TESSERA_ALERT_WEBHOOK", help="POST alerts here"
-        ),
+        webhook: str | None = WEBHOOK,
         guard: bool = typer.Option(
             False,
             help="also enforce the statistical guardrails: stop worse arms, retire worse "
@@ -137,9 +135,7 @@ def register(app: typer.Typer) -> None:
         metrics: list[str] = typer.Option(
             [], help="a /metrics URL (worker, scorer) to read freshness and throughput from"
         ),
-        webhook: str | None = typer.Option(
-            None, envvar="TESSERA_ALERT_WEBHOOK", help="POST alerts here"
-        ),
+        webhook: str | None = WEBHOOK,
     ) -> None:
         """Serve the dashboard (/ui) and GET /v1/monitor/{name} on their own.
 
