@@ -139,11 +139,13 @@ def test_dead_letters_hold_reason_and_original_bytes(stream_env, redis_client):
     assert (env.home / "faust" / "v1" / "tables").is_dir()
 
 
-@pytest.mark.timeout(480)  # 30k events produced and checked; ~4 min at load 8-15 on 2 cores
+@pytest.mark.timeout(480)  # generous: group joins after each kill take 5-10 s on a loaded machine
 def test_kill_9_mid_stream_loses_and_double_counts_nothing(any_stream_env, any_redis_client):
     env, redis_client = any_stream_env, any_redis_client  # one Redis, then a cluster
     produced = Produced()
-    produce(env, produced, 30000, seed=2)
+    # 12k events at 60 per poll outlast the three kill-restart rounds (each waits for progress
+    # first) on both topologies; more only lengthens the catch-up after the last restart
+    produce(env, produced, 12000, seed=2)
     rng = random.Random(3)
     # small polls, a Redis write every 20 ms: kills land while folding, writing and flushing
     proc = env.start_worker(max_records=60, commit_interval=0.02)
