@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +82,52 @@ def tls_client(tls_redis):
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(tls_redis, tmp_path_factory):
+    """A 3-primary Redis Cluster on TLS ports only (its bus on TLS too), the same ACL user and
+    CA as ``tls_redis``; yields the ``rediss+cluster://`` URL."""
+    from tessera.local import ClusterHandle, _port_free
+
+    if not shutil.which("redis-cli"):
+        pytest.skip("the TLS cluster test needs redis-cli")
+    folder = tmp_path_factory.mktemp("tls-cluster")
+    certs = tls_redis.ca.parent
+    ports: list[int] = []
+    while len(ports) < 3:  # a node also listens on port + 10000 (its cluster bus)
+        p = free_port()
+        if p <= 55535 and p not in ports and _port_free(p + 10000):
+            ports.append(p)
+    handle = ClusterHandle([])
+    tls = ["--tls-cert-file", str(certs / "server.crt"), "--tls-key-file",
+           str(certs / "server.key"), "--tls-ca-cert-file", str(tls_redis.ca)]
+    try:
+        for port in ports:
+            d = folder / str(port)
+            d.mkdir()
+            handle.procs.append(subprocess.Popen(
+                ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                 *tls, "--tls-auth-clients", "no", "--tls-cluster", "yes",
+                 "--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
+                 "--user", USER, "on", f">{PASSWORD}", "~*", "&*", "+@all", "--user", "default",
+                 "off", "--masteruser", USER, "--masterauth", PASSWORD, "--save", "",
+                 "--appendonly", "no", "--dir", str(d), "--logfile", str(d / "redis.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        for port, proc in zip(ports, handle.procs, strict=True):
+            _wait_port(port, 10, proc, "redis-server (TLS cluster mode)")
+        cli = ["redis-cli", "--tls", "--cacert", str(tls_redis.ca), "--user", USER, "--pass",
+               PASSWORD, "--no-auth-warning"]
+        subprocess.run([*cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while not all("cluster_state:ok" in subprocess.run(
+                [*cli, "-p", str(p), "cluster", "info"], capture_output=True, text=True,
+                timeout=5).stdout for p in ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"TLS Redis Cluster on ports {ports} not ok after 30 s")
+            time.sleep(0.1)
+        yield "rediss+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+    finally:
+        handle.stop()

@@ -134,3 +134,22 @@ def test_tls_files_in_tessera_yaml_are_relative_to_it(tls_redis, tmp_path, monke
     settings = Settings.from_env()
     assert settings.redis_tls_ca == project / "certs" / "ca.crt"
     assert connect_settings(settings).ping()
+
+
+def test_a_tls_cluster_with_acl_is_read_and_written_like_one_redis(tls_redis, tls_cluster):
+    """rediss+cluster://: the node clients the reader and the sink borrow carry TLS and the
+    user too (each primary is reached, keys on every node read back in one call)."""
+    from features.online.cluster import is_cluster, primaries
+    from features.online.hmget import HashReads
+
+    transport = RedisTransport(USER, PASSWORD, tls_ca=tls_redis.ca)
+    client = connect(tls_cluster, transport)
+    assert is_cluster(client) and len(primaries(client)) == 3
+    keys = [f"tessera:user:u{i}" for i in range(30)]
+    for i, k in enumerate(keys):
+        client.hset(k, mapping={"a": i})
+    assert {n.dbsize() > 0 for n in primaries(client)} == {True}
+    assert HashReads(client).fetch([(k, ["a"]) for k in keys]) == [
+        [str(i).encode()] for i in range(30)]
+    with pytest.raises(redis.exceptions.RedisClusterException, match="authenticated"):
+        connect(tls_cluster, RedisTransport(tls_ca=tls_redis.ca))  # no user: no slot map
