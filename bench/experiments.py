@@ -32,7 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serving.experiments.kafka_log import KafkaRecordLog, delete_topics, ensure_topics  # noqa: E402
+from features.kafka_admin import create_topics, delete_topics  # noqa: E402
+from serving.experiments.kafka_log import KafkaRecordLog  # noqa: E402
 from serving.experiments.report import dataset_dirs, experiment_report  # noqa: E402
 from serving.experiments.simulate import simulate_log  # noqa: E402
 from serving.experiments.sink import import_frame  # noqa: E402
@@ -85,7 +86,7 @@ def shadow_overhead(bootstrap: str, work: Path, requests: int, rounds: int, rate
             reg.register("fraud", res.model_text, res.metadata())
         reg.set_alias("fraud", "champion", "1")
         topic = f"bench-predictions-{os.getpid()}"
-        ensure_topics(bootstrap, [topic], partitions=4)
+        create_topics([topic], bootstrap, partitions=4)
         log = KafkaRecordLog(bootstrap, topic)
         # config 3 repeats config 0 (no shadows): the spread between 0 and 3 is the noise floor
         configs = {0: 0, 1: 1, 2: 2, 3: 0}
@@ -120,7 +121,7 @@ def shadow_overhead(bootstrap: str, work: Path, requests: int, rounds: int, rate
             dropped += router.shadows.dropped
             log_dropped += getattr(router.shadows, "log_dropped", 0)
         log.close()
-        delete_topics(bootstrap, [topic])
+        delete_topics([topic], bootstrap)
         client.close()
     finally:
         stop(handle)

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from features.event_schema import us_to_iso  # noqa: E402
+from features.kafka_admin import create_topics  # noqa: E402
 from features.offline.event_log import EventLog  # noqa: E402
 from features.online.layout import applied_offset, offset_key  # noqa: E402
 from features.registry import apply, load_module  # noqa: E402
@@ -49,7 +50,6 @@ from serving.experiments.kafka_log import (  # noqa: E402
     OUTCOMES_TOPIC,
     PREDICTIONS_TOPIC,
     KafkaRecordLog,
-    ensure_topics,
 )
 from serving.experiments.records import OutcomeRecord, now_us  # noqa: E402
 from serving.experiments.spec import DeploymentSpec, DeploymentStore  # noqa: E402
@@ -110,7 +110,7 @@ class Live:
         from features.online.connection import connect_settings
 
         self.redis = connect_settings(settings)
-        ensure_topics(settings.kafka_bootstrap, [PREDICTIONS_TOPIC, OUTCOMES_TOPIC])
+        create_topics([PREDICTIONS_TOPIC, OUTCOMES_TOPIC], settings.kafka_bootstrap)
         self.outcomes = KafkaRecordLog(settings.kafka_bootstrap, OUTCOMES_TOPIC)
         self.worker_metrics = free_port()
 

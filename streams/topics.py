@@ -1,25 +1,17 @@
-"""Topic administration: a source's topic with its partition count, and its dead-letter topic.
+"""A source's topics: its own (source.partitions), ``<topic>.dlq`` and ``<topic>.repartition``.
 
-``retention.ms`` is set explicitly at creation because some brokers (Tansu) describe only
-explicit configs, and clients that read it would otherwise fail.
+Creation itself is ``features.kafka_admin`` (one admin path for every part of Tessera).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
-
 from features.definitions import EventSource
-from features.kafka_config import KafkaSecurity, kafka_python
+from features.kafka_admin import DEFAULT_RETENTION_MS, create_topics, delete_topics
+from features.kafka_config import KafkaSecurity
 
-DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
-
-
-def _admin(bootstrap: str, security: KafkaSecurity | None = None) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-admin",
-                            request_timeout_ms=10_000, **kafka_python(security))
+__all__ = ["DEFAULT_RETENTION_MS", "delete_topics", "ensure_topics"]
 
 
 def ensure_topics(
@@ -34,35 +26,4 @@ def ensure_topics(
         wanted[s.topic] = s.partitions
         wanted[s.dlq_topic] = 1
         wanted[s.repartition_topic] = repartition_partitions or s.partitions
-    admin = _admin(bootstrap, security)
-    try:
-        existing = set(admin.list_topics())
-        new = [
-            NewTopic(name, parts, 1, topic_configs={"retention.ms": str(retention_ms)})
-            for name, parts in wanted.items()
-            if name not in existing
-        ]
-        created = []
-        for topic in new:  # one at a time: a concurrent creator only costs us an "exists"
-            try:
-                admin.create_topics([topic])
-                created.append(topic.name)
-            except TopicAlreadyExistsError:
-                pass
-        return created
-    finally:
-        admin.close()
-
-
-def delete_topics(names: Iterable[str], bootstrap: str,
-                  security: KafkaSecurity | None = None) -> None:
-    """Delete topics (tests and benchmarks: the in-memory broker keeps everything in RAM)."""
-    admin = _admin(bootstrap, security)
-    try:
-        for name in names:
-            try:
-                admin.delete_topics([name])
-            except UnknownTopicOrPartitionError:
-                pass
-    finally:
-        admin.close()
+    return create_topics(wanted, bootstrap, retention_ms=retention_ms, security=security)

@@ -182,8 +182,8 @@ def register(app: typer.Typer) -> None:
         """Copy the prediction log and outcomes from Kafka to Parquet (exactly once in effect)."""
         import time
 
+        from features.kafka_admin import create_topics
         from features.kafka_config import KafkaSecurity
-        from serving.experiments.kafka_log import ensure_topics
         from serving.experiments.records import (
             OUTCOME_SCHEMA,
             PREDICTION_SCHEMA,
@@ -195,7 +195,7 @@ def register(app: typer.Typer) -> None:
         s = Settings.from_env()
         bootstrap = s.require_kafka()
         security = KafkaSecurity.from_settings(s)
-        ensure_topics(bootstrap, [predictions_topic, outcomes_topic], security=security)
+        create_topics([predictions_topic, outcomes_topic], bootstrap, security=security)
         pred_dir, out_dir = dataset_dirs(s.offline_dir)
         sinks = [
             ParquetSink(bootstrap, predictions_topic, pred_dir, PREDICTION_SCHEMA,

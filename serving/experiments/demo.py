@@ -17,7 +17,8 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from serving.experiments.kafka_log import KafkaRecordLog, ensure_topics
+from features.kafka_admin import create_topics
+from serving.experiments.kafka_log import KafkaRecordLog
 from serving.experiments.records import (
     OUTCOME_SCHEMA,
     PREDICTION_SCHEMA,
@@ -76,7 +77,7 @@ def run_demo(
         why="demo: champion v1, challenger arm v2 on 30%, shadow v3",
     )
     pred_topic, out_topic = f"{MODEL}-predictions", f"{MODEL}-outcomes"
-    ensure_topics(bootstrap, [pred_topic, out_topic])
+    create_topics([pred_topic, out_topic], bootstrap)
     models = ModelSet(reg)
     log = KafkaRecordLog(bootstrap, pred_topic)
     outcomes = KafkaRecordLog(bootstrap, out_topic)

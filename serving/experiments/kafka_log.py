@@ -11,9 +11,7 @@ line is better than slowing a prediction, and the count makes the loss visible.
 from __future__ import annotations
 
 import orjson
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka import KafkaProducer
 
 from features.kafka_config import KafkaSecurity, kafka_python
 from serving.experiments.background import BoundedWorker
@@ -22,33 +20,6 @@ from serving.experiments.shadow import ShadowBatch
 
 PREDICTIONS_TOPIC = "tessera-predictions"
 OUTCOMES_TOPIC = "outcomes"
-
-
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4,
-                  security: KafkaSecurity | None = None) -> None:
-    """Create the topics if missing (idempotent)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-experiments",
-                             **kafka_python(security))
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
-        if new:
-            try:
-                admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()
-
-
-def delete_topics(bootstrap: str, topics: list[str],
-                  security: KafkaSecurity | None = None) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tessera-experiments",
-                             **kafka_python(security))
-    try:
-        admin.delete_topics(topics)
-    finally:
-        admin.close()
 
 
 class KafkaRecordLog:

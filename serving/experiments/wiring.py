@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from features.kafka_admin import create_topics
 from features.kafka_config import KafkaSecurity
 from serving.experiments.errors import ExperimentError
-from serving.experiments.kafka_log import PREDICTIONS_TOPIC, KafkaRecordLog, ensure_topics
+from serving.experiments.kafka_log import PREDICTIONS_TOPIC, KafkaRecordLog
 from serving.experiments.router import ExperimentRouter, _drop
 from serving.experiments.shadow_process import ProcessShadowRunner
 from serving.experiments.spec import DeploymentStore
@@ -90,7 +91,7 @@ def attach_deployed(
         return {}
     log = None
     if bootstrap:
-        ensure_topics(bootstrap, [topic], security=security)
+        create_topics([topic], bootstrap, security=security)
         log = KafkaRecordLog(bootstrap, topic, security=security).log
     kafka = (bootstrap, topic, security) if bootstrap else None
     return {n: attach_router(scorer, store, n, log=log, shadow_kafka=kafka) for n in names}

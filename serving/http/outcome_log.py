@@ -40,11 +40,11 @@ class KafkaOutcomeLog:
     def _connect(self):
         from kafka import KafkaProducer
 
-        from serving.experiments.kafka_log import ensure_topics
+        from features.kafka_admin import create_topics
 
         with self._lock:
             if self._producer is None:
-                ensure_topics(self.bootstrap, [self.topic], security=self.security)
+                create_topics([self.topic], self.bootstrap, security=self.security)
                 self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
                                                client_id="tessera-outcomes-http",
                                                **kafka_python(self.security))

@@ -645,7 +645,7 @@ def topic_partitions(source: EventSource, bootstrap: str,
                     f"{source.repartition_topic} has {len(rep)} partitions and {source.topic} "
                     f"has {n}: they must match; stop the workers, let them drain it, delete it "
                     "and start them again (it is recreated with the right count)")
-            delete_topics([source.repartition_topic], bootstrap, security)
+            delete_topics([source.repartition_topic], bootstrap, security=security)
             ensure_topics([source], bootstrap, repartition_partitions=n, security=security)
     finally:
         c.close()

@@ -9,12 +9,12 @@ import pytest
 from kafka import KafkaProducer
 
 from features import Aggregate, Entity, EventSource, FeatureRepo, FeatureView
+from features.kafka_admin import create_topics, delete_topics
 from features.online.layout import offset_key
 from features.registry import apply
 from features.settings import Settings
 from serving.dashboard.lag import NO_WATERMARK, EndOffsets, applied_offsets, lag_by_topic
 from serving.dashboard.sources import from_settings
-from serving.experiments.kafka_log import delete_topics, ensure_topics
 
 
 def test_lag_is_produced_minus_applied_per_topic_slowest_group_first():
@@ -29,7 +29,7 @@ def test_lag_is_produced_minus_applied_per_topic_slowest_group_first():
 
 @pytest.mark.integration
 def test_end_offsets_count_the_records_of_the_last_batch(kafka_bootstrap, unique_name):
-    ensure_topics(kafka_bootstrap, [unique_name], partitions=2)
+    create_topics([unique_name], kafka_bootstrap, partitions=2)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=50)
     try:
         for _batch in range(3):  # three batches of 10 on partition 0, one of 4 on partition 1
@@ -70,7 +70,7 @@ def test_end_offsets_count_the_records_of_the_last_batch(kafka_bootstrap, unique
             ends.close()
     finally:
         producer.close()
-        delete_topics(kafka_bootstrap, [unique_name])
+        delete_topics([unique_name], kafka_bootstrap)
 
 
 @pytest.mark.integration
@@ -83,7 +83,7 @@ def test_freshness_panel_shows_each_views_lag(
     settings = Settings(tmp_path, kafka_bootstrap, redis_url)
     apply(FeatureRepo.of([FeatureView("pay_count", src, [Aggregate("count", ["1h"])])]),
           settings)
-    ensure_topics(kafka_bootstrap, [unique_name], partitions=2)
+    create_topics([unique_name], kafka_bootstrap, partitions=2)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=50)
     try:
         for p, n in ((0, 25), (1, 7)):
@@ -101,7 +101,7 @@ def test_freshness_panel_shows_each_views_lag(
         assert rows[0]["lag"] == 0
     finally:
         producer.close()
-        delete_topics(kafka_bootstrap, [unique_name])
+        delete_topics([unique_name], kafka_bootstrap)
 
 
 def test_cached_reports_are_computed_once_per_ttl_and_failures_are_not_kept(monkeypatch):

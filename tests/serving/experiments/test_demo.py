@@ -2,8 +2,8 @@
 
 import pytest
 
+from features.kafka_admin import delete_topics
 from serving.experiments.demo import run_demo
-from serving.experiments.kafka_log import delete_topics
 
 pytestmark = pytest.mark.integration
 
@@ -12,7 +12,7 @@ def test_demo_finds_the_better_shadow_on_live_traffic(kafka_bootstrap, tmp_path)
     try:
         text = run_demo(tmp_path, kafka_bootstrap, requests=2000, users=500, rate=5000)
     finally:
-        delete_topics(kafka_bootstrap, ["demo_fraud-predictions", "demo_fraud-outcomes"])
+        delete_topics(["demo_fraud-predictions", "demo_fraud-outcomes"], kafka_bootstrap)
     lines = text.splitlines()
     assert "log records dropped: 0" in lines[0]
     rows = {line.split()[0] + " " + line.split()[1]: line.split() for line in lines[3:6]}

@@ -2,7 +2,8 @@
 
 import pytest
 
-from serving.experiments.kafka_log import KafkaRecordLog, delete_topics, ensure_topics
+from features.kafka_admin import create_topics, delete_topics
+from serving.experiments.kafka_log import KafkaRecordLog
 from serving.experiments.records import PREDICTION_SCHEMA, PredictionRecord
 from serving.experiments.sink import (
     MANIFEST,
@@ -35,9 +36,9 @@ def records(n, start=0):
 
 @pytest.fixture
 def topic(kafka_bootstrap, unique_name):
-    ensure_topics(kafka_bootstrap, [unique_name], partitions=3)
+    create_topics([unique_name], kafka_bootstrap, partitions=3)
     yield unique_name
-    delete_topics(kafka_bootstrap, [unique_name])
+    delete_topics([unique_name], kafka_bootstrap)
 
 
 def produce(bootstrap, topic, recs):
@@ -110,7 +111,7 @@ def test_sink_command_copies_both_topics(kafka_bootstrap, unique_name, tmp_path,
     from tessera.cli import _register, app
 
     preds_topic, outs_topic = f"{unique_name}-p", f"{unique_name}-o"
-    ensure_topics(kafka_bootstrap, [preds_topic, outs_topic])
+    create_topics([preds_topic, outs_topic], kafka_bootstrap)
     try:
         produce(kafka_bootstrap, preds_topic, records(30))
         log = KafkaRecordLog(kafka_bootstrap, outs_topic, linger_ms=5)
@@ -132,7 +133,7 @@ def test_sink_command_copies_both_topics(kafka_bootstrap, unique_name, tmp_path,
         assert len(read_dataset(pred_dir, PREDICTION_SCHEMA)) == 30
         assert read_dataset(out_dir, OUTCOME_SCHEMA)["request_id"].n_unique() == 12
     finally:
-        delete_topics(kafka_bootstrap, [preds_topic, outs_topic])
+        delete_topics([preds_topic, outs_topic], kafka_bootstrap)
 
 
 def test_imported_frames_join_the_committed_dataset(tmp_path):

@@ -74,12 +74,12 @@ def test_an_unknown_version_is_logged_as_an_error(registry):
 
 @pytest.mark.integration
 def test_child_logs_shadow_records_to_kafka(registry, kafka_bootstrap, unique_name, tmp_path):
-    from serving.experiments.kafka_log import delete_topics, ensure_topics
+    from features.kafka_admin import create_topics, delete_topics
     from serving.experiments.records import PREDICTION_SCHEMA
     from serving.experiments.sink import ParquetSink, read_dataset
 
     root, boosters, x = registry
-    ensure_topics(kafka_bootstrap, [unique_name], partitions=1)
+    create_topics([unique_name], kafka_bootstrap, partitions=1)
     try:
         sent_back = Collect()
         runner = ProcessShadowRunner(root, "m", sent_back, preload=("2",),
@@ -97,7 +97,7 @@ def test_child_logs_shadow_records_to_kafka(registry, kafka_bootstrap, unique_na
         assert df["score"].to_list() == pytest.approx(list(boosters["2"].predict(x[:50])),
                                                       abs=1e-12)
     finally:
-        delete_topics(kafka_bootstrap, [unique_name])
+        delete_topics([unique_name], kafka_bootstrap)
 
 
 def test_the_child_starts_with_the_first_job_not_before(registry):
@@ -122,12 +122,12 @@ def _metric(name: str, model: str) -> float:
 def test_the_childs_log_drops_reach_the_scorers_metrics(
     registry, kafka_bootstrap, unique_name, tmp_path
 ):
-    from serving.experiments.kafka_log import delete_topics, ensure_topics
+    from features.kafka_admin import create_topics, delete_topics
     from serving.experiments.records import PREDICTION_SCHEMA
     from serving.experiments.sink import ParquetSink
 
     root, _, x = registry
-    ensure_topics(kafka_bootstrap, [unique_name], partitions=1)
+    create_topics([unique_name], kafka_bootstrap, partitions=1)
     before = _metric("tessera_shadow_log_dropped_total", "m")
     try:
         # a one-batch log queue: batches scored while the log thread lingers are dropped
@@ -142,7 +142,7 @@ def test_the_childs_log_drops_reach_the_scorers_metrics(
         assert sink.run(idle_s=1.0) == 400 - runner.log_dropped  # every record sent or counted
         sink.close()
     finally:
-        delete_topics(kafka_bootstrap, [unique_name])
+        delete_topics([unique_name], kafka_bootstrap)
 
 
 def test_chunks_cross_the_socket_exactly_without_pickle():

@@ -128,7 +128,7 @@ def test_through_kafka_and_the_sink_once_each(kafka_bootstrap, redis_url, unique
     the sink's Parquet copy holds each once."""
     import redis
 
-    from serving.experiments.kafka_log import delete_topics
+    from features.kafka_admin import delete_topics
     from serving.experiments.records import outcome_normalizer
     from serving.experiments.sink import ParquetSink
     from serving.http.outcome_log import KafkaOutcomeLog
@@ -153,4 +153,4 @@ def test_through_kafka_and_the_sink_once_each(kafka_bootstrap, redis_url, unique
     finally:
         log.close()
         client.close()
-        delete_topics(kafka_bootstrap, [unique_name])
+        delete_topics([unique_name], kafka_bootstrap)

@@ -14,10 +14,10 @@ import time
 import pytest
 
 from features.event_schema import us_to_iso
+from features.kafka_admin import create_topics
 from features.online.layout import entity_key
 from features.online.read import OnlineStore
 from serving.experiments.kafka_log import KafkaRecordLog
-from serving.experiments.kafka_log import ensure_topics as ensure_log_topic
 from serving.experiments.records import PREDICTION_SCHEMA
 from serving.experiments.router import ExperimentRouter
 from serving.experiments.sink import ParquetSink
@@ -60,7 +60,7 @@ def test_drift_in_raw_events_is_alerted_after_the_worker_computes_the_features(
     worker = env.start_worker(max_records=2000)  # joins its group while the model trains
     client, registry, _ = make_world(redis_client, tmp_path)
     pred_topic = f"{env.source.topic}-pred"
-    ensure_log_topic(kafka_bootstrap, [pred_topic], partitions=2)
+    create_topics([pred_topic], kafka_bootstrap, partitions=2)
     store = DeploymentStore(tmp_path / "models")
     store.save(DeploymentSpec("fraud", "1"), why="first", who="test")
     models = ModelSet(registry)

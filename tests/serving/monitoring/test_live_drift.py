@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from features.kafka_admin import create_topics, delete_topics
 from features.online.layout import entity_key
 from features.online.read import OnlineStore
-from serving.experiments.kafka_log import KafkaRecordLog, delete_topics, ensure_topics
+from serving.experiments.kafka_log import KafkaRecordLog
 from serving.experiments.records import PREDICTION_SCHEMA
 from serving.experiments.router import ExperimentRouter
 from serving.experiments.sink import ParquetSink
@@ -42,9 +43,9 @@ def write_big_spenders(client, n: int, now: int, seed: int) -> None:
 
 @pytest.fixture
 def topic(kafka_bootstrap, unique_name):
-    ensure_topics(kafka_bootstrap, [unique_name], partitions=2)
+    create_topics([unique_name], kafka_bootstrap, partitions=2)
     yield unique_name
-    delete_topics(kafka_bootstrap, [unique_name])
+    delete_topics([unique_name], kafka_bootstrap)
 
 
 def test_drift_in_live_features_is_alerted_from_the_prediction_log(

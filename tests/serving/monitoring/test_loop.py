@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.experiments.kafka_log import OUTCOMES_TOPIC, PREDICTIONS_TOPIC, delete_topics
+from features.kafka_admin import delete_topics
+from serving.experiments.kafka_log import OUTCOMES_TOPIC, PREDICTIONS_TOPIC
 
 DEMO = Path(__file__).resolve().parents[3] / "examples" / "drift_demo.py"
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -21,7 +22,7 @@ def test_drift_in_the_events_leads_to_a_retrained_champion(
     monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
     monkeypatch.setenv("REDIS_URL", redis_url)
     try:  # the scorer logs to the default topics: start them empty on this shared broker
-        delete_topics(kafka_bootstrap, [PREDICTIONS_TOPIC, OUTCOMES_TOPIC])
+        delete_topics([PREDICTIONS_TOPIC, OUTCOMES_TOPIC], kafka_bootstrap)
     except Exception:  # noqa: BLE001 - not created yet
         pass
     lines: list[str] = []

@@ -17,12 +17,12 @@ import polars as pl
 import pytest
 
 from features.event_schema import us_to_iso
+from features.kafka_admin import create_topics
 from features.offline.training_set import read_fingerprint
 from features.online.read import OnlineStore
 from features.registry import apply
 from features.settings import Settings
 from serving.experiments.kafka_log import KafkaRecordLog
-from serving.experiments.kafka_log import ensure_topics as ensure_log_topics
 from serving.experiments.records import (
     OUTCOME_SCHEMA,
     PREDICTION_SCHEMA,
@@ -63,7 +63,7 @@ def test_retrain_without_a_spine_trains_on_the_labelled_predictions(
     settings = Settings(env.home)
     apply(env.repo, settings)  # the retrain reads the applied definitions
     pred_topic, out_topic = f"{env.source.topic}-pred", f"{env.source.topic}-out"
-    ensure_log_topics(kafka_bootstrap, [pred_topic, out_topic], partitions=2)
+    create_topics([pred_topic, out_topic], kafka_bootstrap, partitions=2)
     DeploymentStore(settings.models_dir).save(DeploymentSpec("fraud", "1"), why="t", who="test")
 
     now = time.time_ns() // 1000
