@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from features.errors import TesseraError
 from serving.experiments.report import experiment_report
+from serving.experiments.report_cache import ReportCache
 from serving.http.errors import error_responses
 
 # bootstrap resamples one request may ask for: 0.28 s for 20k logged predictions, growing with
@@ -20,6 +21,8 @@ MAX_REPS = 1000
 
 def experiments_router(models_dir: Path | str, offline_dir: Path | str) -> APIRouter:
     router = APIRouter(tags=["experiments"])
+    cache = ReportCache(models_dir, offline_dir)
+    router.report_cache = cache  # type: ignore[attr-defined]  # for tests and operators
 
     @router.get(
         "/v1/experiments/{name}", responses=error_responses(404),
@@ -40,18 +43,11 @@ def experiments_router(models_dir: Path | str, offline_dir: Path | str) -> APIRo
             "logloss", pattern="^(logloss|business)$", description="arms: metric that decides"
         ),
     ) -> dict:
+        params = {"max_delay_s": max_delay_s, "alpha": alpha, "reps": reps, "t_star": t_star,
+                  "min_labels": min_labels, "decide_on": decide_on}
         try:
-            return experiment_report(
-                models_dir,
-                offline_dir,
-                name,
-                max_delay_s=max_delay_s,
-                alpha=alpha,
-                reps=reps,
-                t_star=t_star,
-                min_labels=min_labels,
-                decide_on=decide_on,
-            )
+            return cache.get(name, params, lambda: experiment_report(
+                models_dir, offline_dir, name, **params))
         except TesseraError as e:
             raise HTTPException(status_code=404, detail=str(e)) from e
 
