@@ -185,11 +185,16 @@ class HashReads:
     """``HMGET`` many (key, fields) in one round trip per node: ``fetch(keys) -> [[bytes |
     None]]``. Against a Redis Cluster the keys are grouped by the node serving their slot
     (``features.online.cluster.by_node``); every node's commands are sent before any reply is
-    read, so the nodes answer in parallel."""
+    read, so the nodes answer in parallel.
 
-    def __init__(self, client: Any, spin_us: float = 200.0, breaker: Breaker | None = None
-                 ) -> None:
+    Two transports give the same replies and the same typed errors: the raw wire (hiredis on
+    redis-py's socket, busy-polled) and redis-py's pipeline, taken for TLS, for clients
+    without a pool, and with ``raw=False``; the tests run one suite against both."""
+
+    def __init__(self, client: Any, spin_us: float = 200.0, breaker: Breaker | None = None,
+                 raw: bool = True) -> None:
         self.client = client
+        self.raw = raw
         self.cluster = is_cluster(client)
         self.spin_ns = int(spin_us * 1000)
         self.breaker = breaker or Breaker()
@@ -198,6 +203,8 @@ class HashReads:
     def _wire(self, client: Any | None = None) -> _Wire | None:
         """This thread's connection to ``client`` (a cluster's node client; default: ours)."""
         client = self.client if client is None else client
+        if not self.raw:
+            return None
         wires = getattr(self._local, "wires", None)
         if wires is None:
             wires = self._local.wires = {}
@@ -292,14 +299,13 @@ class HashReads:
             pipe = self.client.pipeline(transaction=False)
             for k, f in keys:
                 pipe.hmget(k, f)
-            replies = pipe.execute()
+            # error replies come back in place, as on the wire, and are checked the same way
+            replies = pipe.execute(raise_on_error=False)
         except redis.RedisError as e:
             if opens_breaker(e):
                 self.breaker.failure(e)
             raise store_error(e) from e
-        if self.breaker.opened is not None:
-            self.breaker.success()
-        return replies
+        return self._checked(replies)
 
     def _reply(self, wire: _Wire, sock: socket.socket, spin_until: int, deadline: int) -> Any:
         reader, buf = wire.reader, wire.buf

@@ -1,5 +1,6 @@
 """HashReads against a real Redis: the busy-polled and the sleeping read give redis-py's replies,
-pipelines larger than a socket buffer work, error replies and timeouts are typed."""
+pipelines larger than a socket buffer work, error replies and timeouts are typed -- on both
+transports (the raw wire and redis-py's pipeline, ``raw=False``: what TLS clients use)."""
 
 import time
 
@@ -12,13 +13,14 @@ from features.online.hmget import Breaker, HashReads
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("raw", [True, False], ids=["wire", "pipeline"])
 @pytest.mark.parametrize("spin_us", [0.0, 200.0])
-def test_replies_equal_redis_py_single_and_pipelined(redis_client, unique_name, spin_us):
+def test_replies_equal_redis_py_single_and_pipelined(redis_client, unique_name, spin_us, raw):
     big = bytes(range(256)) * 300  # 75 kB: more than one receive buffer
     keys = [f"{unique_name}:{i}" for i in range(300)]
     for i, k in enumerate(keys[:250]):
         redis_client.hset(k, mapping={"a": str(i).encode(), "b": big if i % 50 == 0 else b"x"})
-    reads = HashReads(redis_client, spin_us=spin_us)
+    reads = HashReads(redis_client, spin_us=spin_us, raw=raw)
     fields = ["a", "b", "nope"]
     assert reads.fetch([(keys[3], fields)]) == [redis_client.hmget(keys[3], fields)]
     want = [redis_client.hmget(k, fields) for k in keys]
@@ -26,19 +28,21 @@ def test_replies_equal_redis_py_single_and_pipelined(redis_client, unique_name, 
     assert reads.fetch([(keys[-1], fields)]) == [[None, None, None]]  # absent key
 
 
-def test_error_reply_raises_and_the_connection_stays_usable(redis_client, unique_name):
+@pytest.mark.parametrize("raw", [True, False], ids=["wire", "pipeline"])
+def test_error_reply_raises_and_the_connection_stays_usable(redis_client, unique_name, raw):
     redis_client.set(f"{unique_name}:str", b"not a hash")
     redis_client.hset(f"{unique_name}:h", "a", b"1")
-    reads = HashReads(redis_client)
+    reads = HashReads(redis_client, raw=raw)
     with pytest.raises(OnlineStoreError, match="Redis answered an error: WRONGTYPE"):
         reads.fetch([(f"{unique_name}:str", ["a"]), (f"{unique_name}:h", ["a"])])
     assert reads.fetch([(f"{unique_name}:h", ["a"])]) == [[b"1"]]
 
 
-def test_slow_redis_times_out_with_the_client_timeout_then_recovers(redis_url, unique_name):
+@pytest.mark.parametrize("raw", [True, False], ids=["wire", "pipeline"])
+def test_slow_redis_times_out_with_the_client_timeout_then_recovers(redis_url, unique_name, raw):
     client = redis.Redis.from_url(redis_url, socket_timeout=0.1)
     client.hset(unique_name, "a", b"1")
-    reads = HashReads(client, spin_us=200.0, breaker=Breaker(retry_s=0.5))
+    reads = HashReads(client, spin_us=200.0, breaker=Breaker(retry_s=0.5), raw=raw)
     assert reads.fetch([(unique_name, ["a"])]) == [[b"1"]]  # connected: the read itself waits
     admin = redis.Redis.from_url(redis_url)
     admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
