@@ -134,6 +134,9 @@ class DeploymentStore:
 
     @staticmethod
     def _rel(name: str) -> str:
+        from serving.registry.registry import check_model_name
+
+        check_model_name(name)
         return f"{name}/deployments"
 
     def _files(self, name: str) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +67,20 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _check_name(name: str) -> None:
-    if not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
-        raise RegistryError(f"model name {name!r} must be letters, digits, '_', '-' or '.'")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def check_model_name(name: str) -> None:
+    """A model name is a folder name in the registry: ASCII letters, digits, '_', '-', '.'
+    (at most 128, not only dots), checked on every read too, so a request can never reach the
+    filesystem with a path of its own (or one too long for it)."""
+    if not _NAME.fullmatch(name) or not name.strip("."):
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise RegistryError(f"model name {shown!r} must be 1-128 ASCII letters, digits, '_', "
+                            "'-' or '.'")
+
+
+_check_name = check_model_name
 
 
 class ModelRegistry:
@@ -83,6 +95,7 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[str]:
         """Complete versions of ``name``, oldest first."""
+        check_model_name(name)
         out = []
         for v in self.storage.list_dir(f"{name}/versions"):
             if v.isdigit() and self.storage.exists(f"{name}/versions/{v}/metadata.json"):

@@ -6,6 +6,7 @@ the plaintext default reaches it unchanged."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ssl
 import time
 
@@ -93,7 +94,10 @@ def test_the_clients_accept_their_mapping(certs, kafka_bootstrap):
         assert isinstance(client._ssl_context, ssl.SSLContext)
         await c.stop()
 
-    asyncio.run(aio())
+    # in a thread of its own: an earlier test may leave an event loop running in this one
+    # (asyncio.run() then refuses), and the clients need one of their own anyway
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, aio()).result(timeout=60)
     rd = Producer({"bootstrap.servers": kafka_bootstrap, **librdkafka(sec)})
     assert rd.flush(0) == 0
     del rd  # it would keep retrying a TLS handshake with the plaintext broker
