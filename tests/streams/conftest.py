@@ -98,10 +98,12 @@ def _stream_env(kafka_bootstrap, redis_url, unique_name, tmp_path):
     env = StreamEnv(kafka_bootstrap, redis_url, tmp_path / "home", repo_path, f"g-{unique_name}")
     env.home.mkdir()
     ensure_topics([env.source], kafka_bootstrap)
-    yield env
-    env.stop_all()
-    delete_topics([unique_name, f"{unique_name}.dlq", f"{unique_name}.repartition"],
-                  kafka_bootstrap)
+    try:
+        yield env
+    finally:  # also when a test closes the generator itself: no worker outlives its test
+        env.stop_all()
+        delete_topics([unique_name, f"{unique_name}.dlq", f"{unique_name}.repartition"],
+                      kafka_bootstrap)
 
 
 @pytest.fixture
