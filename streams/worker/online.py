@@ -121,6 +121,10 @@ class OnlineWriter:
         # cache row -> the key's ~applied as Redis holds it (read, or last written by us): what
         # its next fenced write expects (redis_sink._WRITE)
         self._row_mark: dict[int, bytes] = {}
+        # rows whose ~applied was past our watermark when loaded: checked in every batch until
+        # the watermark passes it, not only in the batch that loaded them (a key loaded in one
+        # small batch and met again in the next must still skip what it holds)
+        self._maybe_ahead: set[int] = set()
         self._parsed: dict[bytes, dict[int, tuple[int, int]]] = {}
         self.value_fields = fields_needed(self.plans)
         self.stats = OnlineStats()
@@ -473,11 +477,24 @@ class OnlineWriter:
             cache.add(nkeys, list(need.values()), loaded)  # the last column is not a ring
             for key, blobs in zip(nkeys, loaded, strict=True):
                 m = blobs[-1] or b""
-                self._row_mark[rows_of[key]] = m
+                row = rows_of[key]
+                self._row_mark[row] = m
+                self._maybe_ahead.discard(row)  # a reused row starts afresh
                 if m:
                     adv = self._ahead(m)
                     if adv:
                         ahead[key] = adv
+                        self._maybe_ahead.add(row)
+        if self._maybe_ahead:
+            for key in set(keys).difference(need):
+                row = rows_of[key]
+                if row in self._maybe_ahead:
+                    m = self._row_mark.get(row)
+                    adv = self._ahead(m) if m else {}
+                    if adv:
+                        ahead[key] = adv
+                    else:
+                        self._maybe_ahead.discard(row)  # the watermark has passed it
         rows = np.fromiter((rows_of[k] for k in keys), dtype=np.int64, count=applied)
         ts_a = np.concatenate([e.columns[tsf] for e in sel]).astype(np.int64, copy=False)
         seq_a = np.concatenate([e.offsets for e in sel])

@@ -144,12 +144,11 @@ def test_kill_9_mid_stream_loses_and_double_counts_nothing(any_stream_env, any_r
                                                            request):
     env, redis_client = any_stream_env, any_redis_client  # one Redis, then a cluster
     if request.node.callspec.params.get("any_redis_url") == "cluster":
-        # KNOWN BUG (issue 14, open): on a Redis Cluster a kill -9 can double-count online.
-        # Seen once in a clean-clone run with the suite on both cores: after the last restart
-        # the worker replayed every offset, skipped 5,962 as applied and still counted some
-        # twice (u1 count_2h online 922 vs 849 offline and in the log). The per-key ~applied
-        # fence misses a case; one Redis (the default) is not affected. Kept running, so it
-        # reports when it passes.
+        # Issue 14, open: on a Redis Cluster a kill -9 double-counted online in two clean-clone
+        # runs with the suite on both cores (u1 count_2h 922 online vs 849 in the log). One
+        # cause is found and fixed (a key loaded, skipped and not rewritten in one small replay
+        # batch was met again from the cache in the next without its ~applied check:
+        # test_checkpoint's "two batches" case); marked until it has passed in CI repeatedly.
         request.applymarker(pytest.mark.xfail(reason="double count after kill -9 on a Redis "
                                               "Cluster (issue 14)", strict=False))
     produced = Produced()
