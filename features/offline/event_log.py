@@ -77,6 +77,19 @@ def arrow_schema(source: EventSource) -> pa.Schema:
     return pa.schema(fields + [pa.field(n, t) for n, t in META])
 
 
+def in_time_range(lf: pl.LazyFrame, timestamp_field: str, start: int | None,
+                  end: int | None) -> pl.LazyFrame:
+    """Rows with ``start <= ts < end`` (µs UTC; None = unbounded): ``EventLog.scan``'s range
+    contract, in one place so that every reader of events (the Spark engine's per-partition
+    log too) cuts a window's edges the same way."""
+    ts = pl.col(timestamp_field).dt.epoch("us")
+    if start is not None:
+        lf = lf.filter(ts >= start)
+    if end is not None:
+        lf = lf.filter(ts < end)
+    return lf
+
+
 def _day(us: int) -> date:
     us = min(max(us, -62_135_596_800_000_000), 253_402_214_400_000_000 - 1)  # years 1..9999
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).date()
@@ -385,12 +398,7 @@ class EventLog:
                                    filesystem=store.fs)
             lf = pl.scan_pyarrow_dataset(dataset)
         lf = lf.with_columns(pl.col("_epoch").fill_null(0))
-        ts = pl.col(source.timestamp_field).dt.epoch("us")
-        if start is not None:
-            lf = lf.filter(ts >= start)
-        if end is not None:
-            lf = lf.filter(ts < end)
-        return lf
+        return in_time_range(lf, source.timestamp_field, start, end)
 
     def scan_file(self, source: EventSource | str, rel: str) -> pl.LazyFrame:
         """One committed file (a ``files`` path), on any storage."""

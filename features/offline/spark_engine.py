@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from features.definitions import AnyView, BatchFeatureView, FeatureRepo, FeatureView, parse_ref
 from features.errors import OfflineStoreError
-from features.offline.event_log import EventLog, arrow_schema
+from features.offline.event_log import EventLog, arrow_schema, in_time_range
 from features.offline.request_columns import request_columns, split_refs
 from features.offline.training_set import (
     _POLARS,
@@ -113,13 +113,8 @@ class _FrameLog:
     def scan(self, source, start: int | None = None, end: int | None = None, *,  # noqa: ANN001
              snapshot: object = None) -> pl.LazyFrame:
         """``EventLog.scan``'s contract: events with ``start <= ts < end``."""
-        lf = self.events[source.name].lazy()
-        ts = pl.col(source.timestamp_field).dt.epoch("us")
-        if start is not None:
-            lf = lf.filter(ts >= start)
-        if end is not None:
-            lf = lf.filter(ts < end)
-        return lf
+        return in_time_range(self.events[source.name].lazy(), source.timestamp_field, start,
+                             end)
 
 
 @dataclass
