@@ -282,6 +282,13 @@ class OnlineWriter:
         expected = [mark.get(r, b"") for r in row_list]
         applied = [home_mark[h] if h in home_mark else _applied(self.home_sids(h), fences)
                    for h in owners]
+        if self._maybe_ahead:
+            # a key ahead of our watermark keeps its own marks where they are higher: its
+            # rings still hold those events (we skipped them), and a mark moved back would
+            # have the next batch apply them again
+            for i, r in enumerate(row_list):
+                if r in self._maybe_ahead and expected[i]:
+                    applied[i] = _merge_marks(self._marks_of(expected[i]), applied[i])
         rings, present = cache.encode(rows)
         args = ([cache.keys[r] for r in row_list], self.fields, rings, present,
                 expire, self.ttl_s + TTL_REFRESH_S,
@@ -391,16 +398,19 @@ class OnlineWriter:
                 log.info("write in flight during a rebuild ended with %r", e)
             _land_now(job.landings)  # landed, or applied by the rebuild
 
-    def _ahead(self, raw: bytes) -> dict[int, float]:
-        """Streams where a loaded key's ``~applied`` is past our watermark: stream -> last
-        offset the key holds (infinite: a newer epoch than ours)."""
+    def _marks_of(self, raw: bytes) -> dict[int, tuple[int, int]]:
+        """A key's ``~applied``, parsed: stream -> (epoch, offset), cached by value."""
         marks = self._parsed.get(raw)
         if marks is None:
             if len(self._parsed) > 4096:
                 self._parsed.clear()
-            marks = self._parsed[raw] = {
-                int(a): (int(b), int(c))
-                for a, b, c in (t.split(b":") for t in raw.split(b","))}
+            marks = self._parsed[raw] = _parse_marks(raw)
+        return marks
+
+    def _ahead(self, raw: bytes) -> dict[int, float]:
+        """Streams where a loaded key's ``~applied`` is past our watermark: stream -> last
+        offset the key holds (infinite: a newer epoch than ours)."""
+        marks = self._marks_of(raw)
         out: dict[int, float] = {}
         for sid, (epoch, off) in marks.items():
             cur = self.marks.get(sid)
@@ -538,6 +548,20 @@ def _applied(sids: list[int], fences: dict[int, tuple[Watermark, Watermark]]) ->
         if new.offset >= 0 or new.epoch:
             out.append(b"%d:%d:%d" % (sid, new.epoch, new.offset))
     return b",".join(out)
+
+
+def _parse_marks(raw: bytes) -> dict[int, tuple[int, int]]:
+    return {int(a): (int(b), int(c)) for a, b, c in (t.split(b":") for t in raw.split(b","))}
+
+
+def _merge_marks(held: dict[int, tuple[int, int]], new: bytes) -> bytes:
+    """``new`` with each stream's mark raised to what the key ``held`` where that is later
+    (epoch first, then offset), streams of either kept, in stream order."""
+    out = dict(held)
+    for sid, mark in _parse_marks(new).items() if new else ():
+        if mark > out.get(sid, (-1, -1)):
+            out[sid] = mark
+    return b",".join(b"%d:%d:%d" % (sid, *out[sid]) for sid in sorted(out))
 
 
 def _stamp(landings: list[Landing]) -> Callable[[Future], None]:

@@ -127,6 +127,42 @@ def test_a_crash_between_key_writes_and_watermarks_is_skipped_per_key(any_redis_
     _assert_online_is_the_brute_force(redis_client, events, now)
 
 
+@pytest.mark.integration
+def test_a_key_ahead_rewritten_by_another_stream_keeps_its_marks(any_redis_client):
+    """A key ahead of the watermark on its home stream is rewritten in the replay because an
+    event forwarded from another partition reaches it: its new ~applied must keep the home
+    stream's mark it held (13), not take the watermark (9), or the next batch applies its
+    events 10..13 a second time."""
+    redis_client = any_redis_client
+    now = time.time_ns() // 1000
+    events = _events(now, 16)
+    a = _writer(redis_client)
+    a.apply(_batch(events[:8]))
+    crashed = _writer(redis_client)
+    crashed.fold(_batch(events[:14]))
+    real = crashed.sink.commit
+    u0 = entity_key(transactions.entity, ("u0",))
+
+    def keys_only(keys, fields, rings, present, expire, ttl, fences, expected, applied):
+        i = keys.index(u0)
+        return real([keys[i]], fields, [r[[i]] for r in rings], present[[i]], expire[[i]],
+                    ttl, {}, [expected[i]], [applied[i]])
+
+    crashed.sink.commit = keys_only
+    crashed.commit()
+    assert redis_client.hget(u0, APPLIED_FIELD) == b"0:0:13"
+    b = _writer(redis_client)
+    rep = b.rep_sid(0, 1)
+    fwd = (0, normalize(transactions, {"user_id": "u0", "merchant_id": "m", "amount": 0.5,
+                                       "country": "FR", "ts": (now - 2 * MIN_US) // 1000}))
+    b.apply({**_batch(events[:10]),
+             rep: (EventColumns.from_events(transactions, [fwd]), 0, 0, 0)})
+    held = dict(t.split(b":", 1) for t in redis_client.hget(u0, APPLIED_FIELD).split(b","))
+    assert held[b"0"] == b"0:13" and held[str(rep).encode()] == b"0:0"
+    b.apply(_batch(events[10:]))
+    _assert_online_is_the_brute_force(redis_client, [*events, (16, fwd[1])], now)
+
+
 def _assert_online_is_the_brute_force(redis_client, events, now: int) -> None:
     """Every feature of users u0..u3 read online equals the brute-force reference."""
     repo = FeatureRepo.of([user_txn_count, user_spend])
