@@ -13,8 +13,6 @@ it costs one integer comparison per ring.
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
 from features.online.fold import InexactReadError, fold_view, past_last_tile
@@ -32,8 +30,8 @@ class RingFold:
         self.layout = hop
         self.field = hop.field
         self.hop = hop.hop
-        stride = hop.width + 1
-        self.ring = struct.Struct("<q" + ("q" + "d" * hop.width) * hop.slots)
+        codec = hop.codec  # the ring's bytes: features.online.codec
+        self.ring = codec.ring
         self.slots = slots
         # (column, tiles back from the current one, first IR index in a record, aggregation)
         self.plan = [
@@ -42,16 +40,13 @@ class RingFold:
         self.span = max(p[1] for p in self.plan)
         self.widest = max(slots, key=lambda cs: cs[1].window)[1].name  # named by past reads
         # the scalar fold unpacks the header and tile indices, then only the tiles in a window
-        self.heads = struct.Struct("<q" + ("q" + f"{8 * hop.width}x") * hop.slots)
-        self.record = struct.Struct(f"<{hop.width}d")
-        self.value_offsets = [8 + s * 8 * stride + 8 for s in range(hop.slots)]
+        self.heads = codec.heads
+        self.record = codec.values
+        self.value_offsets = codec.value_offsets
         # what every feature of the ring is when no tile falls in its window (ring present)
         self.empty = [(col, agg.finalize(agg.empty())) for col, _, _, agg in self.plan]
         self._subs: dict[tuple[int, ...], RingFold] = {}  # the features folded ring by ring
-        self.dtype = np.dtype([
-            ("newest", "<i8"),
-            ("tiles", [("idx", "<i8"), ("v", "<f8", (hop.width,))], (hop.slots,)),
-        ])
+        self.dtype = codec.dtype
 
     def fold(
         self, blob: bytes | None, t: int, vals: list, miss: list, exact: bool = True
@@ -133,10 +128,10 @@ class RingFold:
             for i in sorted(set(range(n)).difference(good)):
                 newest[i] = self._fold_row(i, blobs[i], t, vals[i], miss[i], exact)
         arr = np.frombuffer(b"".join([blobs[i] for i in good]), dtype=self.dtype)
-        idx = arr["tiles"]["idx"]
+        idx = arr["t"]["i"]
         order = np.argsort(idx, axis=1, kind="stable")
         idx = np.take_along_axis(idx, order, axis=1)
-        v = np.take_along_axis(arr["tiles"]["v"], order[:, :, None], axis=1)
+        v = np.take_along_axis(arr["t"]["v"], order[:, :, None], axis=1)
         kt = tile_of(t, self.hop)
         last = kt
         heads = arr["newest"]

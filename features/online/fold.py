@@ -19,7 +19,8 @@ stores whole tiles and the newest event time applied to it (its header), so
 from __future__ import annotations
 
 from features.errors import TesseraError
-from features.online.layout import EMPTY_TILE, FeatureSlot, HopLayout
+from features.online.codec import EMPTY_TILE
+from features.online.layout import FeatureSlot, HopLayout
 from features.semantics.aggregations import get_aggregation
 from features.semantics.windows import format_duration, tile_of
 

@@ -1,30 +1,24 @@
-"""Redis layout of online tiles (pure: names and bytes, no client).
+"""Redis layout of online tiles (pure: names, no client).
 
 One Redis hash per entity: ``tessera:{entity}:{key}``. One hash field per (view version, hop):
-``{view}@{version}:{hop}``, whose value is a ring of tiles::
-
-    header  <q   newest event time applied to this view (µs)
-    slots   N × (<q tile index, width × <d IR floats)   slot = tile index mod N
-
-``N = longest window of that hop / hop + 2``, so the ring holds every tile a read at "now" can
-need; an older tile in a slot is simply overwritten. The worker writes whole fields (absolute
-values, never increments), so a replayed batch rewrites the same bytes. Keys expire after the
-longest window plus slack: memory is bounded by active entities.
+``{view}@{version}:{hop}``, whose value is a ring of tiles (its bytes: ``features.online.codec``)
+of ``N = longest window of that hop / hop + 2`` slots, so the ring holds every tile a read at
+"now" can need; an older tile in a slot is simply overwritten. The worker writes whole fields
+(absolute values, never increments), so a replayed batch rewrites the same bytes. Keys expire
+after the longest window plus slack: memory is bounded by active entities.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from functools import cached_property
 
 from features.definitions import Entity, FeatureView
+from features.online.codec import RingCodec
 from features.semantics.aggregations import IR, get_aggregation
 from features.semantics.windows import format_duration
 
-EMPTY_TILE = -(2**63)
-_HEADER = struct.Struct("<q")
 KEY_PREFIX = "tessera"
 
 
@@ -99,8 +93,9 @@ class HopLayout:
     width: int
 
     @cached_property
-    def record(self) -> struct.Struct:
-        return struct.Struct(f"<q{self.width}d")
+    def codec(self) -> RingCodec:
+        """This ring's bytes (``features.online.codec``)."""
+        return RingCodec(self.width, self.slots)
 
     def empty_values(self) -> list[float]:
         out: list[float] = []
@@ -113,30 +108,14 @@ class HopLayout:
 
     def encode(self, newest_ts: int, tiles: dict[int, list[float] | IR]) -> bytes:
         """Pack a ring. ``tiles`` maps tile index -> flat IR values; the newest N are kept."""
-        rec = self.record
-        buf = bytearray(_HEADER.size + self.slots * rec.size)
-        _HEADER.pack_into(buf, 0, newest_ts)
-        empty = self.empty_values()
-        for s in range(self.slots):
-            rec.pack_into(buf, _HEADER.size + s * rec.size, EMPTY_TILE, *empty)
-        if tiles:
-            top = max(tiles)
-            for idx, vals in tiles.items():
-                if idx > top - self.slots:
-                    rec.pack_into(buf, _HEADER.size + (idx % self.slots) * rec.size, idx, *vals)
-        return bytes(buf)
+        return self.codec.encode(newest_ts, tiles, self.empty_values())
 
     def decode_newest(self, blob: bytes) -> int:
-        return _HEADER.unpack_from(blob, 0)[0]
+        return self.codec.newest(blob)
 
     def decode(self, blob: bytes) -> tuple[int, dict[int, tuple[float, ...]]]:
         """Unpack a ring into (newest event time, {tile index: flat IR values})."""
-        (newest,) = _HEADER.unpack_from(blob, 0)
-        tiles = {}
-        for idx, *vals in self.record.iter_unpack(memoryview(blob)[_HEADER.size:]):
-            if idx != EMPTY_TILE:
-                tiles[idx] = tuple(vals)
-        return newest, tiles
+        return self.codec.decode(blob)
 
 
 @dataclass(frozen=True)

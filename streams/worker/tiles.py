@@ -1,8 +1,9 @@
 """Folding a batch of events into tile rings (pure: numpy, no I/O).
 
 The rings of one (view, hop) for every cached entity live in one numpy structured array whose
-row ``r`` is entity ``r``'s ring *byte for byte as stored in Redis* (``HopLayout``): decoding
-is ``frombuffer`` and encoding is ``tobytes``, and a batch folds with whole-array operations
+row ``r`` is entity ``r``'s ring *byte for byte as stored in Redis* (the record
+``features.online.codec.RingCodec.dtype``): decoding is ``frombuffer`` and encoding is
+``tobytes``, and a batch folds with whole-array operations
 instead of a Python loop per event and ring.
 
 ``fold_batch`` works out which tile slot each event lands in and leaves the merging to each
@@ -22,11 +23,10 @@ from functools import cached_property
 import numpy as np
 
 from features.definitions import FeatureView
-from features.online.layout import EMPTY_TILE, HopLayout, ViewLayout
+from features.online.codec import EMPTY_TILE, NO_EVENT
+from features.online.layout import HopLayout, ViewLayout
 from features.semantics.aggregations import Aggregation, get_aggregation
 from features.semantics.windows import tile_of
-
-NO_EVENT = -(2**63)
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,10 @@ class HopPlan:
     layout: HopLayout
     ops: tuple[tuple[Aggregation, int, str | None], ...]  # aggregation, first IR index, field
 
-    @cached_property
+    @property
     def dtype(self) -> np.dtype:
-        """One ring as a numpy record: the exact bytes of ``HopLayout.encode``."""
-        w = self.layout.width
-        tile = np.dtype([("i", "<i8"), ("v", "<f8", (w,))])
-        return np.dtype([("newest", "<i8"), ("t", tile, (self.layout.slots,))])
+        """One ring as a numpy record: the stored bytes (``RingCodec.dtype``)."""
+        return self.layout.codec.dtype
 
     @cached_property
     def empty_ring(self) -> bytes:
