@@ -1,19 +1,30 @@
 """The registry: every applied feature view's spec, stored under its content hash.
 
-``registry/views/<name>/<version>.json`` holds one version (its spec is never rewritten, so
-models trained on an old version can still rebuild it; only its catalog metadata, description
-and tags, which are not part of the version, is updated by a later ``apply``) and
-``registry/current.json`` says which version of each view the last ``apply`` made current. Specs
-are plain JSON; ``load_repo`` rebuilds the definition objects from them, and the rebuilt views
-have the same ``.version``. ``plan`` compares a repo with the current registry before ``apply``
-(new / changed / removed views, as ``feast plan`` does); ``describe`` is a view's catalog entry.
+``views/<name>/<version>.json`` holds one version (written once and never rewritten, so models
+trained on an old version can still rebuild it) and ``current.json`` says which version of each
+view the last ``apply`` made current, with the views' catalog metadata (description and tags,
+which are not part of the version, so a later ``apply`` may change them without a new version).
+Specs are plain JSON; ``load_repo`` rebuilds the definition objects from them, and the rebuilt
+views have the same ``.version``. ``plan`` compares a repo with the current registry before
+``apply`` (new / changed / removed views, as ``feast plan`` does); ``describe`` is a view's
+catalog entry.
+
+Where: ``Settings.registry_location``, a folder (``<home>/registry``) or an object store
+(``registry_uri: s3://bucket/prefix``), through ``features.offline.storage.Store`` like the event
+log and the model registry. ``current.json`` is the one object an ``apply`` commits, with the
+store's conditional put (``If-Match`` on its ETag on S3; compare-and-swap under an ``flock`` on a
+disk), after the version files it names exist. A plan remembers the version of ``current.json``
+it was computed against, and ``apply(..., plan=...)`` commits only onto that version: when
+another ``apply`` committed in between, it raises ``RegistryConflict`` and changes nothing, as
+Terraform refuses a stale saved plan. It does not retry: an apply makes the repo's views the
+whole registry, so redoing it on the newer registry would silently remove what the other one
+added, and the plan the user (and the served-model check) saw would not be the one applied.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -30,8 +41,87 @@ from features.definitions import (
     FeatureView,
 )
 from features.errors import DefinitionError, RegistryError
+from features.offline.storage import StorageError, Store
 from features.request import RequestFeatureView
 from features.settings import Settings
+
+CURRENT = "current.json"
+
+
+class RegistryConflict(RegistryError):
+    """Another ``apply`` committed between this one's read of the registry and its commit."""
+
+
+def registry_store(settings: Settings) -> Store:
+    """The feature registry's files: ``settings.registry_location`` (a folder or a URI)."""
+    try:
+        return Store(settings.registry_location)
+    except StorageError as e:
+        raise RegistryError(f"cannot open the feature registry: {e}; set registry_uri (or "
+                            "TESSERA_REGISTRY_URI) to a folder or an s3:// URI") from e
+
+
+def has_registry(settings: Settings) -> bool:
+    """Whether an ``apply`` was ever committed to the settings' registry."""
+    return registry_store(settings).exists(CURRENT)
+
+
+@dataclass(frozen=True)
+class _Current:
+    """``current.json`` as read, with the storage version a commit must find unchanged."""
+
+    views: dict[str, str]  # name -> version
+    metadata: dict[str, dict]  # name -> {"description", "tags"}; absent in old registries
+    generation: int  # commits so far (0: none; old registries count from their next)
+    version: str | None  # ETag on S3, content hash on a disk; None: nothing applied yet
+
+
+def _read_current(store: Store) -> _Current:
+    data, version = store.read_versioned(CURRENT)
+    if data is None:
+        return _Current({}, {}, 0, None)
+    try:
+        doc = json.loads(data)
+        return _Current(dict(doc["views"]), dict(doc.get("metadata", {})),
+                        int(doc.get("generation", 0)), version)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RegistryError(f"registry file {store.uri}/{CURRENT} is corrupt ({e!r}); "
+                            "re-run `tessera apply`") from e
+
+
+def _require_current(store: Store) -> _Current:
+    current = _read_current(store)
+    if current.version is None:
+        raise RegistryError(f"registry file {store.uri}/{CURRENT} is missing; run "
+                            "`tessera apply --repo PATH` first")
+    return current
+
+
+def _view_rel(name: str, version: str) -> str:
+    return f"views/{name}/{version}.json"
+
+
+def _dumps(payload: dict) -> bytes:
+    return json.dumps(payload, indent=2, sort_keys=True).encode()
+
+
+def _read_record(store: Store, rel: str) -> dict | None:
+    """A version file's record (None when there is no such file)."""
+    try:
+        return json.loads(store.read_bytes(rel))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise RegistryError(f"registry file {store.uri}/{rel} is corrupt ({e}); re-run "
+                            "`tessera apply`") from e
+
+
+def _metadata(current: _Current, name: str, version: str, rec: dict) -> dict:
+    """A stored record with the description and tags ``current.json`` holds for it (when
+    ``version`` is the current one), else those it was first applied with."""
+    if current.views.get(name) == version and name in current.metadata:
+        return {**rec, **current.metadata[name]}
+    return rec
 
 
 def load_module(path: str | Path) -> FeatureRepo:
@@ -98,6 +188,10 @@ class Plan:
     """What ``apply`` would do to the registry, computed without writing anything."""
 
     changes: list[ViewChange] = field(default_factory=list)
+    # the version of current.json the plan was computed against (None: an empty registry),
+    # and its generation: what apply(..., plan=) checks before it commits
+    base: str | None = None
+    generation: int = 0
 
     def by_status(self, *statuses: str) -> list[ViewChange]:
         return [c for c in self.changes if c.status in statuses]
@@ -160,10 +254,10 @@ def _spec_details(old: dict, new: dict) -> list[str]:
 
 def plan(repo: FeatureRepo, settings: Settings) -> Plan:
     """Compare ``repo`` with the registry's current views (nothing is written)."""
-    root = settings.registry_dir
-    current_path = root / "current.json"
-    before = _read_json(current_path)["views"] if current_path.exists() else {}
-    out = Plan()
+    store = registry_store(settings)
+    current = _read_current(store)
+    before = current.views
+    out = Plan(base=current.version, generation=current.generation)
     for name in sorted(set(before) | set(repo.views)):
         view = repo.views.get(name)
         old_version = before.get(name)
@@ -173,8 +267,9 @@ def plan(repo: FeatureRepo, settings: Settings) -> Plan:
         if old_version is None:
             out.changes.append(ViewChange(name, "new", None, view.version))
             continue
-        old_path = root / "views" / name / f"{old_version}.json"
-        old = _read_json(old_path) if old_path.exists() else None
+        old = _read_record(store, _view_rel(name, old_version))
+        if old is not None:
+            old = _metadata(current, name, old_version, old)
         if old_version != view.version:
             details = _spec_details(old["spec"], view.spec()) if old else []
             out.changes.append(ViewChange(name, "changed", old_version, view.version,
@@ -190,48 +285,56 @@ def plan(repo: FeatureRepo, settings: Settings) -> Plan:
     return out
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+def apply(repo: FeatureRepo, settings: Settings, plan: Plan | None = None) -> ApplyReport:
+    """Record every view of ``repo`` under its version and make those versions current.
 
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RegistryError(f"registry file {path} is missing; run `tessera apply --repo "
-                            "PATH` first") from None
-    except json.JSONDecodeError as e:
-        raise RegistryError(f"registry file {path} is corrupt ({e}); re-run `tessera apply`") \
-            from e
-
-
-def apply(repo: FeatureRepo, settings: Settings) -> ApplyReport:
-    """Record every view of ``repo`` under its version and make those versions current."""
-    root = settings.registry_dir
-    current_path = root / "current.json"
-    before = _read_json(current_path)["views"] if current_path.exists() else {}
-    report = ApplyReport(sources=list(repo.sources.values()))
-    index = {}
-    for name, view in sorted(repo.views.items()):
-        path = root / "views" / name / f"{view.version}.json"
-        rec = _record(view)
-        if not path.exists() or _metadata_of(_read_json(path)) != _metadata_of(rec):
-            _write_json(path, rec)  # same spec (same version): only description/tags differ
-        status = ("unchanged" if before.get(name) == view.version
-                  else "changed" if name in before else "new")
-        report.views[name] = (view.version, status)
-        index[name] = view.version
-    for name in sorted(set(before) - set(index)):
-        report.views[name] = (before[name], "removed")  # its version files stay
-    _write_json(current_path, {"views": index})
+    With ``plan`` (from ``plan(repo, settings)``), commit only if the registry is still the one
+    the plan was computed against; otherwise, or when another ``apply`` commits between this
+    one's read and its commit, raise ``RegistryConflict`` with nothing made current (version
+    files already written stay: they are immutable and named by their content).
+    """
+    store = registry_store(settings)
+    with store.lock(CURRENT):  # one machine's applies queue; put_if decides across machines
+        current = _read_current(store)
+        if plan is not None:
+            _check_plan(plan, repo, current, store)
+        before = current.views
+        report = ApplyReport(sources=list(repo.sources.values()))
+        index, metadata = {}, {}
+        for name, view in sorted(repo.views.items()):
+            rel = _view_rel(name, view.version)
+            rec = _record(view)
+            if not store.exists(rel):
+                store.write_bytes(rel, _dumps(rec))  # same name, same spec: never rewritten
+            status = ("unchanged" if before.get(name) == view.version
+                      else "changed" if name in before else "new")
+            report.views[name] = (view.version, status)
+            index[name] = view.version
+            metadata[name] = {"description": view.description, "tags": dict(view.tags)}
+        for name in sorted(set(before) - set(index)):
+            report.views[name] = (before[name], "removed")  # its version files stay
+        doc = {"views": index, "metadata": metadata, "generation": current.generation + 1}
+        if not store.put_if(CURRENT, _dumps(doc), current.version):
+            raise RegistryConflict(
+                f"another `tessera apply` committed to the feature registry {store.uri} while "
+                f"this one was applying (it read generation {current.generation}); nothing of "
+                "this apply was made current. Run `tessera apply` again to see the plan "
+                "against the registry as it is now")
     return report
 
 
-def _metadata_of(rec: dict) -> tuple:
-    return rec.get("description", ""), rec.get("tags", {})
+def _check_plan(the_plan: Plan, repo: FeatureRepo, current: _Current, store: Store) -> None:
+    """Refuse a plan made against another registry state, or for other definitions."""
+    if the_plan.base != current.version:
+        raise RegistryConflict(
+            f"the feature registry {store.uri} changed since the plan was computed "
+            f"(generation {the_plan.generation} then, {current.generation} now: another "
+            "`tessera apply` committed); nothing was applied. Run `tessera apply` again to "
+            "see the plan against the registry as it is now")
+    planned = {c.name: c.after for c in the_plan.changes if c.after is not None}
+    if planned != {name: view.version for name, view in repo.views.items()}:
+        raise RegistryError("this plan was computed for other definitions than the ones "
+                            "being applied; compute the plan from the same repo")
 
 
 def describe(view: AnyView) -> dict:
@@ -296,20 +399,29 @@ def view_from_record(rec: dict) -> AnyView:
 
 def load_view(settings: Settings, name: str, version: str) -> AnyView:
     """One stored version of a view (current or not)."""
-    path = settings.registry_dir / "views" / name / f"{version}.json"
-    if not path.exists():
-        known = sorted(p.stem for p in path.parent.glob("*.json"))
+    store = registry_store(settings)
+    return _load_view(store, _read_current(store), name, version)
+
+
+def _load_view(store: Store, current: _Current, name: str, version: str) -> AnyView:
+    rel = _view_rel(name, version)
+    rec = _read_record(store, rel)
+    if rec is None:
+        known = sorted(n.removesuffix(".json") for n in store.list_dir(f"views/{name}")
+                       if n.endswith(".json"))
         raise RegistryError(f"view {name!r} has no version {version!r} in the registry "
-                            f"(known: {', '.join(known) or 'none'})")
-    view = view_from_record(_read_json(path))
+                            f"{store.uri} (known: {', '.join(known) or 'none'})")
+    view = view_from_record(_metadata(current, name, version, rec))
     if view.version != version:
-        raise RegistryError(f"registry file {path} rebuilds to version {view.version}, not "
-                            f"{version}; it was edited by hand or written by another tessera")
+        raise RegistryError(f"registry file {store.uri}/{rel} rebuilds to version "
+                            f"{view.version}, not {version}; it was edited by hand or written "
+                            "by another tessera")
     return view
 
 
 def load_repo(settings: Settings, versions: dict[str, str] | None = None) -> FeatureRepo:
     """The current definitions, with ``versions`` (view name -> version) pinning some views."""
-    current = dict(_read_json(settings.registry_dir / "current.json")["views"])
-    current.update(versions or {})
-    return FeatureRepo.of([load_view(settings, n, v) for n, v in sorted(current.items())])
+    store = registry_store(settings)
+    current = _require_current(store)
+    chosen = {**current.views, **(versions or {})}
+    return FeatureRepo.of([_load_view(store, current, n, v) for n, v in sorted(chosen.items())])

@@ -4,6 +4,7 @@ Sources, later ones winning: built-in defaults; the project file ``tessera.yaml`
 the current directory upward as Feast finds ``feature_store.yaml`` (relative paths in it are
 relative to the file); environment variables (``TESSERA_HOME``, ``KAFKA_BOOTSTRAP``,
 ``REDIS_URL``, ``TESSERA_REPO``, ``TESSERA_MODELS_URI``, ``TESSERA_OFFLINE_URI``,
+``TESSERA_REGISTRY_URI``,
 ``TESSERA_PROJECT`` naming the
 project file, and
 ``TESSERA_SERVE__<FIELD>`` for the ``serve:`` section); arguments given in code or by a command's
@@ -41,6 +42,9 @@ class ServeSettings(BaseModel):
 
     models: list[str] = Field(default_factory=list,
                               description="models served: NAME or NAME@ALIAS (default champion)")
+    host: str = Field("127.0.0.1", description="address to listen on (a non-loopback one "
+                                               "needs a token first)")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
     redis_timeout_ms: float = Field(100.0, gt=0, description="per Redis read; then a 503")
     redis_spin_us: float = Field(
         200.0, ge=0, description="busy-poll for Redis' reply before sleeping (0 when the "
@@ -144,6 +148,10 @@ class Settings(BaseSettings):
         None, validation_alias="TESSERA_MODELS_URI",
         description="model registry: a folder or a pyarrow filesystem URI (default "
                     "<home>/models)")
+    registry_uri: str | None = Field(
+        None, validation_alias="TESSERA_REGISTRY_URI",
+        description="feature registry (what `tessera apply` records): a folder or an "
+                    "object-store URI such as s3://bucket/prefix (default <home>/registry)")
     offline_uri: str | None = Field(
         None, validation_alias="TESSERA_OFFLINE_URI",
         description="event log: a folder or an object-store URI such as s3://bucket/prefix "
@@ -200,6 +208,11 @@ class Settings(BaseSettings):
     @property
     def registry_dir(self) -> Path:
         return self.home / "registry"
+
+    @property
+    def registry_location(self) -> str:
+        """The feature registry's folder or URI: ``registry_uri``, else ``<home>/registry``."""
+        return self.registry_uri or str(self.registry_dir)
 
     @property
     def offline_dir(self) -> Path:

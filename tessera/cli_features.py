@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             typer.echo("dry run: nothing applied")
             return
-        report = apply(definitions, settings)
+        report = apply(definitions, settings, plan=the_plan)  # refused if the registry moved
         typer.echo(f"applied: {len(definitions.views)} views current"
                    + ("" if not the_plan.by_status("removed") else ", removed: " + ", ".join(
                        c.name for c in the_plan.by_status("removed"))))
@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
             created = ensure_topics(report.sources, settings.kafka_bootstrap,
                                     security=KafkaSecurity.from_settings(settings))
             typer.echo(f"topics created: {', '.join(created) or 'none (all exist)'}")
-        typer.echo(f"registry: {settings.registry_dir}")
+        typer.echo(f"registry: {settings.registry_location}")
 
     features_app = typer.Typer(help="The feature catalog: applied views and who uses them.")
     app.add_typer(features_app, name="features")

@@ -18,6 +18,7 @@ from tessera.local import start_broker, start_redis, start_redis_cluster, stop
 
 _USER_SETTINGS = ("REDIS_URL", "KAFKA_BOOTSTRAP", "REDIS_CLUSTER_URL", "TESSERA_HOME",
                   "TESSERA_REPO", "TESSERA_PROJECT", "TESSERA_MODELS_URI", "TESSERA_OFFLINE_URI",
+                  "TESSERA_REGISTRY_URI",
                   "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_TLS_CA", "REDIS_TLS_CERT",
                   "REDIS_TLS_KEY", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM",
                   "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE",
