@@ -106,33 +106,52 @@ class KafkaSecurity:
 PLAINTEXT = KafkaSecurity()
 
 
+# What each library calls the same settings, in one order: protocol, SASL mechanism, user,
+# password, CA file, client certificate, its key. aiokafka kept kafka-python's names (but takes
+# an SSL context instead of the files).
+_KAFKA_PYTHON = ("security_protocol", "sasl_mechanism", "sasl_plain_username",
+                 "sasl_plain_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+_LIBRDKAFKA = ("security.protocol", "sasl.mechanism", "sasl.username", "sasl.password",
+               "ssl.ca.location", "ssl.certificate.location", "ssl.key.location")
+
+
+def _plaintext(sec: KafkaSecurity | None) -> bool:
+    return sec is None or sec.protocol == "PLAINTEXT"
+
+
+def _spelt(sec: KafkaSecurity, names: tuple[str, ...], files: bool = True) -> dict[str, Any]:
+    """The one SASL/TLS block, under one library's ``names``: the protocol, the SASL
+    credentials when SASL is on, the TLS files that are set when TLS is on (and ``files``)."""
+    protocol, mechanism, username, password, cafile, certfile, keyfile = names
+    out: dict[str, Any] = {protocol: sec.protocol}
+    if sec.sasl:
+        out |= {mechanism: sec.sasl_mechanism, username: sec.sasl_username,
+                password: sec.sasl_password}
+    if sec.tls and files:
+        if sec.ssl_cafile is not None:
+            out[cafile] = str(sec.ssl_cafile)
+        if sec.ssl_certfile is not None:
+            out |= {certfile: str(sec.ssl_certfile), keyfile: str(sec.ssl_keyfile)}
+    return out
+
+
 def kafka_python(sec: KafkaSecurity | None) -> dict[str, Any]:
     """Keyword arguments of kafka-python's ``KafkaProducer``, ``KafkaConsumer`` and
     ``KafkaAdminClient``."""
-    if sec is None or sec.protocol == "PLAINTEXT":
+    if _plaintext(sec):
         return {}
-    out: dict[str, Any] = {"security_protocol": sec.protocol}
-    if sec.sasl:
-        out |= {"sasl_mechanism": sec.sasl_mechanism, "sasl_plain_username": sec.sasl_username,
-                "sasl_plain_password": sec.sasl_password}
+    out = _spelt(sec, _KAFKA_PYTHON)
     if sec.tls:
         out["ssl_check_hostname"] = True
-        if sec.ssl_cafile is not None:
-            out["ssl_cafile"] = str(sec.ssl_cafile)
-        if sec.ssl_certfile is not None:
-            out |= {"ssl_certfile": str(sec.ssl_certfile), "ssl_keyfile": str(sec.ssl_keyfile)}
     return out
 
 
 def aiokafka(sec: KafkaSecurity | None) -> dict[str, Any]:
     """Keyword arguments of aiokafka's ``AIOKafkaConsumer``/``AIOKafkaProducer`` (TLS as an
     ``ssl_context``: aiokafka takes no file names)."""
-    if sec is None or sec.protocol == "PLAINTEXT":
+    if _plaintext(sec):
         return {}
-    out: dict[str, Any] = {"security_protocol": sec.protocol}
-    if sec.sasl:
-        out |= {"sasl_mechanism": sec.sasl_mechanism, "sasl_plain_username": sec.sasl_username,
-                "sasl_plain_password": sec.sasl_password}
+    out = _spelt(sec, _KAFKA_PYTHON, files=False)
     if sec.tls:
         out["ssl_context"] = sec.ssl_context()
     return out
@@ -140,25 +159,17 @@ def aiokafka(sec: KafkaSecurity | None) -> dict[str, Any]:
 
 def librdkafka(sec: KafkaSecurity | None) -> dict[str, str]:
     """Configuration entries of ``confluent_kafka.Producer`` (librdkafka's dotted names)."""
-    if sec is None or sec.protocol == "PLAINTEXT":
+    if _plaintext(sec):
         return {}
-    out = {"security.protocol": sec.protocol.lower()}
-    if sec.sasl:
-        out |= {"sasl.mechanism": sec.sasl_mechanism, "sasl.username": sec.sasl_username,
-                "sasl.password": sec.sasl_password}
+    out = _spelt(sec, _LIBRDKAFKA) | {"security.protocol": sec.protocol.lower()}
     if sec.tls:
         out["ssl.endpoint.identification.algorithm"] = "https"
-        if sec.ssl_cafile is not None:
-            out["ssl.ca.location"] = str(sec.ssl_cafile)
-        if sec.ssl_certfile is not None:
-            out |= {"ssl.certificate.location": str(sec.ssl_certfile),
-                    "ssl.key.location": str(sec.ssl_keyfile)}
     return out
 
 
 def faust_credentials(sec: KafkaSecurity | None) -> Any:
     """``faust.App(broker_credentials=...)``: None for plaintext."""
-    if sec is None or sec.protocol == "PLAINTEXT":
+    if _plaintext(sec):
         return None
     import faust
 
