@@ -35,7 +35,8 @@ def _register() -> None:
     import importlib
 
     for name in ("cli_features", "cli_streams", "cli_serving", "cli_experiments", "cli_monitor",
-                 "cli_audit", "cli_backfill", "cli_materialize", "cli_init", "cli_tokens"):
+                 "cli_audit", "cli_backfill", "cli_materialize", "cli_init", "cli_tokens",
+                 "cli_forget"):
         try:
             mod = importlib.import_module(f"tessera.{name}")
         except ModuleNotFoundError as e:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.errors import OfflineStoreError
 from features.offline.storage import FileEntry, Store
@@ -154,3 +155,16 @@ class ManifestLog:
         raise CommitConflict(
             f"{self.store.uri}/{self.manifest_rel}: {self.attempts} commits in a row lost the "
             "race to other writers; too many writers on one log, retry later")
+
+
+def rewrite_without(attempt: Attempt, table: pa.Table, drop: pa.Array, new_rel: str
+                    ) -> tuple[int, dict | None]:
+    """Write ``table`` minus the rows where ``drop`` is true to ``new_rel`` (through
+    ``attempt``, so a lost race deletes it); returns (rows removed, ``{"rows", "bytes"}`` of the
+    new file, or None when no row is left and nothing was written). The caller swaps the new
+    file for the old one in its manifest and deletes the old one after the commit."""
+    removed = int(pc.sum(drop).as_py() or 0)
+    kept = table.filter(pc.invert(drop))
+    if kept.num_rows == 0:
+        return removed, None
+    return removed, {"rows": kept.num_rows, "bytes": attempt.write_parquet(new_rel, kept)}

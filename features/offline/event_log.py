@@ -48,6 +48,7 @@ from features.offline.committed_log import (
     Manifest,
     ManifestLog,
     remove_orphans,
+    rewrite_without,
     unique_name,
 )
 from features.offline.storage import Store
@@ -68,7 +69,7 @@ RETIRE_AFTER_S = 600.0
 IMPORT_TOPIC_PREFIX = "import."
 _DAY_US = 86_400_000_000
 _EMPTY = {"watermarks": {}, "files": {}, "epochs": {}, "epoch_history": {}, "retired": {},
-          "generation": 0}
+          "removed": {}, "generation": 0}
 
 
 def arrow_schema(source: EventSource) -> pa.Schema:
@@ -480,6 +481,86 @@ class EventLog:
             return removed
 
         return self._update(source, change)
+
+    def remove_rows(self, source: EventSource, drop: Callable[[pa.Table], pa.Array]
+                    ) -> Removal:
+        """Delete every committed row for which ``drop(table)`` (a boolean array) is true, e.g.
+        one entity's events (``features.offline.forget``).
+
+        Each file holding such rows is rewritten without them under a new name and the manifest
+        is swapped once for all of them, so a reader, or a crash, sees the old snapshot or the
+        new one, never half. The replaced files are deleted right after the swap instead of
+        retired, and retired files of earlier compactions holding such rows are deleted too:
+        the rows must not outlive the call (a reader of an older snapshot reads again from a
+        new one, as after a compaction's grace period). Orphans of crashed writes go as in
+        ``append``. The watermarks stay, so replaying the same offsets does not write the rows
+        again; their log coordinates are kept in the manifest's ``removed`` (topic/partition/
+        epoch -> offsets, nothing else of the row) so the completeness audit can count them as
+        written rather than lost."""
+        def change(manifest: Manifest, attempt: Attempt) -> Removal:
+            self._remove_orphans(source, set(manifest["files"]) | set(manifest["retired"]))
+            store = self.source_store(source)
+            gen = int(manifest["generation"]) + 1
+            rows = files = retired = 0
+            removed: dict[str, set[int]] = {}
+            for rel in sorted(manifest["files"]):
+                table = _read_table(store, rel)
+                mask = drop(table)
+                if not pc.any(mask).as_py():
+                    continue
+                for key, offs in _coordinates(table.filter(mask)).items():
+                    removed.setdefault(key, set()).update(offs)
+                digest = hashlib.sha256(rel.encode()).hexdigest()[:16]
+                new_rel = (rel.split("/", 1)[0] + "/"
+                           + unique_name(self.store, f"forget-g{gen}-{digest}.parquet"))
+                n, info = rewrite_without(attempt, table, mask, new_rel)
+                del manifest["files"][rel]
+                if info is not None:
+                    manifest["files"][new_rel] = info
+                attempt.delete_after.append(rel)
+                rows += n
+                files += 1
+            for rel in sorted(manifest["retired"]):
+                try:
+                    hit = pc.any(drop(_read_table(store, rel))).as_py()
+                except FileNotFoundError:
+                    hit = True  # already gone: stop listing it
+                if hit:
+                    del manifest["retired"][rel]
+                    attempt.delete_after.append(rel)
+                    retired += 1
+            for key, offs in removed.items():
+                manifest["removed"][key] = sorted(set(manifest["removed"].get(key, ())) | offs)
+            changed = bool(files or retired)
+            return Removal(rows, files, retired, gen if changed else int(manifest["generation"]))
+
+        return self._update(source, change)
+
+    def removed_offsets(self, source: EventSource | str, topic: str, partition: int,
+                        epoch: int) -> list[int]:
+        """Offsets of (topic, partition, epoch) whose rows ``remove_rows`` deleted."""
+        removed = self._read_manifest(source)["removed"]
+        return list(removed.get(f"{topic}/{partition}/{epoch}", []))
+
+
+def _coordinates(table: pa.Table) -> dict[str, list[int]]:
+    """``topic/partition/epoch`` -> offsets of the rows of ``table``."""
+    out: dict[str, list[int]] = {}
+    cols = [table.column(n).to_pylist() for n in ("_topic", "_partition", "_epoch", "_offset")]
+    for topic, partition, epoch, offset in zip(*cols, strict=True):
+        out.setdefault(f"{topic}/{partition}/{epoch or 0}", []).append(int(offset))
+    return out
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What ``EventLog.remove_rows`` did: rows deleted, files rewritten or dropped, files of
+    older snapshots deleted, and the generation of the snapshot without the rows."""
+
+    rows: int
+    files: int
+    retired_deleted: int
+    generation: int
 
 
 def schema_index(table: pa.Table, name: str) -> int:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from http.cookies import SimpleCookie
 
+from serving.auth.actor import PRINCIPAL
 from serving.auth.policy import required_scope
 from serving.auth.tokens import TokenStore
 from serving.http.errors import ApiError
 
-PRINCIPAL = "tessera.principal"  # the ASGI scope key: the token's name, for audit records
 COOKIE = "tessera_token"
 
 

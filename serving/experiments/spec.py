@@ -8,14 +8,13 @@ appends a line to ``audit.jsonl`` there (who, when, why, before, after).
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from serving.auth import actor
 from serving.experiments.errors import ExperimentError
 from serving.registry.storage import ModelStorage
 
@@ -197,7 +196,6 @@ class DeploymentStore:
 
 
 def _who() -> str:
-    try:
-        return os.environ.get("TESSERA_USER") or getpass.getuser()
-    except OSError:
-        return "unknown"
+    """Who acts when the caller names nobody: this process's OS account (``os:alice``); HTTP
+    routes always pass the request's principal (``serving.auth.actor``)."""
+    return actor.local()

@@ -8,7 +8,8 @@ Layout under the storage root (one folder per model name)::
     {name}/versions/{n}/holdout.parquet  holdout labels, scores, features, segment columns
     {name}/versions/{n}/gates.jsonl    one line per gate evaluation at promotion
     {name}/aliases.json                {"champion": "3", "challenger": "4"}
-    {name}/audit.jsonl                 one line per alias change: who, when, why, before, after
+    {name}/audit.jsonl                 one line per alias change: who (``serving.auth.actor``),
+                                       when, why, before, after
                                        (and, for champion moves, the gates and any override)
     {name}/gate_policy.json            review gate limits (else gate_policy.json at the root)
 
@@ -19,9 +20,7 @@ deploy and the audit log is the deploy history.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from features.errors import RegistryError
+from serving.auth import actor
 from serving.registry import gates
 from serving.registry.storage import ModelStorage
 
@@ -57,10 +57,9 @@ class ModelVersion:
 
 
 def _who() -> str:
-    try:
-        return os.environ.get("TESSERA_USER") or getpass.getuser()
-    except (OSError, KeyError):
-        return "unknown"
+    """Who acts when the caller names nobody: this process's OS account (``os:alice``); HTTP
+    routes always pass the request's principal (``serving.auth.actor``)."""
+    return actor.local()
 
 
 def _now() -> str:

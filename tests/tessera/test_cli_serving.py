@@ -21,7 +21,7 @@ def _app() -> typer.Typer:
 
 def test_train_list_show_alias(tmp_path, monkeypatch):
     monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
-    monkeypatch.setenv("TESSERA_USER", "carol")
+    monkeypatch.setenv("LOGNAME", "carol")  # the OS user getpass reports
     data = tmp_path / "train.parquet"
     write_training_set(data, n=2000)
     params = tmp_path / "params.json"
@@ -51,7 +51,7 @@ def test_train_list_show_alias(tmp_path, monkeypatch):
     r = run(_app(), ["models", "show", "fraud", "--audit"])
     log = [json.loads(line) for line in r.output.splitlines()]
     assert [(e["alias"], e["before"], e["after"], e["who"]) for e in log[:2]] == [
-        ("challenger", None, "2", "carol"), ("champion", None, "1", "carol")
+        ("challenger", None, "2", "os:carol"), ("champion", None, "1", "os:carol")
     ]
     same = ModelRegistry(tmp_path / "models")
     assert same.get("fraud", "1").model_text == same.get("fraud", "2").model_text
@@ -107,7 +107,7 @@ def test_refusals_gates_override_and_model_card(tmp_path, monkeypatch):
     from tests.serving.registry.helpers import write_segmented_set
 
     monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
-    monkeypatch.setenv("TESSERA_USER", "dana")
+    monkeypatch.setenv("LOGNAME", "dana")
     run = CliRunner().invoke
     good, noise = tmp_path / "good.parquet", tmp_path / "noise.parquet"
     write_segmented_set(good, n=1500, noisy="none")
@@ -135,7 +135,7 @@ def test_refusals_gates_override_and_model_card(tmp_path, monkeypatch):
                      "load test only"])
     assert r.exit_code == 0 and "champion: 1 -> 2 (gates FAILED: min_auc" in r.output
     last = ModelRegistry(tmp_path / "models").audit("fraud")[-1]
-    assert (last["override"], last["who"], last["why"]) == (True, "dana", "load test only")
+    assert (last["override"], last["who"], last["why"]) == (True, "os:dana", "load test only")
     # the card of NAME@VERSION and NAME@ALIAS
     card = run(_app(), ["models", "show", "fraud@1"]).output
     for text in ("fraud v1", "fingerprint", "v:x1", "AUC 0.", "Review gates", "pass min_auc",

@@ -48,7 +48,7 @@ def test_rollback_needs_a_previous_champion(tmp_path):
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
     monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
-    monkeypatch.setenv("TESSERA_USER", "tester")
+    monkeypatch.setenv("LOGNAME", "tester")  # the OS user getpass reports
     _register()
     runner = CliRunner()
 
@@ -105,7 +105,7 @@ def test_deploy_report_promote_rollback_commands(cli, tmp_path):
     assert reg.aliases("fraud") == {"champion": "1"}
     assert reg.audit("fraud")[-1]["why"] == "bad night"
     hist = cli("experiment", "history", "fraud")
-    assert hist.count("tester") == 6 and "bad night" in hist  # 4 revisions, 2 alias moves
+    assert hist.count("os:tester") == 6 and "bad night" in hist  # 4 revisions, 2 alias moves
     assert "alias champion -> v2" in hist
     arms = json.loads(cli("deploy", "fraud", "--arm", "challenger=2:0.3", "--arm", "b=4:0.1"))
     assert [a["name"] for a in arms["arms"]] == ["challenger", "b"]

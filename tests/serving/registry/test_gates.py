@@ -48,7 +48,7 @@ def test_good_model_passes_and_result_is_stored(world):
 
 def test_failing_model_is_refused_then_overridden_with_audit(world, monkeypatch):
     reg, _ = world
-    monkeypatch.setenv("TESSERA_USER", "bob")
+    monkeypatch.setenv("LOGNAME", "bob")  # the OS user getpass reports
     with pytest.raises(GateFailed, match="fraud v2 fails its review gates: min_auc") as e:
         reg.set_alias("fraud", "champion", "2", why="try")
     failed = set(e.value.report["failed"])
@@ -65,7 +65,7 @@ def test_failing_model_is_refused_then_overridden_with_audit(world, monkeypatch)
     entry = reg.set_alias("fraud", "champion", "2", override=True, why="incident 42: need it")
     assert reg.aliases("fraud")["champion"] == "2"
     last = reg.audit("fraud")[-1]
-    assert last == entry and last["override"] is True and last["who"] == "bob"
+    assert last == entry and last["override"] is True and last["who"] == "os:bob"
     assert last["why"] == "incident 42: need it" and last["when"].endswith("Z")
     assert set(last["gates"]["failed"]) == failed and last["gates"]["passed"] is False
     assert reg.gate_history("fraud", "2")[-1]["override"] is True
