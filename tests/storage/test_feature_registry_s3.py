@@ -231,3 +231,33 @@ def test_commands_read_the_registry_from_s3(tmp_path, monkeypatch, s3_bucket):
     assert frame["user_spend__amount_sum_1h"].to_list() == [30.0, 5.0]
     for home in ("laptop", "ci"):
         assert not (tmp_path / home / "registry").exists()
+
+
+def test_tessera_apply_refuses_when_another_apply_lands_after_its_plan(
+        settings, tmp_path, monkeypatch):
+    """`tessera apply` prints its plan and checks served models against it; another user's
+    apply committed during that check makes it stop with RegistryConflict, not apply a plan
+    nobody saw over theirs."""
+    import tessera.cli_features as cli
+
+    monkeypatch.setenv("TESSERA_HOME", str(settings.home))
+    if settings.registry_uri:
+        monkeypatch.setenv("TESSERA_REGISTRY_URI", settings.registry_uri)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+    runner = CliRunner()
+    _run(runner, ["apply", "--repo", str(EXAMPLE)])
+    theirs = _variant(tmp_path, "theirs", MAX_LINE, 'Aggregate("max", ["3h"], field="amount")]')
+    mine = tmp_path / "repo_mine.py"
+    mine.write_text(EXAMPLE.read_text().replace(MAX_LINE,
+                                                'Aggregate("max", ["2h"], field="amount")]'))
+    users = cli._users
+
+    def theirs_lands_meanwhile(s, models_uri):
+        apply(theirs, Settings.from_env())
+        return users(s, models_uri)
+
+    monkeypatch.setattr(cli, "_users", theirs_lands_meanwhile)
+    r = runner.invoke(_app(), ["apply", "--repo", str(mine)])
+    assert isinstance(r.exception, RegistryConflict), (r.output, r.exception)
+    assert "~ user_spend_max" in r.output  # the plan it printed, never applied
+    assert _versions(load_repo(Settings.from_env())) == _versions(theirs)
