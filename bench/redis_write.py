@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/redis_write.py [--quick]
 
-What one ``RedisSink.commit`` costs per entity key, with the demo repo's 9 rings per entity
+What one ``OnlineBackend.commit`` costs per entity key, with the demo repo's 9 rings per entity
 (``examples/feature_repo.py``: 3 views x 3 hops) and 2,000 keys per batch (a catching-up
 worker writes thousands of entities per commit), 4 partitions' watermarks fenced:
 
@@ -40,10 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from features.definitions import FeatureView  # noqa: E402
+from features.online.backend import open_backend  # noqa: E402
+from features.online.backend.exchange import connection, send  # noqa: E402
+from features.online.backend.resp import hset_commands  # noqa: E402
 from features.online.cluster import connect, primaries  # noqa: E402
 from features.online.layout import Watermark  # noqa: E402
-from streams.worker.redis_sink import RedisSink  # noqa: E402
-from streams.worker.resp import hset_commands  # noqa: E402
 from streams.worker.tiles import plan_views  # noqa: E402
 from tessera.cli_streams import load_repo  # noqa: E402
 from tessera.local import start_redis, start_redis_cluster, stop  # noqa: E402
@@ -60,7 +61,7 @@ class Fenced:
 
     def __init__(self, client, fields, plans, keys: list[str], rng,
                  per_key: bool | None = None) -> None:
-        self.sink = RedisSink(client, per_key=per_key)
+        self.sink = open_backend(client, per_key=per_key)
         tag = "scripts" if per_key else "worker"  # variants sharing a Redis use their own keys
         keys = [f"{k}:{tag}" for k in keys]
         self.fields, self.plans, self.keys, self.rng = fields, plans, keys, rng
@@ -93,7 +94,7 @@ class Unfenced:
     """The same rings as plain pipelined HSET + EXPIRE on one connection."""
 
     def __init__(self, client, fields, plans, keys: list[str], rng) -> None:
-        self.sink = RedisSink(client)
+        self.client = client
         self.fields, self.plans, self.keys, self.rng = fields, plans, keys, rng
         self.rings = rings_for(plans, BATCH, rng)
 
@@ -106,8 +107,8 @@ class Unfenced:
             cmds = hset_commands(kb, fb, rings, np.ones((len(kb), len(fb)), dtype=bool))
             cmds += [b"*3\r\n$6\r\nEXPIRE\r\n$%d\r\n%s\r\n$4\r\n3600\r\n" % (len(k), k)
                      for k in kb]
-            with self.sink._connection() as conn:
-                replies = self.sink._send(conn, cmds, 2 * len(kb))
+            with connection(self.client) as conn:
+                replies = send(conn, cmds, 2 * len(kb))
             assert not any(isinstance(r, Exception) for r in replies)
         return len(self.keys) / (time.perf_counter() - t0)
 

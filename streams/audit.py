@@ -7,8 +7,9 @@ worker's watermark must be in the event log (current epoch) or in ``<topic>.dlq`
 offset is a gap, i.e. an event lost.
 
 The worker's watermark of a partition is the larger of the event log's watermark of the current
-epoch and the Redis watermark key ``tessera:offsets:{group}:{topic}:{partition}`` (an int
-offset, or ``offset:epoch:fingerprint``; a Redis watermark of an older epoch is ignored, one of
+epoch and the Redis watermark key ``tessera:offsets:{group}:{topic}:{partition}`` (read through
+the online store's backend, so one Redis or a cluster alike; an int offset, or
+``offset:epoch:fingerprint``; a Redis watermark of an older epoch is ignored, one of
 a newer epoch makes that epoch current). The log lags Redis by up to one checkpoint (about a
 second) on a running worker, so audit a stopped or idle worker, or expect the newest offsets to
 show as a gap until the next checkpoint.
@@ -34,6 +35,7 @@ from features.definitions import EventSource
 from features.errors import TesseraError
 from features.kafka_config import KafkaSecurity, kafka_python
 from features.offline.event_log import EventLog
+from features.online.backend import backend_of
 from features.online.layout import offset_key
 
 
@@ -201,7 +203,9 @@ def audit(source: EventSource, *, bootstrap: str, event_log: EventLog, redis_cli
         c.close()
     marks = [None] * len(tps)
     if redis_client is not None:
-        marks = redis_client.mget([offset_key(group, topic, tp.partition) for tp in tps])
+        # one round trip per node: a cluster refuses MGET of keys in different slots
+        marks = backend_of(redis_client).get([offset_key(group, topic, tp.partition)
+                                              for tp in tps])
     dead, _ = dead_letter_offsets(bootstrap, source.dlq_topic, topic, idle_s=idle_s,
                                   security=security)
     rows = _log_offsets(event_log, source, topic)

@@ -9,6 +9,11 @@ its first multi-key write.
 ``by_node`` is what the worker and the reader use to keep one round trip per node touched:
 the indices of the keys each node serves, with that node's own ``redis.Redis`` (whose pool the
 callers borrow connections from). For one Redis it is one group, the client itself.
+
+Resharding: a ``MOVED`` reply means the slot map is out of date (``refresh``); an ``ASK``
+reply means the slot is being migrated and this key is already on the node named, which
+answers it after ``ASKING`` -- the slot map stays as it is (``ask_target``, ``node_at``; the
+callers: ``features.online.backend.exchange`` and ``features.online.hmget``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError
 
 from features.errors import TesseraError
 
@@ -98,6 +104,34 @@ def refresh(client: Any) -> None:
     """Relearn the slot map (after a ``MOVED`` reply: the cluster was resharded)."""
     if is_cluster(client):
         client.nodes_manager.initialize()
+
+
+def ask_target(reply: BaseException) -> tuple[str, int] | None:
+    """``(host, port)`` of an ``ASK <slot> host:port`` error reply (a slot being migrated:
+    the key is already on that node), else None. redis-py parses it into ``AskError``; the
+    raw hiredis reader gives a plain ``ResponseError`` with the same text."""
+    if isinstance(reply, MovedError) or not isinstance(reply, redis.ResponseError):
+        return None
+    if isinstance(reply, AskError):
+        return reply.host, reply.port
+    parts = str(reply).split(" ")
+    if len(parts) != 3 or parts[0] != "ASK":
+        return None
+    host, _, port = parts[2].rpartition(":")
+    return host, int(port)
+
+
+def node_at(client: RedisCluster, host: str, port: int) -> redis.Redis:
+    """The ``redis.Redis`` of the node at ``host:port`` (an ``ASK`` target); the slot map is
+    relearned only if the node is not in it yet (a node added to the cluster)."""
+    node = client.nodes_manager.get_node(host, port)
+    if node is None or node.redis_connection is None:
+        client.nodes_manager.initialize()
+        node = client.nodes_manager.get_node(host, port)
+    if node is None or node.redis_connection is None:
+        raise redis.ConnectionError(f"the cluster redirected to {host}:{port} (ASK), a node "
+                                    "its slot map does not list")
+    return node.redis_connection
 
 
 def primaries(client: Any) -> list[Any]:

@@ -35,7 +35,7 @@ import hiredis
 import redis
 
 from features.errors import OnlineStoreError
-from features.online.cluster import by_node, is_cluster, refresh
+from features.online.cluster import ask_target, by_node, is_cluster, node_at, refresh
 
 
 class _Wire:
@@ -185,7 +185,8 @@ class HashReads:
     """``HMGET`` many (key, fields) in one round trip per node: ``fetch(keys) -> [[bytes |
     None]]``. Against a Redis Cluster the keys are grouped by the node serving their slot
     (``features.online.cluster.by_node``); every node's commands are sent before any reply is
-    read, so the nodes answer in parallel.
+    read, so the nodes answer in parallel. ``MOVED`` relearns the slot map and reads once
+    more; ``ASK`` (a slot in migration) reads the key from the node named, after ``ASKING``.
 
     Two transports give the same replies and the same typed errors: the raw wire (hiredis on
     redis-py's socket, busy-polled) and redis-py's pipeline, taken for TLS, for clients
@@ -288,11 +289,37 @@ class HashReads:
                 wire.drop()
             self.breaker.failure(e)
             raise store_error(e) from e
+        asks = {}
+        for i, r in enumerate(out):
+            if isinstance(r, redis.ResponseError):
+                target = ask_target(r)
+                if target is not None:
+                    asks.setdefault(target, []).append(i)
+        if asks:  # a slot in migration: these keys are on the node named already
+            self._follow_asks(keys, out, asks)
         if retry and any(isinstance(r, redis.ResponseError) and str(r).startswith(_REDIRECTS)
                          for r in out):
             refresh(self.client)  # resharded: learn the new slot map, read once more
             return self._fetch_cluster(keys, retry=False)
         return self._checked(out)
+
+    def _follow_asks(self, keys: list[tuple[str, list[str]]], out: list,
+                     asks: dict[tuple[str, int], list[int]]) -> None:
+        """Read the keys an ``ASK`` reply sent to another node there, after ``ASKING`` (one
+        round trip per node named; the slot map stays: the slot is still the old node's)."""
+        for (host, port), ix in asks.items():
+            try:
+                pipe = node_at(self.client, host, port).pipeline(transaction=False)
+                for i in ix:
+                    pipe.execute_command("ASKING")
+                    pipe.hmget(keys[i][0], keys[i][1])
+                replies = pipe.execute(raise_on_error=False)
+            except redis.RedisError as e:
+                if opens_breaker(e):
+                    self.breaker.failure(e)
+                raise store_error(e) from e
+            for i, r in zip(ix, replies[1::2], strict=True):
+                out[i] = r
 
     def _pipelined(self, keys: list[tuple[str, list[str]]]) -> list[list[bytes | None]]:
         try:

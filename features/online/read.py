@@ -18,10 +18,10 @@ from typing import Any
 from features.definitions import Entity, FeatureRepo, FeatureView
 from features.errors import SchemaError
 from features.event_schema import parse_timestamp
+from features.online.backend import open_backend
 from features.online.batch import add_batch_reads
 from features.online.fastfold import RingFold
 from features.online.fold import InexactReadError
-from features.online.hmget import HashReads
 from features.online.layout import FeatureSlot, ViewLayout, entity_key
 
 At = datetime | str | int | float | None
@@ -154,7 +154,9 @@ class OnlineStore:
         cannot grow memory without bound."""
         self.client = client
         self.repo = repo
-        self.reads = HashReads(client, spin_us)
+        # the online store's backend; its read path (``HashReads``) is called directly here
+        self.backend = open_backend(client, spin_us=spin_us)
+        self.reads = self.backend.reads
         self.max_entities = max_entities
         self.max_plans = max_plans
         self._plans: OrderedDict[tuple[str, ...], ReadPlan] = OrderedDict()

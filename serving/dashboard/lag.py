@@ -1,7 +1,9 @@
 """Stream-worker consumer lag, counted from what was produced and what the worker applied.
 
 Applied: the worker stores, per (group, topic, partition), the last offset whose effects are in
-Redis (``features.online.layout.offset_key``), so the online store itself says how far it got.
+Redis (``features.online.layout.offset_key``), so the online store itself says how far it got;
+they are read through its backend (``features.online.backend``: every primary scanned, one
+round trip per node for the values, so a Redis Cluster works as one Redis does).
 Produced: the broker's high watermark is not trusted. The Tansu broker used in development
 answers with the last *batch's* base offset + 1, so ``end_offsets`` alone reads low; the records
 of that last batch are read back (a seek to watermark - 1 returns the whole batch) and the end is
@@ -16,16 +18,19 @@ import threading
 from collections.abc import Callable, Iterable
 
 from features.kafka_config import KafkaSecurity, kafka_python
+from features.online.backend import OnlineBackend, backend_of
 from features.online.layout import OFFSET_KEY_PREFIX, applied_offset
 
 NO_WATERMARK = "n/a (broker reports no watermark)"
 
 
-def applied_offsets(redis_client) -> dict[tuple[str, str, int], int]:
-    """(group, topic, partition) -> last offset the worker applied, from Redis."""
+def applied_offsets(store: OnlineBackend | object) -> dict[tuple[str, str, int], int]:
+    """(group, topic, partition) -> last offset the worker applied, from Redis (``store``:
+    a backend or a Redis client)."""
+    backend = backend_of(store)
     prefix = OFFSET_KEY_PREFIX
-    keys = list(redis_client.scan_iter(match=prefix + "*", count=1000))
-    values = redis_client.mget(keys) if keys else []
+    keys = backend.scan(prefix + "*")
+    values = backend.get([k.decode() for k in keys])
     out = {}
     for key, value in zip(keys, values, strict=True):
         group, topic, part = key.decode()[len(prefix) :].rsplit(":", 2)
@@ -115,9 +120,10 @@ class EndOffsets:
 
 def worker_lag(redis_client, ends: Callable) -> Callable[[], dict[str, int | str]]:
     """``() -> {topic: lag}`` for every topic a stream worker has applied offsets for."""
+    backend = backend_of(redis_client)
 
     def read() -> dict[str, int | str]:
-        applied = applied_offsets(redis_client)
+        applied = applied_offsets(backend)
         return lag_by_topic(applied, ends({(t, p) for _, t, p in applied}))
 
     return read

@@ -13,7 +13,7 @@ replay changes nothing. Per polled batch of a partition (``app.Worker._process``
 3. **Forward** valid events that arrived off their entity's home partition, acknowledged
    (``repartition.py``); the home side skips repeats by one watermark per origin.
 4. **Redis**, fenced (``online.OnlineWriter.submit``/``wait``,
-   ``redis_sink.RedisSink.commit``). On a Redis Cluster no write spans two keys:
+   ``features.online.backend``: ``commit``). On a Redis Cluster no write spans two keys:
 
    a. every touched entity key, by one server-side script each: whole rings (absolute
       values) and the key's ``~applied`` (its home partition's offsets the rings now hold),

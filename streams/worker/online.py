@@ -26,11 +26,11 @@ import orjson
 from features.definitions import EventSource, FeatureView
 from features.errors import TesseraError
 from features.event_columns import EventColumns
+from features.online.backend import OnlineBackend
 from features.online.layout import APPLIED_FIELD, ViewLayout, Watermark, entity_key, offset_key
 from streams.partitioner import home_partition
 from streams.worker.checkpoint import LOST, judge_fence
 from streams.worker.landing import Landing
-from streams.worker.redis_sink import RedisSink
 from streams.worker.tiles import HopPlan, RingCache, fields_needed, fold_batch, plan_views
 
 log = logging.getLogger("tessera.worker")
@@ -90,7 +90,7 @@ class OnlineWriter:
         self,
         source: EventSource,
         views: list[FeatureView],
-        sink: RedisSink,
+        sink: OnlineBackend,
         group: str,
         allowed_lateness_us: int,
         forward: Callable[[int, int, list[int], list[str], EventColumns], None] | None = None,
@@ -119,7 +119,7 @@ class OnlineWriter:
         self.rep_landed: dict[int, int] = {}  # home partition -> last repartition offset in Redis
         self.cache = RingCache(self.plans)
         # cache row -> the key's ~applied as Redis holds it (read, or last written by us): what
-        # its next fenced write expects (redis_sink._WRITE)
+        # its next fenced write expects (features.online.backend.scripts.WRITE)
         self._row_mark: dict[int, bytes] = {}
         # rows whose ~applied was past our watermark when loaded: checked in every batch until
         # the watermark passes it, not only in the batch that loaded them (a key loaded in one
@@ -360,7 +360,7 @@ class OnlineWriter:
         """A stream's origin started a new log epoch: its offsets restart at 0."""
         self.commit()
         mark = Watermark(-1, epoch, 0)
-        self.sink.client.set(self.offset_key(sid), mark.encode())
+        self.sink.set_watermarks({self.offset_key(sid): mark})
         self.set_mark(sid, mark)
 
     def check_store(self) -> None:

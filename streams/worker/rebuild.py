@@ -17,7 +17,7 @@ Three steps, each usable on its own (the worker's integration calls them):
 * ``fold_entities``: fold them in chunks of entities, vectorised (numpy, no Python per event);
   ``rings_from_log`` is the two together;
 * ``write_rings``: whole ring fields to Redis with ``HSET`` (absolute, so rewriting is
-  harmless) plus the worker's ``EXPIRE``, one script call per key (``RedisSink.put_rings``,
+  harmless) plus the worker's ``EXPIRE``, one script call per key (``OnlineBackend.put_rings``,
   grouped by node on a Redis Cluster), in pipelined chunks.
 
 ``rebuild`` runs all three with the writes overlapping the folds (one chunk in flight).
@@ -35,9 +35,9 @@ import polars as pl
 
 from features.definitions import EventSource, FeatureView
 from features.offline.event_log import EventLog
+from features.online.backend import OnlineBackend, backend_of
 from features.online.layout import ViewLayout, entity_key
 from streams.worker.online import TTL_REFRESH_S
-from streams.worker.redis_sink import RedisSink
 from streams.worker.tiles import NO_EVENT, HopPlan, fields_needed, fold_batch, plan_views
 
 HOUR_US = 3_600_000_000
@@ -255,7 +255,7 @@ WRITE_BYTES = 4 << 20  # per pipelined round trip
 
 
 def write_rings(
-    sink_or_client: RedisSink | object,
+    sink_or_client: OnlineBackend | object,
     keys: list[str],
     fields: list[str],
     rings: list[np.ndarray],
@@ -267,13 +267,13 @@ def write_rings(
 ) -> int:
     """``HSET key field ring ...`` for every key (only the given fields: a hash's other fields
     are untouched) and ``EXPIRE key ttl_s`` (``worker_ttl_s``: what the worker sets), one
-    script call per key (``RedisSink.put_rings``: per node on a cluster), in round trips of
+    script call per key (``OnlineBackend.put_rings``: per node on a cluster), in round trips of
     about 4 MB. Absolute values, so writing the same rings again is harmless.
     ``clear_applied``: also drop each key's ``~applied`` (a rebuild of all the source's views:
     the rings now hold what the log holds, up to the new watermarks). ``progress(n)`` after
     each round trip with the keys it wrote. Returns the number of keys written (those with at
     least one present ring)."""
-    sink = sink_or_client if isinstance(sink_or_client, RedisSink) else RedisSink(sink_or_client)
+    sink = backend_of(sink_or_client)
     if present is None:
         present = np.ones((len(keys), len(fields)), dtype=bool)
     per_key = max(1, sum(r.shape[1] for r in rings) + 64)
@@ -298,7 +298,7 @@ class RebuildReport:
 
 
 def rebuild(
-    sink_or_client: RedisSink | object,
+    sink_or_client: OnlineBackend | object,
     source: EventSource,
     views: list[FeatureView],
     event_log: EventLog,
@@ -323,7 +323,7 @@ def rebuild(
                          epoch=epoch)
     read_s = time.perf_counter() - t0
     ttl = worker_ttl_s(views) if ttl_s is None else ttl_s
-    sink = sink_or_client if isinstance(sink_or_client, RedisSink) else RedisSink(sink_or_client)
+    sink = backend_of(sink_or_client)
     written, done = 0, 0
     pending: Future | None = None
     with ThreadPoolExecutor(1, thread_name_prefix="rebuild-write") as pool:
@@ -382,7 +382,7 @@ def backfill(
     source = view.source
     now = time.time_ns() // 1000 if now_us is None else now_us
     parts = list(range(source.partitions))
-    sink = client if isinstance(client, RedisSink) else RedisSink(client)
+    sink = backend_of(client)
     marks = [None if w is None else (w.offset, w.epoch)
              for w in sink.watermarks([offset_key(group, source.topic, p) for p in parts])]
     warnings: list[str] = []

@@ -11,10 +11,10 @@ from features.definitions import FeatureRepo
 from features.event_columns import EventColumns
 from features.event_schema import normalize
 from features.offline.event_log import EventLog
+from features.online.backend import open_backend
 from features.skew import agree, skew_check
 from streams.worker.offline_sink import to_table
 from streams.worker.online import OnlineWriter
-from streams.worker.redis_sink import RedisSink
 
 MIN_US = 60_000_000
 
@@ -37,7 +37,7 @@ def test_skew_check_finds_only_the_tampered_entity(redis_client, tmp_path):
     records = EventColumns.from_events(transactions, list(enumerate(events)))
     log.append(transactions, to_table(transactions, records, now), topic="transactions",
                partition=0)
-    writer = OnlineWriter(transactions, [user_txn_count, user_spend], RedisSink(redis_client),
+    writer = OnlineWriter(transactions, [user_txn_count, user_spend], open_backend(redis_client),
                           "g", 3_600_000_000)
     writer.apply({0: (records, 59, 0, 59)})
     for view in ("user_txn_count", "user_spend"):

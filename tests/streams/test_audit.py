@@ -174,3 +174,31 @@ def test_only_the_current_epoch_counts(topic, tmp_path, redis_client):
     rep = audit(src, bootstrap=topic.bootstrap, event_log=log, redis_client=redis_client,
                 group=group, idle_s=1.0)
     assert rep.gaps == [Gap(0, 4, 4)]
+
+
+def test_watermarks_on_a_redis_cluster(topic, tmp_path, redis_cluster_url):
+    """The partitions' watermark keys live in different slots of a cluster (where ``MGET``
+    of them is refused): the audit reads them one round trip per node, in the library and in
+    ``tessera audit`` with a ``redis+cluster://`` URL."""
+    from redis.crc import key_slot
+
+    from features.online.cluster import connect, primaries
+
+    client = connect(redis_cluster_url)
+    for node in primaries(client):
+        node.flushall()
+    group = "g-cluster"
+    keys = [offset_key(group, topic.source.topic, p) for p in (0, 1)]
+    assert key_slot(keys[0].encode()) != key_slot(keys[1].encode())
+    log = _log(tmp_path, topic, skip={1: range(10, 13)})
+    client.set(keys[0], b"33:0:77")
+    client.set(keys[1], b"29:0:5")
+    try:
+        rep = audit(topic.source, bootstrap=topic.bootstrap, event_log=log,
+                    redis_client=client, group=group, idle_s=1.0)
+        assert rep.gaps == [Gap(0, 30, 33), Gap(1, 10, 12)]
+        out = _cli(topic, tmp_path, redis_cluster_url, group)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "7 offsets in 2 gaps are lost" in out.stderr
+    finally:
+        client.close()

@@ -11,12 +11,12 @@ from examples.feature_repo import transactions, user_spend, user_txn_count
 from features.definitions import FeatureRepo
 from features.event_columns import EventColumns
 from features.event_schema import normalize
+from features.online.backend import open_backend
 from features.online.cluster import primaries
 from features.online.layout import APPLIED_FIELD, Watermark, entity_key
 from features.online.read import OnlineStore
 from streams.worker.checkpoint import LOST, MOVED, WRITTEN, judge_fence
 from streams.worker.online import OnlineWriter, StoreLost
-from streams.worker.redis_sink import RedisSink
 from tests.reference import brute_force, close
 
 MIN_US = 60_000_000
@@ -44,7 +44,7 @@ def _batch(rows: list[tuple[int, dict]]) -> dict:
 
 
 def _writer(client) -> OnlineWriter:
-    return OnlineWriter(transactions, [user_txn_count, user_spend], RedisSink(client), "g",
+    return OnlineWriter(transactions, [user_txn_count, user_spend], open_backend(client), "g",
                         HOUR_US)
 
 

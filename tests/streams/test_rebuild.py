@@ -16,13 +16,13 @@ from typer.testing import CliRunner
 
 from features.event_columns import EventColumns
 from features.offline.event_log import EventLog
+from features.online.backend import open_backend
 from features.online.layout import APPLIED_FIELD, STORE_KEY, ViewLayout, entity_key
 from features.online.read import OnlineStore
 from features.semantics.aggregations import get_aggregation
 from features.semantics.windows import MINUTE
 from streams.worker import rebuild as rb
 from streams.worker.online import TTL_REFRESH_S, OnlineWriter
-from streams.worker.redis_sink import RedisSink
 from streams.worker.tiles import RingCache, fold_batch, plan_views
 from tessera.cli_streams import load_repo
 from tests.reference import brute_force, close
@@ -259,7 +259,7 @@ def test_rebuild_into_redis_reads_back_as_the_reference(repo, tmp_path, redis_cl
 
 def apply_worker(source, views, client, group, parts, rng, upto=None):
     """Stream ``parts`` through the real ``OnlineWriter`` (the worker's online half)."""
-    writer = OnlineWriter(source, views, RedisSink(client), group, HOUR)
+    writer = OnlineWriter(source, views, open_backend(client), group, HOUR)
     for batch in batches(rng, parts):
         cols = {}
         for p, rows in batch.items():
@@ -282,7 +282,7 @@ def test_rebuilt_redis_bytes_equal_what_the_online_writer_wrote(repo, tmp_path, 
     log = EventLog(tmp_path / "log")
     write_log(log, source, parts)
     apply_worker(source, views, redis_client, "g1", parts, rng)
-    writer = OnlineWriter(source, views, RedisSink(redis_client), "g1", HOUR)
+    writer = OnlineWriter(source, views, open_backend(redis_client), "g1", HOUR)
     assert rb.horizon_us(views, HOUR) == writer.horizon_us  # the same late rule
     assert rb.worker_ttl_s(views) == writer.ttl_s + TTL_REFRESH_S
     keys = sorted(k for k in redis_client.keys(f"tessera:{source.entity.name}:*"))

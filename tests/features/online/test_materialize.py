@@ -15,13 +15,13 @@ from features.event_columns import EventColumns
 from features.event_schema import normalize
 from features.offline.event_log import EventLog
 from features.offline.training_set import training_set
+from features.online.backend import open_backend
 from features.online.batch import BatchReadError, feature_field
 from features.online.materialize import last_materialized, materialize_view
 from features.online.read import OnlineStore
 from features.settings import Settings
 from streams.worker.offline_sink import to_table
 from streams.worker.online import OnlineWriter
-from streams.worker.redis_sink import RedisSink
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ def test_one_round_trip_with_windowed_features_rerun_and_incremental(redis_clien
     records = EventColumns.from_events(transactions, list(enumerate(events)))
     EventLog(tmp_path / "offline").append(transactions, to_table(transactions, records, now),
                                           topic="transactions", partition=0)
-    OnlineWriter(transactions, [user_spend], RedisSink(redis_client), "g", 3_600_000_000).apply(
+    OnlineWriter(transactions, [user_spend], open_backend(redis_client), "g", 3_600_000_000).apply(
         {0: (records, 29, 0, 29)})
     _write(tmp_path, [(f"u{i}", now - 5 * DAY + i, i, float(i), True, "a") for i in range(3)])
     materialize_view(redis_client, profile, tmp_path, end_us=now)

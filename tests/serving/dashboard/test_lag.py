@@ -13,7 +13,13 @@ from features.kafka_admin import create_topics, delete_topics
 from features.online.layout import offset_key
 from features.registry import apply
 from features.settings import Settings
-from serving.dashboard.lag import NO_WATERMARK, EndOffsets, applied_offsets, lag_by_topic
+from serving.dashboard.lag import (
+    NO_WATERMARK,
+    EndOffsets,
+    applied_offsets,
+    lag_by_topic,
+    worker_lag,
+)
 from serving.dashboard.sources import from_settings
 
 
@@ -123,3 +129,28 @@ def test_cached_reports_are_computed_once_per_ttl_and_failures_are_not_kept(monk
         read()
     assert read() == [{"n": 3}]  # the failure was retried, not served from the cache
     assert data.cached(report, ttl_s=0) is report
+
+
+def test_applied_offsets_on_every_topology(any_redis_url):
+    """Offset keys spread over every node of a cluster (``MGET`` of keys in different slots is
+    refused there): read one round trip per node, as on one Redis."""
+    from features.online.cluster import by_node, connect, primaries
+
+    client = connect(any_redis_url)
+    try:
+        for node in primaries(client):
+            node.flushall()
+        want = {(f"g{g}", f"topic{t}", p): 10 * g + t + p
+                for g in range(2) for t in range(3) for p in range(4)}
+        keys = [offset_key(*k) for k in want]
+        for key, off in zip(keys, want.values(), strict=True):
+            client.set(key, f"{off}:0:1")
+        if any_redis_url.startswith("redis+cluster"):
+            assert len(by_node(client, keys)) == 3
+        assert applied_offsets(client) == want
+        ends = {(t, p): 100 for _, t, p in want}
+        lag = worker_lag(client, lambda parts: {tp: ends[tp] for tp in parts})()
+        assert lag == {f"topic{t}": max(sum(99 - (10 * g + t + p) for p in range(4))
+                                        for g in range(2)) for t in range(3)}
+    finally:
+        client.close()

@@ -2,7 +2,7 @@
 
 A batch writes one command per touched entity -- ``HSET key field1 ring1 ... fieldP ringP``,
 or the fenced script call ``EVALSHA sha 1 key expected new ttl field1 ring1 ...``
-(``redis_sink.py``) -- thousands of commands of a few KB each. Packing them one by one
+(``features.online.backend``) -- thousands of commands of a few KB each. Packing them one by one
 (redis-py's pipeline, or even hiredis's ``pack_command``) copies every ring several times
 through Python objects. Here the commands of all entities whose leading arguments have the same
 length are one ``uint8`` matrix -- a row per command, the constant parts broadcast, the leading
