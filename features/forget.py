@@ -111,6 +111,7 @@ class ForgetReport:
     online_keys: int
     offline: dict[str, Removal]
     not_erased: list[str] = field(default_factory=list)
+    complete: bool = True  # False: a store failed; running the same forget again finishes it
 
     @property
     def rows(self) -> int:
@@ -122,20 +123,29 @@ class ForgetReport:
                 "sources": {s: {"rows": r.rows, "files": r.files,
                                 "retired_deleted": r.retired_deleted,
                                 "generation": r.generation} for s, r in self.offline.items()},
-                "not_erased": self.not_erased}
+                "not_erased": self.not_erased, "complete": self.complete}
 
 
 def forget(p: ForgetPlan, event_log: EventLog, redis_client: Any | None) -> ForgetReport:
     """Erase the planned entity: its online hash (when a client is given) and its events in
     each planned source's log. Offline first: if Redis is down the log is clean already, and
     running the same forget again finishes the job (both steps are idempotent)."""
+    import redis
+
     offline = {s.name: forget_events(event_log, s, p.values) for s in p.sources}
-    online = 0 if redis_client is None else int(redis_client.delete(p.online_key))
     not_erased = [f"events still in Kafka topics {', '.join(s.topic for s in p.sources)} and "
                   "their dead-letter topics until their retention expires"] if p.sources else []
+    online, failed = 0, False
+    try:
+        online = 0 if redis_client is None else int(redis_client.delete(p.online_key))
+    except redis.RedisError as e:
+        failed = True
+        not_erased.append(f"the online hash {p.online_key}: Redis failed ({type(e).__name__}: "
+                          f"{e}); run the same forget again")
     if p.batch_views:
         not_erased.append(f"rows in the Parquet files of batch views {', '.join(p.batch_views)}"
                           " (yours: remove them there before the next materialize)")
     if redis_client is None:
         not_erased.append(f"the online hash {p.online_key} (no Redis configured)")
-    return ForgetReport(p.entity.name, list(p.values), online, offline, not_erased)
+    return ForgetReport(p.entity.name, list(p.values), online, offline, not_erased,
+                        complete=not failed)

@@ -43,9 +43,11 @@ def forget_entity(settings: Settings, repo: FeatureRepo, key: str, *, who: str, 
     del out["key"]  # the caller knows it; nothing downstream needs to keep it
     what = (f"forgot {p.entity.name} sha256:{key_digest(p.values)[:16]}: {report.online_keys} "
             f"online key(s), {report.rows} event row(s) in {len(report.offline)} source(s), "
-            f"{sum(logged.values())} logged prediction/outcome row(s)")
+            f"{sum(logged.values())} logged prediction/outcome row(s)"
+            + ("" if report.complete else " (incomplete: " + "; ".join(report.not_erased) + ")"))
     audit.record(settings.models_location, "forget", who=who, what=what, why=why,
                  entity=p.entity.name, key_sha256=key_digest(p.values),
                  online_keys=report.online_keys, offline_rows=report.rows,
-                 logged_rows=sum(logged.values()), sources=sorted(report.offline))
+                 logged_rows=sum(logged.values()), sources=sorted(report.offline),
+                 complete=report.complete)
     return out

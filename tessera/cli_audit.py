@@ -1,6 +1,9 @@
-"""``tessera audit``: is every consumed offset in the event log or the dead-letter topic?"""
+"""``tessera audit``: is every consumed offset in the event log or the dead-letter topic?
+``tessera audit log``: who changed what, when and why (``serving.auth.audit``)."""
 
 from __future__ import annotations
+
+import json
 
 import typer
 
@@ -10,9 +13,39 @@ from features.settings import Settings
 def register(app: typer.Typer) -> None:
     from tessera.cli_streams import DEFAULT_REPO, REPO_HELP
 
-    @app.command("audit")
+    audit_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+    app.add_typer(audit_app, name="audit")
+
+    @audit_app.command("log")
+    def log_cmd(
+        model: str | None = typer.Option(None, "--model", help="only this model's records"),
+        who: str | None = typer.Option(None, "--who", help="only this actor's records, e.g. "
+                                       "token:deployer or os:alice"),
+        limit: int = typer.Option(100, "--limit", help="the newest N records (0: all)"),
+        as_json: bool = typer.Option(False, "--json", help="one JSON object per record"),
+    ) -> None:
+        """Who changed what, when and why (oldest first).
+
+        Deploys, promotions, rollbacks, alias moves, retrains, token changes, materialize,
+        backfill and forget; who is token:NAME over HTTP, os:USER from the command line."""
+        from serving.auth import audit
+
+        rows = audit.entries(Settings.from_env().models_location, model=model, who=who,
+                             limit=limit or None)
+        if not rows:
+            typer.echo("no audit records yet", err=True)
+        for r in rows:
+            if as_json:
+                typer.echo(json.dumps(r, sort_keys=True, default=str))
+                continue
+            where = f"{r['model']}: " if r.get("model") else ""
+            typer.echo(f"{r.get('when', '')}  {r.get('who', '?')}  {where}{audit.describe(r)}"
+                       f"  ({r.get('why') or '-'})")
+
+    @audit_app.callback()
     def audit_cmd(
-        source: str = typer.Option(..., "--source", help="the event source to audit"),
+        ctx: typer.Context,
+        source: str | None = typer.Option(None, "--source", help="the event source to audit"),
         group: str = typer.Option("tessera-worker", "--group", envvar="TESSERA_GROUP",
                                   help="the worker's consumer group (its Redis watermarks)"),
         repo: str | None = typer.Option(DEFAULT_REPO, "--repo", help=REPO_HELP),
@@ -20,7 +53,13 @@ def register(app: typer.Typer) -> None:
                                    "the dead-letter topic counts as read"),
     ) -> None:
         """Every offset from the Kafka log start to the worker's watermark must be in the event
-        log (current epoch) or dead-lettered; exits 1 and lists the gaps otherwise."""
+        log (current epoch) or dead-lettered; exits 1 and lists the gaps otherwise.
+        `tessera audit log` prints the audit log of state changes instead."""
+        if ctx.invoked_subcommand is not None:
+            return
+        if source is None:
+            raise typer.BadParameter("give --source SOURCE (the offsets audit), or run "
+                                     "`tessera audit log`", param_hint="--source")
         from features.kafka_config import KafkaSecurity
         from features.offline.event_log import EventLog
         from streams.audit import audit

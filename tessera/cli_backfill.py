@@ -55,3 +55,8 @@ def register(app: typer.Typer) -> None:
                  else f"offsets up to the watermarks of group {group!r}")
         typer.echo(f"{v.name}@{v.version}: {r.entities} entities, {r.events} events "
                    f"({bound}), {r.keys_written} keys written in {r.total_s:.1f} s")
+        from serving.auth import actor, audit
+
+        audit.record(settings.models_location, "backfill", who=actor.local(),
+                     what=f"backfilled {v.name}@{v.version}: {r.entities} entities, "
+                     f"{r.events} events ({bound})", view=v.name, entities=r.entities)

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
                 client.close()
         if as_json:
             typer.echo(json.dumps(out, indent=2, sort_keys=True))
-            return
+            raise typer.Exit(0 if out["complete"] else 1)
         typer.echo(f"forgot {out['entity']} {entity}: {out['online_keys']} online key(s), "
                    f"{out['offline_rows']} event row(s), "
                    f"{sum(out['logged_rows'].values())} prediction/outcome row(s)")
@@ -59,3 +59,5 @@ def register(app: typer.Typer) -> None:
                        f"snapshot generation {s['generation']}")
         for what in out["not_erased"]:
             typer.echo(f"not erased: {what}", err=True)
+        if not out["complete"]:
+            raise typer.Exit(1)

@@ -91,3 +91,8 @@ def _run(client, views, settings: Settings, start_us, end_us, incremental: bool)
         since = "the ttl" if r.start_us is None else us_to_iso(r.start_us)
         typer.echo(f"{v.name}@{v.version}: {r.entities} entities written (rows from {since} "
                    f"to {us_to_iso(r.end_us)}) in {r.wall_s:.2f} s")
+        from serving.auth import actor, audit
+
+        audit.record(settings.models_location, "materialize", who=actor.local(),
+                     what=f"materialized {v.name}@{v.version}: {r.entities} entities up to "
+                     f"{us_to_iso(r.end_us)}", view=v.name, entities=r.entities)

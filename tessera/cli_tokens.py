@@ -35,6 +35,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"an active token named {name!r} exists: none created", err=True)
             return
         token = store.create(name, scope)
+        _audit("token.create", f"created token {token.split('_')[1]} ({name}) with "
+                               f"scopes {', '.join(sorted(set(scope)))}")
         typer.echo(token)
         typer.echo(f"scopes: {', '.join(sorted(set(scope)))} -- store it now, it is not "
                    "shown again", err=True)
@@ -62,7 +64,15 @@ def register(app: typer.Typer) -> None:
     def revoke_cmd(token_id: str = typer.Argument(..., help="the id `tokens list` shows")) -> None:
         """Revoke a token: servers refuse it within a second, no restart needed."""
         rec = _store().revoke(token_id)
+        _audit("token.revoke", f"revoked token {rec.id} ({rec.name})")
         typer.echo(f"revoked {rec.id} ({rec.name})")
+
+
+def _audit(action: str, what: str) -> None:
+    from features.settings import Settings
+    from serving.auth import actor, audit
+
+    audit.record(Settings.from_env().models_location, action, who=actor.local(), what=what)
 
 
 def _when(t: float) -> str:

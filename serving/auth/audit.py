@@ -15,15 +15,31 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from serving.registry.storage import ModelStorage
+if TYPE_CHECKING:  # imported when used: the registry imports this module for ``now``
+    from serving.registry.storage import ModelStorage
 
 SYSTEM_LOG = "audit.jsonl"
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def now() -> str:
+    """The ``when`` of a record: UTC, to the microsecond, so records of one second merge from
+    several logs in the order they were written (``2026-12-02T07:50:01.123456Z``)."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+def _when(r: dict[str, Any]) -> tuple[str, str]:
+    """Sort key of a record's ``when``, older records stamped to the second included."""
+    when = str(r.get("when") or "")
+    return when[:19], when[19:].rstrip("Z")
+
+
+def _storage(models: str | Path | ModelStorage) -> ModelStorage:
+    from serving.registry.storage import ModelStorage
+
+    return models if isinstance(models, ModelStorage) else ModelStorage(models)
 
 
 def record(models: str | Path | ModelStorage, action: str, who: str, what: str,
@@ -32,8 +48,8 @@ def record(models: str | Path | ModelStorage, action: str, who: str, what: str,
     the caller knows who is acting (``serving.auth.actor``), this module does not guess."""
     if not who:
         raise ValueError("an audit record needs who acted (serving.auth.actor)")
-    storage = models if isinstance(models, ModelStorage) else ModelStorage(models)
-    entry = {"when": _now(), "who": who, "action": action, "what": what, "why": why,
+    storage = _storage(models)
+    entry = {"when": now(), "who": who, "action": action, "what": what, "why": why,
              **details}
     storage.append_line(SYSTEM_LOG, json.dumps(entry, sort_keys=True, default=str))
     return entry
@@ -53,7 +69,7 @@ def entries(models: str | Path | ModelStorage, model: str | None = None,
     newest."""
     from serving.registry.registry import check_model_name
 
-    storage = models if isinstance(models, ModelStorage) else ModelStorage(models)
+    storage = _storage(models)
     rows: list[dict[str, Any]] = []
     if model is None:
         rows += [{"model": None, **r} for r in _lines(storage, SYSTEM_LOG)]
@@ -66,7 +82,7 @@ def entries(models: str | Path | ModelStorage, model: str | None = None,
             rows += [{**r, "model": name} for r in _lines(storage, rel)]
     if who is not None:
         rows = [r for r in rows if r.get("who") == who]
-    rows.sort(key=lambda r: str(r.get("when") or ""))  # stable: same second keeps file order
+    rows.sort(key=_when)
     return rows[-limit:] if limit else rows
 
 

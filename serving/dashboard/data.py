@@ -14,7 +14,6 @@ shows the error) instead of failing as a whole. Row shapes:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -55,17 +54,13 @@ class DashboardData:
 
 
 def audit_files(models_dir: Path | str, limit: int = 50) -> Provider:
-    """Every ``audit.jsonl`` under ``models_dir`` (deployments, aliases), merged by time."""
+    """The audit log (``serving.auth.audit``: every model's alias and deployment records and
+    the system log of tokens, materialize, backfill and forget), newest ``limit``."""
 
     def read() -> list[dict]:
-        rows = []
-        for p in Path(models_dir).rglob("audit.jsonl"):
-            model = p.relative_to(models_dir).parts[0]
-            for line in p.read_text().splitlines():
-                if line.strip():
-                    rows.append({"model": model, **json.loads(line)})
-        rows.sort(key=lambda r: str(r.get("when") or r.get("at") or r.get("ts") or ""))
-        return rows[-limit:]
+        from serving.auth.audit import entries
+
+        return entries(models_dir, limit=limit)
 
     return read
 

@@ -403,22 +403,10 @@ def _lineage(panel: dict) -> str:
 
 
 def _what(r: dict) -> str:
-    """One line for an audit entry: an alias move, or what a spec revision changed."""
-    if "alias" in r:  # experiments' promote writes "version", the registry "before"/"after"
-        to = r.get("version") or r.get("after")
-        was = f" (was v{r['before']})" if isinstance(r.get("before"), str) else ""
-        return f"alias {r['alias']} → v{to}{was}" if to else f"alias {r['alias']} removed{was}"
-    after, before = r.get("after"), r.get("before")
-    if isinstance(after, dict):
-        parts = [f"revision {after.get('revision')}: champion v{after.get('champion')}"]
-        if after.get("shadows"):
-            parts.append("shadows " + ", ".join(f"v{s}" for s in after["shadows"]))
-        if after.get("arms"):
-            parts.append("arms " + ", ".join(f"{a['name']}=v{a['version']}" for a in after["arms"]))
-        if isinstance(before, dict) and before.get("champion") != after.get("champion"):
-            parts.append(f"(was v{before.get('champion')})")
-        return "; ".join(parts)
-    return r.get("what") or r.get("action") or ""
+    """One line for an audit entry (``serving.auth.audit.describe``)."""
+    from serving.auth.audit import describe
+
+    return describe(r)
 
 
 def _audit(panel: dict) -> str:
@@ -430,7 +418,7 @@ def _audit(panel: dict) -> str:
         [
             [
                 _e(r.get("when") or r.get("at") or r.get("ts")),
-                _e(r.get("model")),
+                _e(r.get("model") or "–"),
                 _e(r.get("who")),
                 _e(_what(r)),
                 _e(r.get("why")),

@@ -238,7 +238,7 @@ def from_settings(
         throughput=through,
         monitors=cached(monitors(settings.models_dir, settings.offline_dir, registry), cache_s),
         experiments=cached(experiments(settings.models_dir, settings.offline_dir), cache_s),
-        audit=audit_files(settings.models_dir),
+        audit=audit_files(settings.models_location),
     )
 
 

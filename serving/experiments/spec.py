@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from serving.auth import actor
+from serving.auth import actor, audit
 from serving.experiments.errors import ExperimentError
 from serving.registry.storage import ModelStorage
 
@@ -183,7 +182,7 @@ class DeploymentStore:
 
     def audit(self, name: str, entry: dict) -> None:
         """Append one audit record (stamped with the time unless it has one)."""
-        entry = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
+        entry = {"when": audit.now(), **entry}
         self.storage.append_line(f"{self._rel(name)}/audit.jsonl",
                                  json.dumps(entry, sort_keys=True))
 

@@ -168,6 +168,9 @@ def build_app(cfg: ServeConfig) -> FastPredict:
 
     app.include_router(model_card_router(scorer.models.registry))
     app.include_router(outcomes_router(scorer, settings, cfg.max_body_bytes))
+    from serving.http.admin import admin_router
+
+    app.include_router(admin_router(scorer, settings))
     tokens = TokenStore.at_home(settings.home)
     app.include_router(login_router(tokens))
     return fast_app(app, AuthGuard(tokens))

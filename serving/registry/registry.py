@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from features.errors import RegistryError
-from serving.auth import actor
+from serving.auth import actor, audit
 from serving.registry import gates
 from serving.registry.storage import ModelStorage
 
@@ -257,7 +257,7 @@ class ModelRegistry:
 
         self.storage.update_json(f"{name}/aliases.json", move)
         entry = {
-            "when": _now(),
+            "when": audit.now(),
             "who": who or _who(),
             "why": why,
             "model": name,
