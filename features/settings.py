@@ -156,6 +156,10 @@ class Settings(BaseSettings):
         None, validation_alias="TESSERA_OFFLINE_URI",
         description="event log: a folder or an object-store URI such as s3://bucket/prefix "
                     "(default <home>/offline)")
+    training_partition_rows: int = Field(
+        4_000_000, ge=0,
+        description="a polars training set folds at most about this many rows (events + spine "
+                    "rows) at a time, in entity partitions, so memory stays bounded (0: one)")
     serve: ServeSettings = Field(default_factory=ServeSettings)
     project_file: Path | None = Field(None, exclude=True,
                                       description="the tessera.yaml these came from, if any")

@@ -4,8 +4,11 @@ Windowed views are folded from the raw event log with ``semantics.ranges`` (the 
 contract as the online path); batch views are as-of joined (latest row with
 ``timestamp <= t`` and ``t - timestamp < ttl``, else null). Output columns are named
 ``view__feature`` (a ``:`` breaks many downstream tools). Work goes view by view and reads only
-the needed columns and the time range ``[min t - longest window - hop, max t)``, so memory
-follows the spine and the events of that range, not the whole log.
+the needed columns and the time range ``[min t - longest window - hop, max t)``, once, as numbers
+(entity code, time, log position, fields); the sort, window bounds and folds then run one entity
+partition at a time (``features.offline.partitions``; ``Settings.training_partition_rows`` rows
+each, one partition for small inputs), with the same kernels and the same result, so memory
+follows the spine and those numbers, not the whole log nor the sort of it.
 
 The result carries a fingerprint: sha256 over the spine's content, the requested features and
 their view versions, the content of the events that were folded (per source: the row count and
@@ -49,6 +52,7 @@ from features.definitions import (
 )
 from features.errors import OfflineStoreError
 from features.offline.event_log import EventLog
+from features.offline.partitions import ContentDigest, entity_bounds, split_rows, take
 from features.offline.request_columns import request_columns, split_refs
 from features.offline.served import (
     APPLIED,
@@ -155,20 +159,6 @@ def _sorted_by_entity_time(df: pl.DataFrame, tiebreak: str | list[str]) -> pl.Da
     return df.sort([_CODE, _T, *tiebreak])
 
 
-def _content_digest(df: pl.DataFrame) -> str:
-    """sha256 of a frame's values in row order, independent of its chunking (so of the files
-    it was read from): each column's dtype, values and null mask."""
-    h = hashlib.sha256(str(df.height).encode())
-    for name in df.columns:
-        s = df[name].rechunk()
-        h.update(f"{name}:{s.dtype}\n".encode())
-        if s.null_count():
-            h.update(np.packbits(s.is_null().to_numpy()).tobytes())
-            s = s.fill_null(0)
-        h.update(np.ascontiguousarray(s.to_numpy()).tobytes())
-    return h.hexdigest()
-
-
 def _read_events(log: EventLog, src: EventSource, start: int, end: int, columns: list[str],
                  uniq: pl.DataFrame, fields: list[str], served: bool = False
                  ) -> tuple[pl.DataFrame, list[tuple]]:
@@ -203,8 +193,9 @@ def _read_events(log: EventLog, src: EventSource, start: int, end: int, columns:
 
 def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t: np.ndarray,
               log: EventLog, files: list[str], content: list[str],
-              timeline: str = "corrected") -> dict[str, pl.Series]:
-    """Features of the windowed views of one source: one scan, one sort, then numpy folds."""
+              timeline: str = "corrected", max_rows: int = 0) -> dict[str, pl.Series]:
+    """Features of the windowed views of one source: one scan, then per entity partition
+    (``features.offline.partitions``; one when the input is small) a sort and numpy folds."""
     served = timeline != "corrected"  # served, or its late rule alone (LATE_ONLY)
     src = views[0][0].source
     keys = src.entity.keys
@@ -223,14 +214,41 @@ def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t
     if served:
         ev = settle(ev, src.name, end, _T, timeline == LATE_ONLY)
     files += [f"events/{src.name}/{rel}:{size}" for rel, size in read]
-    # log order within an entity: epoch, then offset (offsets restart in a new epoch)
-    ev = _sorted_by_entity_time(ev, ["_epoch", "_offset"])
-    content.append(f"events/{src.name}:{ev.height}:{_content_digest(ev)}")
+    ev_code = ev[_CODE].to_numpy()
+    bounds = entity_bounds([ev_code, q_code], uniq.height, max_rows)
+    q_at = np.searchsorted(q_code, bounds)  # partition k's queries: q_at[k]:q_at[k + 1]
+    digest = ContentDigest()
+    values: dict[str, np.ndarray] = {}
+    valid: dict[str, np.ndarray] = {}
+    for k, rows in enumerate(split_rows(ev_code, bounds)):
+        # log order within an entity: epoch, then offset (offsets restart in a new epoch)
+        part = _sorted_by_entity_time(take(ev, rows), ["_epoch", "_offset"])
+        digest.update(part)
+        at = qorder[q_at[k]:q_at[k + 1]]
+        folded = _fold(feats, fields, part, q_code[q_at[k]:q_at[k + 1]],
+                       q_t[q_at[k]:q_at[k + 1]], served)
+        for col, (vals, ok) in folded.items():
+            if col not in values:
+                values[col] = np.empty(len(t), dtype=vals.dtype)
+                valid[col] = np.empty(len(t), dtype=bool)
+            values[col][at], valid[col][at] = vals, ok
+        del part, folded  # before the next partition's rows are taken
+    del ev, ev_code
+    content.append(f"events/{src.name}:{digest.rows}:{digest.hexdigest()}")
+    return {col: pl.Series(col, pa.array(v, mask=None if valid[col].all() else ~valid[col]))
+            for col, v in values.items()}
+
+
+def _fold(feats: list[tuple[FeatureView, object]], fields: list[str], ev: pl.DataFrame,
+          q_code: np.ndarray, q_t: np.ndarray, served: bool
+          ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every feature's (values, non-null mask) for queries sorted by (code, t), folded from
+    events sorted by (code, t, log order): the kernels of ``features.semantics.ranges``."""
     # events with a null field value do not count for that field's aggregations
     subsets: dict[str | None, pl.DataFrame] = {None: ev}
     for f in fields:
         subsets[f] = ev.filter(pl.col(f).is_not_null()) if ev[f].null_count() else ev
-    bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+    bounds: dict[tuple, tuple[np.ndarray, ...]] = {}
     out = {}
     for view, feat in feats:
         fkey = feat.field if feat.aggregation.needs_field else None
@@ -247,19 +265,14 @@ def _windowed(views: list[tuple[FeatureView, list[str]]], spine: pl.DataFrame, t
         lo, hi, *index = bounds[bkey]
         if index and index[0] is not None and vals is not None:
             vals = vals[index[0]]
-        folded, folded_valid = aggregate(feat.fn, vals, lo, hi)
-        values, valid = np.empty_like(folded), np.empty_like(folded_valid)
-        values[qorder], valid[qorder] = folded, folded_valid
-        col = column_name(view.name, feat.name)
-        mask = None if valid.all() else ~valid
-        out[col] = pl.Series(col, pa.array(values, mask=mask))
+        out[column_name(view.name, feat.name)] = aggregate(feat.fn, vals, lo, hi)
     return out
 
 
 def _batch(view: BatchFeatureView, names: list[str], spine: pl.DataFrame, t: np.ndarray,
-           batch_dir: Path, files: list[str]) -> dict[str, pl.Series]:
+           batch_dir: Path, files: list[str], max_rows: int = 0) -> dict[str, pl.Series]:
     """As-of join: per spine row the entity's latest row with ``ts <= t`` (a tie: the later
-    row in the file), null when none or when ``t - ts >= ttl``."""
+    row in the file), null when none or when ``t - ts >= ttl``; per entity partition."""
     path = Path(view.path) if Path(view.path).is_absolute() else batch_dir / view.path
     if not path.exists():
         raise OfflineStoreError(f"batch view {view.name!r} reads {path}, which does not exist; "
@@ -283,7 +296,32 @@ def _batch(view: BatchFeatureView, names: list[str], spine: pl.DataFrame, t: np.
                 *names)
         .collect()
     )
-    rows = _sorted_by_entity_time(rows, _ROW)
+    row_code = rows[_CODE].to_numpy()
+    bounds = entity_bounds([row_code, q_code], uniq.height, max_rows)
+    parts = split_rows(row_code, bounds)
+    if len(parts) == 1:
+        qorder, q_at = np.arange(len(t)), np.array([0, len(t)])
+    else:
+        qorder = np.argsort(q_code, kind="stable")
+        q_at = np.searchsorted(q_code[qorder], bounds)
+    got: dict[str, list[pl.Series]] = {column_name(view.name, n): [] for n in names}
+    for k, part in enumerate(parts):
+        at = qorder[q_at[k]:q_at[k + 1]]
+        for col, s in _asof(view, names, _sorted_by_entity_time(take(rows, part), _ROW),
+                            q_code[at], t[at], schema).items():
+            got[col].append(s)
+    del rows, row_code
+    out = {col: pl.concat(ss) for col, ss in got.items()}
+    if len(parts) > 1:  # back to spine order
+        inverse = np.empty(len(t), dtype=np.int64)
+        inverse[qorder] = np.arange(len(t))
+        out = {col: s.gather(inverse) for col, s in out.items()}
+    return out
+
+
+def _asof(view: BatchFeatureView, names: list[str], rows: pl.DataFrame, q_code: np.ndarray,
+          t: np.ndarray, schema: dict) -> dict[str, pl.Series]:
+    """The as-of join of queries on batch rows sorted by (code, ts, file order)."""
     pos = asof_positions(rows[_CODE].to_numpy(), rows[_T].to_numpy(), q_code, t)
     found = pos >= 0
     safe = np.where(found, pos, 0)
@@ -377,10 +415,12 @@ def build_training_set(
         if isinstance(view, FeatureView):
             by_source.setdefault(view.source.name, []).append((view, names))
         else:
-            columns.update(_batch(view, names, df, t, settings.home / "batch", files))
+            columns.update(_batch(view, names, df, t, settings.home / "batch", files,
+                                  settings.training_partition_rows))
             content.append(files[-1])
     for views in by_source.values():
-        columns.update(_windowed(views, df, t, log, files, content, timeline))
+        columns.update(_windowed(views, df, t, log, files, content, timeline,
+                                 settings.training_partition_rows))
     wanted = {column_name(*parse_ref(r)) for r in stored}
     computed = request_columns(repo, requested, df, columns) if len(df) else {}
     columns = {c: columns[c] for v, ns in by_view.items() for n in ns
