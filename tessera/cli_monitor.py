@@ -203,11 +203,14 @@ def register(app: typer.Typer) -> None:
 
         settings = Settings.from_env()
         registry = ModelRegistry(settings.models_dir)
+        from serving.auth import actor
+
         r = Retrainer(
             registry,
             DeploymentStore(settings.models_dir),
             settings.offline_dir,
             settings.models_dir,
+            who=actor.local(),
         )
         runs = r.runs(name)
         open_runs = [s for s in runs if s["step"] in ("registered", "shadow")]

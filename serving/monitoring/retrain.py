@@ -108,7 +108,9 @@ def run_id(plan: RetrainPlan, champion: str, fingerprint: str) -> str:
 class Retrainer:
     """Drives runs against one registry, deployment store and prediction log."""
 
-    def __init__(self, registry: Any, store: Any, offline_dir: Path | str, models_dir: Path | str):
+    def __init__(self, registry: Any, store: Any, offline_dir: Path | str, models_dir: Path | str,
+                 who: str = WHO):
+        self.who = who  # on every audit record: who runs the loop (serving.auth.actor)
         self.registry = registry
         self.store = store
         self.offline_dir = Path(offline_dir)
@@ -206,7 +208,7 @@ class Retrainer:
             return self.store.current(name)
         except ExperimentError:
             champion = self.registry.resolve(name, "champion")
-            return self.store.save(DeploymentSpec(name, champion), why="first spec", who=WHO)
+            return self.store.save(DeploymentSpec(name, champion), why="first spec", who=self.who)
 
     def _shadow(self, name: str, version: str, run: str) -> None:
         spec = self._spec(name)
@@ -215,7 +217,7 @@ class Retrainer:
         self.store.save(
             replace(spec, shadows=(*spec.shadows, version)),
             why=f"retrain {run}: run v{version} as a shadow of v{spec.champion}",
-            who=WHO,
+            who=self.who,
         )
 
     def decide(self, name: str, run: str, alpha: float = 0.05, reps: int = 200) -> dict:
@@ -260,9 +262,9 @@ class Retrainer:
                 name,
                 version,
                 why=why,
-                who=WHO,
+                who=self.who,
                 # the registry's review gates refuse a failing champion before any revision
-                set_alias=GatedAliasSetter(self.registry, why, who=WHO),
+                set_alias=GatedAliasSetter(self.registry, why, who=self.who),
             )
             state.update(step="promoted", reason=verdict["sentence"])
         elif verdict["word"] == "worse":
@@ -270,7 +272,7 @@ class Retrainer:
             self.store.save(
                 replace(spec, shadows=tuple(s for s in spec.shadows if s != version)),
                 why=why,
-                who=WHO,
+                who=self.who,
             )
             state.update(step="retired", reason=verdict["sentence"])
         else:
@@ -278,7 +280,7 @@ class Retrainer:
                 self.store.audit(
                     name,
                     {
-                        "who": WHO,
+                        "who": self.who,
                         "why": f"retrain {run}: v{version} kept as a shadow: {verdict['sentence']}",
                     },
                 )
@@ -293,8 +295,8 @@ class Retrainer:
         from serving.experiments.report import experiment_report
 
         report = experiment_report(self.models_dir, self.offline_dir, name, alpha=alpha, reps=0)
-        set_alias = registry_set_alias(self.registry, WHO, why=f"retrain {run}: rollback")
-        for a in enforce(self.store, report, set_alias, who=WHO, only_probation=True):
+        set_alias = registry_set_alias(self.registry, self.who, why=f"retrain {run}: rollback")
+        for a in enforce(self.store, report, set_alias, who=self.who, only_probation=True):
             if a["action"] == "champion_rolled_back":
                 state.update(step="rolled_back", reason=a["why"])
             elif a["action"] == "probation_passed":
@@ -307,7 +309,7 @@ class Retrainer:
                 name,
                 "champion",
                 champion,
-                who=WHO,
+                who=self.who,
                 why=f"retrain {run}: align alias with the deployment spec",
             )
 

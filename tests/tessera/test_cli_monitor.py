@@ -92,6 +92,7 @@ def test_retrain_command_shadows_then_promotes_and_honours_the_policy(tmp_path, 
     from tests.serving.monitoring.test_retrain import training_set, write_log
 
     monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    monkeypatch.setenv("LOGNAME", "erin")  # the OS user getpass reports
     models, offline = tmp_path / "models", tmp_path / "offline"
     registry = ModelRegistry(models)
     first = train(training_set(tmp_path / "old.parquet", 1), "label")
@@ -116,6 +117,9 @@ def test_retrain_command_shadows_then_promotes_and_honours_the_policy(tmp_path, 
     r = runner.invoke(_app(), [*args, "--policy", str(policy)])  # ran minutes ago: not due
     assert r.exit_code == 0 and "no retrain due" in r.output
     assert registry.versions("fraud") == ["1", "2"]
+    # every audit record of the loop names the OS user who ran it (serving.auth.actor)
+    assert {e["who"] for e in DeploymentStore(models).audit_log("fraud")} == {"os:erin"}
+    assert {e["who"] for e in registry.audit("fraud")} == {"os:erin"}
 
 
 def test_monitor_watch_posts_an_alert_to_the_webhook_by_itself(tmp_path):
