@@ -226,6 +226,9 @@ def audit(source: EventSource, *, bootstrap: str, event_log: EventLog, redis_cli
         if wm is not None and wm >= start:
             in_log = np.unique(rows.filter((pl.col("_partition") == p)
                                            & (pl.col("_epoch") == epoch))["_offset"].to_numpy())
+            # rows erased by `tessera forget` were written: their offsets count as in the log
+            in_log = np.union1d(in_log, np.array(
+                event_log.removed_offsets(source, topic, p, epoch), dtype=np.int64))
             in_dlq = dead.get((p, epoch), np.empty(0, np.int64))
             in_log = in_log[(in_log >= start) & (in_log <= wm)]
             in_dlq = in_dlq[(in_dlq >= start) & (in_dlq <= wm)]
