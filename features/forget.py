@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from features.definitions import BatchFeatureView, Entity, EventSource, FeatureRepo
 from features.errors import TesseraError
 from features.offline.event_log import EventLog, Removal
@@ -130,8 +132,6 @@ def forget(p: ForgetPlan, event_log: EventLog, redis_client: Any | None) -> Forg
     """Erase the planned entity: its online hash (when a client is given) and its events in
     each planned source's log. Offline first: if Redis is down the log is clean already, and
     running the same forget again finishes the job (both steps are idempotent)."""
-    import redis
-
     offline = {s.name: forget_events(event_log, s, p.values) for s in p.sources}
     not_erased = [f"events still in Kafka topics {', '.join(s.topic for s in p.sources)} and "
                   "their dead-letter topics until their retention expires"] if p.sources else []

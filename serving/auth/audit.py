@@ -67,6 +67,7 @@ def entries(models: str | Path | ModelStorage, model: str | None = None,
     """Every audit record under ``models``, oldest first: each model's alias and deployment
     logs (with ``model`` set) and the system log. ``model``/``who`` filter; ``limit`` keeps the
     newest."""
+    from features.errors import RegistryError
     from serving.registry.registry import check_model_name
 
     storage = _storage(models)
@@ -76,7 +77,7 @@ def entries(models: str | Path | ModelStorage, model: str | None = None,
     for name in [model] if model else storage.list_dir(""):
         try:
             check_model_name(name)
-        except Exception:  # noqa: BLE001 - a file at the root, not a model folder
+        except RegistryError:  # not a model folder's name
             continue
         for rel in (f"{name}/audit.jsonl", f"{name}/deployments/audit.jsonl"):
             rows += [{**r, "model": name} for r in _lines(storage, rel)]

@@ -36,6 +36,9 @@ class AliasResponse(BaseModel):
     who: str
     when: str
     why: str
+    gates: dict[str, Any] | str | None = Field(
+        None, description="champion moves: the review gates' result, or 'skipped'")
+    override: bool | None = None
 
 
 class ForgetRequest(BaseModel):
