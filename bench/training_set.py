@@ -1,14 +1,20 @@
-"""Benchmark: a point-in-time training set from raw events, checked against DuckDB.
+"""Benchmark: a point-in-time training set from raw events, on polars and/or Spark, checked
+against DuckDB.
 
-    .venv/bin/python bench/training_set.py --scale 1
+    .venv/bin/python bench/training_set.py --engine both --scale 1 10 --data /tmp/tessera-ts
 
-Generates (deterministically, seed 42) an event log of 5M x S card transactions for 100k x S
-users over 30 days, a batch view of daily user snapshots (4 features) and a spine of 1M x S
-rows; builds the training set (12 windowed features: count/sum/mean/max over 1h/24h/7d, plus the
-4 batch features) in a child process, so wall time and peak RSS are that run's alone; then, in
-this process, recomputes a sample of spine rows with a DuckDB range join (windowed) and ASOF
-join (batch) read straight from the same Parquet files, and compares every value. Writes
-``bench/results/training_set.json``.
+Per scale: generates (deterministically, seed 42) an event log of 5M x S card transactions for
+100k x S users over 30 days, a batch view of daily user snapshots (4 features) and a spine of
+1M x S rows (``--data``: kept in DIR/s<S> and reused by later runs; generating scale 10 takes
+~9 min here); builds the training set (12 windowed features: count/sum/mean/max over
+1h/24h/7d, plus the 4 batch features) with each engine in a child process (Spark's JVM and its
+Python workers are that child's descendants), sampling the RSS of the child's whole process
+tree from /proc every 50 ms (driver + executors + Python workers; shared pages count once per
+process, so the sum overstates a little); wall time includes starting the Spark session and
+writing the Parquet. Then, in this process, recomputes a sample of spine rows with a DuckDB
+range join (windowed) and ASOF join (batch) read straight from the same Parquet files, compares
+every value, and checks the engines' frames are equal. Writes
+``bench/results/training_set.json`` and prints a table.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -120,19 +127,79 @@ def generate(home: Path, scale: float, seed: int = 42) -> dict:
     return {"events": n_ev, "users": n_users, "spine_rows": n_spine, "batch_rows": len(su)}
 
 
-def run_child(home: Path, out: Path) -> None:
-    """The timed part, alone in its process: build and write the training set."""
+def run_child(home: Path, engine: str, partitions: int) -> None:
+    """The timed part, alone in its process: (start Spark and) build and write the set."""
     t0 = time.perf_counter()
     settings = Settings(home)
     r = repo(home / "batch" / "user_snapshot.parquet")
-    ts = build_training_set(home / "spine.parquet", feature_refs(r), repo=r, settings=settings)
-    write_training_set(ts.frame, out, ts.fingerprint)
+    if engine == "spark":
+        from features.offline.spark_engine import spark_session
+
+        spark_session("local[2]", shuffle_partitions=partitions, driver_memory="2g")
+    started = time.perf_counter() - t0
+    ts = build_training_set(home / "spine.parquet", feature_refs(r), repo=r, settings=settings,
+                            engine=engine)
+    built = time.perf_counter() - t0
+    write_training_set(ts.frame, home / f"train_{engine}.parquet", ts.fingerprint)
     wall = time.perf_counter() - t0
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    rss_mb = usage.ru_maxrss / 1024
-    print(json.dumps({"wall_s": wall, "peak_rss_mb": rss_mb, "rows": ts.frame.height,
-                      "cpu_s": usage.ru_utime + usage.ru_stime,
+    print(json.dumps({"wall_s": wall, "build_s": built, "session_start_s": started,
+                      "rows": ts.frame.height, "cpu_s": usage.ru_utime + usage.ru_stime,
                       "fingerprint": ts.fingerprint, "files_read": len(ts.files)}))
+
+
+def _tree_rss_kb(root: int) -> int:
+    """Summed VmRSS of ``root`` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def timed(home: Path, engine: str, partitions: int) -> dict:
+    """Run one engine in a child; its figures plus the process tree's peak RSS."""
+    load = os.getloadavg()
+    proc = subprocess.Popen([sys.executable, __file__, "--child", str(home), "--engine", engine,
+                             "--partitions", str(partitions)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss_kb(proc.pid))
+            time.sleep(0.05)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    done.set()
+    th.join()
+    if proc.returncode != 0:
+        sys.exit(f"{engine} run failed:\n{err[-4000:]}")
+    child = json.loads(out.strip().splitlines()[-1])
+    return {**child, "peak_rss_mb": peak / 1024, "load_avg_before": [round(x, 2) for x in load],
+            "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
 def reference(home: Path, train: Path, sample: int, seed: int = 7) -> dict:
@@ -200,50 +267,92 @@ def reference(home: Path, train: Path, sample: int, seed: int = 7) -> dict:
                                        / max(ref.height, 1), 3)}
 
 
+def data_home(root: Path | None, scale: float) -> tuple[Path, dict, float | None]:
+    """(folder, sizes, seconds generating or None when reused): the data of one scale."""
+    if root is None:
+        home = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
+    else:
+        home = root / f"s{scale:g}"
+        if (home / "sizes.json").exists():
+            return home, json.loads((home / "sizes.json").read_text()), None
+        shutil.rmtree(home, ignore_errors=True)
+    t0 = time.perf_counter()
+    sizes = generate(home, scale)
+    (home / "sizes.json").write_text(json.dumps(sizes))
+    return home, sizes, time.perf_counter() - t0
+
+
+def one_scale(scale: float, engines: list[str], root: Path | None, sample: int,
+              partitions: int | None) -> dict:
+    home, sizes, gen_s = data_home(root, scale)
+    parts = partitions or max(4, round(8 * scale))
+    out = {"scale": scale, **sizes, "features": 16,
+           "generate_s": None if gen_s is None else round(gen_s, 1)}
+    try:
+        for engine in engines:
+            got = timed(home, engine, parts)
+            ref = reference(home, home / f"train_{engine}.parquet", sample)
+            out[engine] = {
+                "wall_s": round(got["wall_s"], 2), "build_s": round(got["build_s"], 2),
+                "cpu_s": round(got["cpu_s"], 1),  # the child's own (not Spark's JVM)
+                "peak_rss_mb": round(got["peak_rss_mb"]),
+                "rows_per_s": round(got["rows"] / got["wall_s"]),
+                "load_avg_before": got["load_avg_before"],
+                "load_avg_after": got["load_avg_after"],
+                "fingerprint": got["fingerprint"], "event_files_read": got["files_read"],
+                **({"session_start_s": round(got["session_start_s"], 2),
+                    "spark_partitions": parts} if engine == "spark" else {}),
+                **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in ref.items()},
+            }
+        if len(engines) == 2:
+            a = pl.read_parquet(home / "train_polars.parquet")
+            b = pl.read_parquet(home / "train_spark.parquet")
+            out["spark_equals_polars"] = a.equals(b) and a.schema == b.schema
+    finally:
+        if root is None:
+            shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--engine", choices=["polars", "spark", "both"], default="polars")
+    ap.add_argument("--scale", type=float, nargs="+", default=[1.0])
     ap.add_argument("--sample", type=int, default=5000, help="spine rows checked by DuckDB")
-    ap.add_argument("--keep", type=Path, default=None, help="keep the data in this folder")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="keep generated data in DIR/s<scale> and reuse it (default: a temp "
+                         "folder, removed)")
+    ap.add_argument("--partitions", type=int, default=None,
+                    help="Spark's entity-hash partitions (default max(4, 8 x scale))")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training_set.json")
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        run_child(args.child, args.child / "train.parquet")
+        run_child(args.child, args.engine, args.partitions)
         return
-    home = args.keep or Path(tempfile.mkdtemp(prefix="tessera-bench-"))
-    try:
-        t0 = time.perf_counter()
-        sizes = generate(home, args.scale)
-        gen_s = time.perf_counter() - t0
-        load_before = os.getloadavg()[0]
-        proc = subprocess.run([sys.executable, __file__, "--child", str(home)],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            sys.exit(f"training-set run failed:\n{proc.stderr}")
-        child = json.loads(proc.stdout.strip().splitlines()[-1])
-        ref = reference(home, home / "train.parquet", args.sample)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(home, ignore_errors=True)
-    result = {
-        "scale": args.scale, **sizes, "features": 16, "generate_s": round(gen_s, 2),
-        "wall_s": round(child["wall_s"], 3), "peak_rss_mb": round(child["peak_rss_mb"], 1),
-        "cpu_s": round(child["cpu_s"], 2),
-        "load_avg_1m_before": round(load_before, 2),  # the 2 cores are shared: context
-        "rows_per_s": round(child["rows"] / child["wall_s"]),
-        "event_files_read": child["files_read"], "fingerprint": child["fingerprint"],
-        **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in ref.items()},
-        "machine": "2 shared cores", "command": f"bench/training_set.py --scale {args.scale}",
-    }
-    out = ROOT / "bench" / "results" / "training_set.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    for k in ("scale", "events", "users", "spine_rows", "features", "wall_s", "cpu_s",
-              "load_avg_1m_before", "peak_rss_mb",
-              "rows_per_s", "reference_sample_rows", "reference_wall_s", "reference_match"):
-        print(f"{k:24} {result[k]}")
-    if not ref["reference_match"]:
-        print("MISMATCHES:", json.dumps(ref["mismatches"], indent=1))
+    engines = ["polars", "spark"] if args.engine == "both" else [args.engine]
+    runs = [one_scale(s, engines, args.data, args.sample, args.partitions) for s in args.scale]
+    result = {"runs": runs, "spark_master": "local[2]" if "spark" in engines else None,
+              "machine": "2 cores shared with other sessions (see load_avg_*: 1, 5, 15 min)",
+              "command": f"bench/training_set.py --engine {args.engine} --scale "
+                         + " ".join(f"{s:g}" for s in args.scale)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'scale':>6} {'events':>9} {'spine':>9} {'engine':>7} {'wall_s':>8} {'cpu_s':>7} "
+          f"{'rss_mb':>7} {'load':>5} {'ref_match':>9} {'==polars':>8}")
+    ok = True
+    for r in runs:
+        for eng in engines:
+            e = r[eng]
+            ok &= e["reference_match"]
+            same = str(r["spark_equals_polars"]) if eng == "spark" and len(engines) == 2 else ""
+            print(f"{r['scale']:>6g} {r['events']:>9} {r['spine_rows']:>9} {eng:>7} "
+                  f"{e['wall_s']:>8} {e['cpu_s']:>7} {e['peak_rss_mb']:>7} "
+                  f"{e['load_avg_before'][0]:>5} {e['reference_match']!s:>9} {same:>8}")
+            if not e["reference_match"]:
+                print("MISMATCHES:", json.dumps(e["mismatches"], indent=1))
+        ok &= r.get("spark_equals_polars", True)
+    if not ok:
         sys.exit(1)
 
 

@@ -165,3 +165,18 @@ def test_content_digest_is_the_same_for_any_split_and_follows_every_value():
     assert digest(df.with_columns(pl.col("b").fill_null(0.0))) != whole  # a null is not 0
     assert digest(df.with_columns(pl.col("b").shift(1))) != whole
     assert digest(df.reverse()) != whole
+
+
+def test_key_hash_collisions_fall_back_to_the_keys_themselves(world, monkeypatch):
+    """Codes and joins go through a 64-bit hash of the keys; with a hash that collides all
+    the time the result must not change (every matched key is compared)."""
+    import features.offline.entity_codes as entity_codes
+
+    settings, _, events, spine = world
+    whole = _build(spine, ALL, settings, 0)
+    real = entity_codes._key_hash
+    monkeypatch.setattr(entity_codes, "_key_hash", lambda keys: real(keys) % 2)
+    for rows in (0, 40):
+        got = _build(spine, ALL, settings, rows)
+        assert got.frame.equals(whole.frame) and got.frame.schema == whole.frame.schema
+    _check_brute_force(got.frame, events)
