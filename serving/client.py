@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
@@ -23,10 +24,15 @@ class ScorerError(TesseraError):
 
 
 class ScorerClient:
-    """``ScorerClient("http://localhost:8000").predict("fraud", [{"user_id": "u1"}])``."""
+    """``ScorerClient("http://localhost:8000", token=...).predict("fraud", [{"user_id": "u1"}])``.
 
-    def __init__(self, base_url: str, timeout_s: float = 2.0) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=timeout_s)
+    ``token``: an API token (``tessera tokens create``), sent as ``Authorization: Bearer``;
+    by default ``TESSERA_TOKEN`` from the environment, as the CLI's users set it."""
+
+    def __init__(self, base_url: str, timeout_s: float = 2.0, token: str | None = None) -> None:
+        token = token if token is not None else os.environ.get("TESSERA_TOKEN")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         r = self.http.post(path, content=orjson.dumps(body),
@@ -66,6 +72,11 @@ class ScorerClient:
         at: int | float | str | None = None,
     ) -> dict[str, Any]:
         return self._post("/v1/features", {"features": features, "entities": entities, "at": at})
+
+    def outcomes(self, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+        """Labels for served predictions: ``{"request_id": ..., "label": 1}`` each, or by
+        ``model`` + ``entity`` + ``at`` (``POST /v1/outcomes``; a repeat counts once)."""
+        return self._post("/v1/outcomes", {"outcomes": outcomes})
 
     def healthy(self) -> bool:
         return self.http.get("/healthz").status_code == 200

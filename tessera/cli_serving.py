@@ -224,8 +224,9 @@ def register(app: typer.Typer) -> None:
             help="model to serve, NAME (follows champion) or NAME@ALIAS; repeatable "
             "(default: every model that has a champion alias)",
         ),
-        host: str = typer.Option("127.0.0.1", help="address to listen on"),
-        port: int = typer.Option(8000, help="port to listen on"),
+        host: str | None = typer.Option(
+            None, help="address to listen on (default: serve.host, 127.0.0.1)"),
+        port: int | None = typer.Option(None, help="port to listen on (default: serve.port, 8000)"),
         workers: int = typer.Option(1, help="server processes"),
         repo: Path | None = typer.Option(
             None, help="feature repo file (default: `repo` in tessera.yaml, else the applied "
@@ -263,6 +264,8 @@ def register(app: typer.Typer) -> None:
 
         log_config = setup_logging(log_level, log_format)
         s = Settings.from_env()
+        host = s.serve.host if host is None else host
+        port = s.serve.port if port is None else port
         _refuse_open_binding(host, s)
         if repo is not None:
             s = s.model_copy(update={"repo": repo.resolve()})

@@ -214,7 +214,9 @@ def table_to_bytes(table: pa.Table) -> bytes:
 
 
 def table_from_bytes(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    # a BufferReader, not BytesIO: pyarrow 26 can abort at exit after a threaded read of a
+    # Python file object ("terminate called without an active exception")
+    return pq.read_table(pa.BufferReader(data))
 
 
 class GatedAliasSetter:
