@@ -91,6 +91,28 @@ def redis_client(redis_url):
     client.close()
 
 
+def _flushed_client(url: str):
+    from features.online.cluster import connect, primaries
+
+    client = connect(url)
+    for node in primaries(client):
+        node.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def any_redis_client(any_redis_url):
+    """A flushed client of ``any_redis_url`` (one Redis, then the 3-node cluster)."""
+    yield from _flushed_client(any_redis_url)
+
+
+@pytest.fixture
+def cluster_client(redis_cluster_url):
+    """A flushed client of the 3-primary cluster."""
+    yield from _flushed_client(redis_cluster_url)
+
+
 @pytest.fixture
 def unique_name() -> str:
     """A fresh name for topics/groups so tests sharing one broker never collide."""

@@ -112,18 +112,6 @@ def stream_env(kafka_bootstrap, redis_url, redis_client, unique_name, tmp_path):
 
 
 @pytest.fixture
-def any_redis_client(any_redis_url):
-    """A flushed client of ``any_redis_url`` (one Redis, then the 3-node cluster)."""
-    from features.online.cluster import connect, primaries
-
-    client = connect(any_redis_url)
-    for node in primaries(client):
-        node.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def any_stream_env(kafka_bootstrap, any_redis_url, any_redis_client, unique_name, tmp_path):
     """``stream_env`` on each topology in turn (the worker gets ``any_redis_url``)."""
     yield from _stream_env(kafka_bootstrap, any_redis_url, unique_name, tmp_path)

@@ -62,17 +62,6 @@ def test_slow_redis_times_out_with_the_client_timeout_then_recovers(redis_url, u
     assert reads.breaker.opened is None
 
 
-@pytest.fixture
-def cluster_client(redis_cluster_url):
-    from features.online.cluster import connect, primaries
-
-    client = connect(redis_cluster_url)
-    for node in primaries(client):
-        node.flushall()
-    yield client
-    client.close()
-
-
 @pytest.mark.parametrize("spin_us", [0.0, 200.0])
 def test_cluster_reads_group_keys_by_node_one_send_each(cluster_client, unique_name,
                                                         monkeypatch, spin_us):

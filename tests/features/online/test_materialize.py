@@ -143,20 +143,8 @@ def test_one_round_trip_with_windowed_features_rerun_and_incremental(redis_clien
     assert got.values == [[100, 100.0, False, "b"], [3, 3.0, None, "c"]]
 
 
-@pytest.fixture
-def one_or_cluster(any_redis_url):
-    """A flushed client of one Redis, then of the 3-primary cluster."""
-    from features.online.cluster import connect, primaries
-
-    client = connect(any_redis_url)
-    for node in primaries(client):
-        node.flushall()
-    yield client
-    client.close()
-
-
-def test_a_run_that_crashed_midway_then_rerun_leaves_the_same_state(one_or_cluster, tmp_path):
-    redis_client = one_or_cluster
+def test_a_run_that_crashed_midway_then_rerun_leaves_the_same_state(any_redis_client, tmp_path):
+    redis_client = any_redis_client
     now = time.time_ns() // 1000
     _write(tmp_path, [(f"u{i}", now - DAY - i, i, i / 3, i % 2 == 0, f"t{i}") for i in range(10)])
     materialize_view(redis_client, profile, tmp_path, end_us=now)

@@ -123,26 +123,15 @@ def test_past_reads_are_exact_or_name_entity_feature_and_earliest(redis_client):
     assert len(store.get_features(refs, rows).values) == len(rows)
 
 
-@pytest.fixture
-def any_client(any_redis_url):
-    from features.online.cluster import connect, primaries
-
-    client = connect(any_redis_url)
-    for node in primaries(client):
-        node.flushall()
-    yield client
-    client.close()
-
-
-def test_many_entities_in_one_read_on_one_redis_and_a_cluster(any_client):
+def test_many_entities_in_one_read_on_one_redis_and_a_cluster(any_redis_client):
     """60 entities (over all 3 primaries on a cluster) with different histories in one call:
     each equals the brute force, in request order, with the absent ones missing; and the
     one-entity path agrees."""
     histories = {f"u{i}": [(m * MINUTE, m, float(m * (i + 1))) for m in range(i % 9, 50, 5 + i % 4)]
                  for i in range(60)}
     for u, events in histories.items():
-        any_client.hset(entity_key(USER, [u]), mapping=build_blobs(events))
-    store = OnlineStore(any_client, FeatureRepo.of([VIEW]))
+        any_redis_client.hset(entity_key(USER, [u]), mapping=build_blobs(events))
+    store = OnlineStore(any_redis_client, FeatureRepo.of([VIEW]))
     refs = [f"user_txn:{f.name}" for f in VIEW.features]
     rows = [{"user_id": u} for u in histories] + [{"user_id": "nobody"}]
     t = 52 * MINUTE

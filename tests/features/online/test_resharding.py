@@ -10,7 +10,7 @@ import pytest
 from redis.crc import key_slot
 
 from features.online.backend import open_backend
-from features.online.cluster import connect, primaries
+from features.online.cluster import primaries
 from features.online.layout import APPLIED_FIELD, Watermark
 
 pytestmark = pytest.mark.integration
@@ -71,15 +71,6 @@ class Slot:
 
 def _text(v) -> str:
     return v.decode() if isinstance(v, bytes) else v
-
-
-@pytest.fixture
-def cluster_client(redis_cluster_url):
-    client = connect(redis_cluster_url)
-    for node in primaries(client):
-        node.flushall()
-    yield client
-    client.close()
 
 
 def _rings(n: int, seed: int) -> list[np.ndarray]:
