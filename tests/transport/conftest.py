@@ -65,6 +65,12 @@ def start_tls_redis(folder: Path) -> tuple[subprocess.Popen, TlsRedis]:
 
 
 @pytest.fixture(scope="session")
+def certs(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(CA, certificate, key) for the Kafka client mappings' TLS files."""
+    return make_certificates(tmp_path_factory.mktemp("kafka-certs"))
+
+
+@pytest.fixture(scope="session")
 def tls_redis(tmp_path_factory) -> TlsRedis:
     if not shutil.which("redis-server") or not shutil.which("openssl"):
         pytest.skip("the transport tests need Debian's redis-server and the openssl CLI")

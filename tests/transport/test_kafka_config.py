@@ -22,12 +22,6 @@ from features.kafka_config import (
     librdkafka,
 )
 from features.settings import Settings
-from tests.transport.conftest import make_certificates
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    return make_certificates(tmp_path_factory.mktemp("kafka-certs"))
 
 
 def scram_ssl(certs) -> KafkaSecurity:

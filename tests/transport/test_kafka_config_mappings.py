@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import ssl
 
-import pytest
-
 from features.kafka_config import (
     KafkaSecurity,
     aiokafka,
@@ -16,12 +14,6 @@ from features.kafka_config import (
     kafka_python,
     librdkafka,
 )
-from tests.transport.conftest import make_certificates
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    return make_certificates(tmp_path_factory.mktemp("kafka-mapping-certs"))
 
 
 def _context(ctx: ssl.SSLContext | None) -> tuple | None:
