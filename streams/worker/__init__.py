@@ -1,6 +1,6 @@
 """The stream worker: Kafka batches -> tile rings in Redis + the Parquet event log.
 
 ``app`` wires the pieces: ``decoding`` (batch decode + DLQ records), ``tiles`` (pure folding
-of events into rings), ``redis_sink`` (the online store's backend: ring loads, the fenced write),
-``offline_sink`` (event log appends) and ``dlq`` (dead letters).
+of events into rings), ``online`` (the exactly-once writes through
+``features.online.backend``), ``offline_sink`` (event log appends) and ``dlq`` (dead letters).
 """

@@ -38,7 +38,8 @@ from features.errors import DefinitionError
 from features.event_columns import decode_columns
 from features.kafka_config import PLAINTEXT, KafkaSecurity, aiokafka, kafka_python
 from features.offline.event_log import EventLog
-from features.online.connection import RedisTransport
+from features.online.backend import OnlineBackend, open_backend
+from features.online.connection import RedisTransport, connect
 from features.online.layout import GENERATION_FIELD, REBUILDING_PREFIX, STORE_KEY, Watermark
 from features.semantics.windows import parse_duration
 from streams.partitioner import home_partition
@@ -49,7 +50,6 @@ from streams.worker.epochs import EpochCheck, fingerprint
 from streams.worker.offline_sink import OfflineWriter
 from streams.worker.online import REP_BASE, TTL_REFRESH_S, OnlineWriter, StoreLost
 from streams.worker.rebuild import rebuild
-from streams.worker.redis_sink import RedisSink, connect
 from streams.worker.repartition import Forwarder, parse_origin
 
 log = logging.getLogger("tessera.worker")
@@ -85,7 +85,7 @@ class _Pipeline:
     """Everything one source needs: its online and offline writers and dead letters."""
 
     def __init__(self, source: EventSource, views: list[FeatureView], cfg: WorkerConfig,
-                 sink: RedisSink, event_log: EventLog) -> None:
+                 sink: OnlineBackend, event_log: EventLog) -> None:
         self.source = source
         self.views = [v.name for v in views]
         self.forwarder = Forwarder(cfg.bootstrap, source, cfg.kafka_security)
@@ -167,8 +167,10 @@ class Worker:
                 f"no windowed feature view reads source(s) {unknown}; sources with views: "
                 f"{sorted(views_by_source)}"
             )
-        self.redis = connect(cfg.redis_url, cfg.redis_transport)
-        sink = RedisSink(self.redis)
+        # the worker's client waits longer than a read: a big batch write is one round trip
+        self.redis = connect(cfg.redis_url, cfg.redis_transport, socket_timeout=30,
+                             socket_connect_timeout=5)
+        sink = open_backend(self.redis)
         event_log = EventLog(cfg.offline_dir)
         self.sink, self.event_log = sink, event_log
         self.views_by_source = views_by_source

@@ -15,11 +15,11 @@ from examples.feature_repo import transactions, user_spend, user_txn_count
 from features.event_columns import EventColumns
 from features.event_schema import normalize
 from features.offline.event_log import EventLog
+from features.online.backend import open_backend
 from features.online.cluster import primaries
 from streams.worker.landing import NEVER_US, Landing, LandingTimeout
 from streams.worker.offline_sink import OfflineWriter
 from streams.worker.online import OnlineWriter, StoreLost
-from streams.worker.redis_sink import RedisSink
 
 pytestmark = pytest.mark.integration
 MIN_US = 60_000_000
@@ -35,7 +35,7 @@ def _batch(now: int, offsets: range, late: set[int] = frozenset()) -> dict:
 
 
 def _writer(client) -> OnlineWriter:
-    return OnlineWriter(transactions, [user_txn_count, user_spend], RedisSink(client), "g",
+    return OnlineWriter(transactions, [user_txn_count, user_spend], open_backend(client), "g",
                         HOUR_US)
 
 
