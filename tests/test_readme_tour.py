@@ -134,13 +134,18 @@ def _events(home: Path) -> pl.DataFrame:
 
 
 def _write_labels(tour: Tour, home: Path) -> None:
-    """labels.parquet: the user's (user_id, ts, is_fraud) rows, a second after some events."""
-    ev = _events(home)
-    ev = ev.sample(min(4000, ev.height), seed=1)
+    """labels.parquet: the user's (user_id, ts, is_fraud) rows, a second after some events.
+    Fraud follows the user's spending of the last hour (what ``user_spend:amount_sum_1h``
+    measures), strongly enough that the model passes its AUC gate on any run."""
+    ev = _events(home).select("user_id", "ts", "amount").sort("user_id", "ts")
+    spend = ev.rolling("ts", period="1h", group_by="user_id").agg(
+        pl.col("amount").sum().alias("spend_1h"))
+    rows = spend.sample(min(4000, spend.height), seed=1)
+    rank = rows["spend_1h"].rank().to_numpy() / rows.height  # 0..1, by spending
     rng = np.random.default_rng(1)
-    truth = 1 / (1 + np.exp(3 - ev["amount"].to_numpy() / 50))
-    ev.select("user_id", pl.col("ts") + pl.duration(seconds=1)).with_columns(
-        pl.Series("is_fraud", (rng.random(ev.height) < truth).astype(np.int8))
+    truth = 1 / (1 + np.exp(-(8 * rank - 6)))
+    rows.select("user_id", pl.col("ts") + pl.duration(seconds=1)).with_columns(
+        pl.Series("is_fraud", (rng.random(rows.height) < truth).astype(np.int8))
     ).write_parquet(tour.cwd / "labels.parquet")
 
 
