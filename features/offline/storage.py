@@ -15,8 +15,17 @@ the manifest with a conditional put"; ``put_if`` is that swap.
   from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...) or from
   the URI's query (``s3://bucket/prefix?endpoint_override=http://host:port``), which pyarrow
   and boto3 both read.
-- Other URIs (``gs://``, ...) read and write through pyarrow, but have no conditional put here
-  yet: ``put_if`` raises ``StorageError`` rather than risk a lost update.
+- ``gs://``: ``put_if`` is an upload with ``ifGenerationMatch=<generation>`` (``0`` to create),
+  which GCS answers 412 when another writer got there first; the version token is the object's
+  generation, read in the same GET as its content. It needs google-cloud-storage
+  (``pip install 'tessera[gcs]'``); credentials are Google's application default ones. An
+  emulator or private endpoint is named by ``STORAGE_EMULATOR_HOST`` (``http://host:port``;
+  anonymous, as google-cloud-storage treats it) or in the URI as pyarrow spells it:
+  ``gs://anonymous@bucket/prefix?endpoint_override=host:port&scheme=http`` (``anonymous@``:
+  no credentials). ``retry_limit_seconds=`` bounds how long both pyarrow and the conditional
+  put retry an unreachable endpoint.
+- Other URIs read and write through pyarrow, but have no conditional put here: ``put_if``
+  raises ``StorageError`` rather than risk a lost update.
 """
 
 from __future__ import annotations
@@ -26,10 +35,12 @@ import functools
 import hashlib
 import io
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -65,7 +76,7 @@ class Store:
         self._query = parse_qs(urlsplit(text).query)  # endpoint_override=, region= (children too)
         if is_uri(text) and not text.startswith("file://"):
             try:
-                self.fs, path = pafs.FileSystem.from_uri(text)
+                self.fs, path = _open_filesystem(text, self._query)
             except (ValueError, OSError, pa.ArrowException) as e:
                 raise StorageError(
                     f"cannot open storage {text!r}: {e}; use a local folder or a URI pyarrow "
@@ -193,6 +204,8 @@ class Store:
         there is no such file)."""
         if self.scheme == "s3":
             return self._s3_get(rel)
+        if self.scheme == "gs":
+            return self._gcs_get(rel)
         try:
             data = self.read_bytes(rel)
         except FileNotFoundError:
@@ -205,10 +218,12 @@ class Store:
         holding ``lock(rel)``."""
         if self.scheme == "s3":
             return self._s3_put_if(rel, data, version)
+        if self.scheme == "gs":
+            return self._gcs_put_if(rel, data, version)
         if not self.local:
             raise StorageError(
                 f"{self.uri}: {self.scheme}:// has no conditional put in Tessera yet, so "
-                "concurrent commits could lose an update; use a local folder or s3://")
+                "concurrent commits could lose an update; use a local folder, s3:// or gs://")
         _, current = self.read_versioned(rel)
         if current != version:
             return False
@@ -244,7 +259,7 @@ class Store:
         except client.exceptions.NoSuchKey:
             return None, None
         except (BotoCoreError, ClientError) as e:
-            raise _io_error("GET", bucket, key, e) from e
+            raise _io_error("S3 GET", f"s3://{bucket}/{key}", e) from e
 
     def _s3_put_if(self, rel: str, data: bytes, version: str | None) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -261,16 +276,62 @@ class Store:
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
                     409, 412):
                 return False
-            raise _io_error("PUT", bucket, key, e) from e
+            raise _io_error("S3 PUT", f"s3://{bucket}/{key}", e) from e
         except BotoCoreError as e:
-            raise _io_error("PUT", bucket, key, e) from e
+            raise _io_error("S3 PUT", f"s3://{bucket}/{key}", e) from e
+        return True
+
+    # -- GCS through google-cloud-storage (pyarrow's GCS filesystem has no preconditions) ------
+
+    def _gcs_blob(self, rel: str):
+        bucket, key = self._bucket_key(rel)
+        return _gcs_client(*_gcs_config(self.uri, self._query)).bucket(bucket).blob(key)
+
+    def _gcs_get(self, rel: str) -> tuple[bytes | None, str | None]:
+        blob = self._gcs_blob(rel)  # first: a StorageError naming the extra if it is missing
+        from google.api_core import exceptions as gexc
+
+        try:  # one GET: the generation comes back in the response's x-goog-generation
+            data = blob.download_as_bytes(retry=_gcs_retry(self._query))
+        except gexc.NotFound:
+            return None, None
+        except _gcs_errors() as e:
+            raise _io_error("GCS GET", f"gs://{blob.bucket.name}/{blob.name}", e) from e
+        if blob.generation is None:
+            raise OSError(f"GCS GET gs://{blob.bucket.name}/{blob.name} returned no generation "
+                          "header; this endpoint cannot take conditional puts")
+        return data, str(blob.generation)
+
+    def _gcs_put_if(self, rel: str, data: bytes, version: str | None) -> bool:
+        blob = self._gcs_blob(rel)
+        from google.api_core import exceptions as gexc
+
+        if version is None and "/" in rel:  # pyarrow lists a folder by its marker object
+            self.fs.create_dir(self.path(rel).rsplit("/", 1)[0], recursive=True)
+        token = uuid.uuid4().hex
+        blob.metadata = {_GCS_WRITER: token}
+        where = f"gs://{blob.bucket.name}/{blob.name}"
+        retry = _gcs_retry(self._query)
+        try:  # a conditional upload is safe to retry: the library does, on 5xx and resets
+            blob.upload_from_string(data, content_type="application/octet-stream",
+                                    if_generation_match=0 if version is None else int(version),
+                                    retry=retry)
+        except gexc.PreconditionFailed:
+            # a retry after a lost response meets our own write: the writer token tells
+            try:
+                now = blob.bucket.get_blob(blob.name, retry=retry)
+            except _gcs_errors() as e:
+                raise _io_error("GCS GET", where, e) from e
+            return now is not None and (now.metadata or {}).get(_GCS_WRITER) == token
+        except _gcs_errors() as e:
+            raise _io_error("GCS PUT", where, e) from e
         return True
 
 
-def _io_error(op: str, bucket: str, key: str, e: Exception) -> OSError:
-    """S3 failures as ``OSError``, like pyarrow's: writers (the worker's offline sink) retry
-    those with backoff, as they do a full disk."""
-    return OSError(f"S3 {op} s3://{bucket}/{key} failed: {e}")
+def _io_error(op: str, where: str, e: Exception) -> OSError:
+    """Object store failures as ``OSError``, like pyarrow's: writers (the worker's offline
+    sink) retry those with backoff, as they do a full disk."""
+    return OSError(f"{op} {where} failed: {e}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -288,3 +349,101 @@ def _boto3_client(endpoint: str | None, region: str | None, env_endpoint: str | 
     if region:
         kwargs["region_name"] = region
     return boto3.client("s3", **kwargs)
+
+
+_GCS_WRITER = "tessera-writer"  # custom metadata: which put_if call wrote this generation
+_GCS_DEFAULT_RETRY_S = 120.0  # google-cloud-storage's own default deadline
+
+
+def _gcs_emulator() -> tuple[str, str] | None:
+    """(scheme, host:port) of ``STORAGE_EMULATOR_HOST`` (google-cloud-storage's variable; it
+    includes the scheme, which defaults to http here), or None."""
+    env = os.environ.get("STORAGE_EMULATOR_HOST")
+    if not env:
+        return None
+    scheme, sep, host = env.partition("://")
+    return (scheme, host.rstrip("/")) if sep else ("http", env.rstrip("/"))
+
+
+def _open_filesystem(uri: str, query: dict[str, list[str]]) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for ``uri``. A ``gs://`` URI without an ``endpoint_override``
+    goes to ``STORAGE_EMULATOR_HOST`` when that is set (pyarrow does not read the variable),
+    so one setting points reads and conditional puts at the same server."""
+    parts = urlsplit(uri)
+    emulator = _gcs_emulator()
+    if parts.scheme != "gs" or "endpoint_override" in query or emulator is None:
+        return pafs.FileSystem.from_uri(uri)
+    if set(query) - {"retry_limit_seconds", "location"}:
+        return pafs.FileSystem.from_uri(uri)  # pyarrow names the unexpected parameter
+    scheme, host = emulator
+    kwargs = {}
+    if query.get("retry_limit_seconds"):
+        kwargs["retry_time_limit"] = timedelta(seconds=float(query["retry_limit_seconds"][0]))
+    if query.get("location"):
+        kwargs["default_bucket_location"] = query["location"][0]
+    fs = pafs.GcsFileSystem(anonymous=True, scheme=scheme, endpoint_override=host, **kwargs)
+    return fs, f"{parts.netloc.rpartition('@')[2]}{parts.path}".rstrip("/")
+
+
+def _gcs_config(uri: str, query: dict[str, list[str]]) -> tuple[str | None, bool, str | None]:
+    """(endpoint URL or None, anonymous, STORAGE_EMULATOR_HOST) for the client cache: the
+    URI's ``endpoint_override``/``scheme`` and ``anonymous@`` as pyarrow reads them."""
+    endpoint = None
+    if query.get("endpoint_override"):
+        host = query["endpoint_override"][0]
+        scheme = (query.get("scheme") or ["https"])[0]
+        endpoint = host if "://" in host else f"{scheme}://{host}"
+    anonymous = urlsplit(uri).username == "anonymous"
+    return endpoint, anonymous, os.environ.get("STORAGE_EMULATOR_HOST")
+
+
+def _gcs_retry(query: dict[str, list[str]]):
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    limit = query.get("retry_limit_seconds")
+    return DEFAULT_RETRY.with_timeout(float(limit[0]) if limit else _GCS_DEFAULT_RETRY_S)
+
+
+def _gcs_errors() -> tuple[type[BaseException], ...]:
+    """What a GCS call raises when the endpoint fails (not a precondition): API errors, a
+    retry deadline passed, a refused or reset connection (requests' errors are OSErrors)."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as gauth
+
+    return (gexc.GoogleAPIError, gauth.TransportError, OSError)
+
+
+# one client per thread and config: a client's requests session is not documented as
+# thread-safe, and making one per call would cost a credentials lookup each time
+_gcs_local = threading.local()
+
+
+def _gcs_client(endpoint: str | None, anonymous: bool, env_emulator: str | None):
+    """The google-cloud-storage client for one endpoint (``env_emulator`` is only part of
+    the cache key: the client reads ``STORAGE_EMULATOR_HOST`` itself)."""
+    key = (endpoint, anonymous, env_emulator)
+    clients = _gcs_local.__dict__.setdefault("clients", {})
+    if key in clients:
+        return clients[key]
+    try:
+        from google.auth.credentials import AnonymousCredentials
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.cloud import storage
+    except ImportError as e:
+        raise StorageError("committing to GCS needs google-cloud-storage for conditional "
+                           "writes; pip install 'tessera[gcs]'") from e
+    kwargs: dict = {"project": None}  # object reads and writes need no project
+    if endpoint:
+        kwargs["client_options"] = {"api_endpoint": endpoint}
+    if anonymous:
+        kwargs["credentials"] = AnonymousCredentials()
+    try:
+        client = storage.Client(**kwargs)
+    except DefaultCredentialsError as e:
+        raise StorageError(
+            f"no Google credentials for GCS ({e}); set GOOGLE_APPLICATION_CREDENTIALS or run "
+            "'gcloud auth application-default login'; for an emulator set "
+            "STORAGE_EMULATOR_HOST=http://host:port or use "
+            "gs://anonymous@bucket/prefix?endpoint_override=host:port&scheme=http") from e
+    clients[key] = client
+    return client

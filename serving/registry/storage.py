@@ -34,7 +34,8 @@ class ModelStorage:
             raise RegistryError(f"cannot open model storage: {e}") from e
         self.fs, self.root, self.local = self.store.fs, self.store.root, self.store.local
         self.uri = str(root)
-        # a conditional put exists on disk and S3; elsewhere (gs://) writes are last-writer-wins
+        # Store has a conditional put on disk, S3 and gs://; this class uses it on disk and S3
+        # only, so on gs:// version claims, aliases and audit lines are last-writer-wins
         self._cas = self.local or self.store.scheme == "s3"
 
     def _p(self, rel: str) -> str:
