@@ -128,7 +128,8 @@ class ManifestLog:
         the result; a change that leaves the manifest as it was commits nothing. ``change``
         writes its data files through ``attempt`` and may run more than once (when another
         writer commits first), so it must derive everything from the manifest it is given.
-        Exceptions from ``change`` or the swap delete the attempt's files and propagate.
+        An exception from ``change`` deletes the attempt's files and propagates; one from the
+        swap propagates and leaves them (the swap may have landed).
         ``commit`` (default ``self.commit``) is the swap, for callers that observe it."""
         commit = commit or self.commit
         for i in range(self.attempts):
@@ -138,19 +139,23 @@ class ManifestLog:
                 attempt = Attempt(self.store)
                 try:
                     result = change(manifest, attempt)
-                    if json.dumps(manifest, sort_keys=True) == before:
-                        attempt.discard()
-                        return result
-                    commit(manifest)
-                except CommitConflict:
-                    attempt.discard()
                 except Exception:  # an interrupt is left like a crash: orphans, removed later
                     attempt.discard()
                     raise
+                if json.dumps(manifest, sort_keys=True) == before:
+                    attempt.discard()
+                    return result
+                try:
+                    commit(manifest)
+                except CommitConflict:
+                    attempt.discard()
                 else:
                     for rel in attempt.delete_after:
                         self.store.delete(rel)
                     return result
+                # any other error of the swap propagates with the files kept: its outcome is
+                # unknown (a PUT can land and its answer be lost), and if it landed they are
+                # the committed data; if not, they are orphans, removed later
             time.sleep(random.uniform(0, min(0.01 * 2 ** min(i, 5), 0.3)))  # back off, redo
         raise CommitConflict(
             f"{self.store.uri}/{self.manifest_rel}: {self.attempts} commits in a row lost the "

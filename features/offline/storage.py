@@ -199,6 +199,12 @@ class Store:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    @property
+    def conditional(self) -> bool:
+        """An object store whose ``put_if`` is the server's own precondition (S3, GCS): a
+        read-modify-write there needs no lock."""
+        return self.scheme in ("s3", "gs")
+
     def read_versioned(self, rel: str) -> tuple[bytes | None, str | None]:
         """The content of ``rel`` and a version token to pass to ``put_if`` (None, None when
         there is no such file)."""

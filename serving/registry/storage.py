@@ -6,8 +6,8 @@ talks to this small class and never to a filesystem API directly. It sits on the
 (standard AWS variables, or ``?endpoint_override=`` in the URI). Whole-file writes go to a
 temporary name and are moved into place on a local disk; an object PUT is atomic already.
 Creating a file that must not exist yet (a version's claim) and appending an audit line use
-the store's conditional put on S3, so two writers never both take one version number and never
-drop each other's audit lines.
+the store's conditional put on S3 and GCS, so two writers never both take one version number
+and never drop each other's audit lines.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ class ModelStorage:
             raise RegistryError(f"cannot open model storage: {e}") from e
         self.fs, self.root, self.local = self.store.fs, self.store.root, self.store.local
         self.uri = str(root)
-        # Store has a conditional put on disk, S3 and gs://; this class uses it on disk and S3
-        # only, so on gs:// version claims, aliases and audit lines are last-writer-wins
-        self._cas = self.local or self.store.scheme == "s3"
+        # other pyarrow URIs have no conditional put: there the last writer wins
+        self._cas = self.local or self.store.conditional
 
     def _p(self, rel: str) -> str:
         return self.store.path(rel)
@@ -55,7 +54,8 @@ class ModelStorage:
 
     def create(self, rel: str, data: bytes = b"") -> bool:
         """Write ``rel`` only if it does not exist yet; returns False if it did (another
-        writer created it first: exclusive create on disk, ``If-None-Match: *`` on S3)."""
+        writer created it first: exclusive create on disk, ``If-None-Match: *`` on S3,
+        ``ifGenerationMatch=0`` on GCS)."""
         if self.local:  # written aside, then hard-linked: atomic and exclusive
             path = Path(self._p(rel))
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,17 +97,17 @@ class ModelStorage:
                             "race to other writers; retry")
 
     def update_json(self, rel: str, change: Callable[[dict], dict]) -> dict:
-        """Read-modify-write of a small JSON file (``{}`` when absent). On S3 the write is a
-        conditional put, and ``change`` runs again on the newer content when another writer
+        """Read-modify-write of a small JSON file (``{}`` when absent). On S3 and GCS the write
+        is a conditional put, and ``change`` runs again on the newer content when another writer
         wrote in between, so no update is lost; elsewhere the last writer wins."""
         for _ in range(APPEND_ATTEMPTS):
-            if self.store.scheme == "s3":
+            if self.store.conditional:
                 data, version = self.store.read_versioned(rel)
             else:
                 data = self.read_bytes(rel) if self.exists(rel) else None
             new = change(json.loads(data) if data else {})
             out = json.dumps(new, indent=2, sort_keys=True).encode()
-            if self.store.scheme != "s3":
+            if not self.store.conditional:
                 self.write_bytes(rel, out)
                 return new
             if self.store.put_if(rel, out, version):

@@ -38,3 +38,36 @@ def test_a_store_without_conditional_puts_refuses_to_commit():
     assert store.read_bytes("data") == b"x"
     with pytest.raises(StorageError, match="no conditional put"):
         store.put_if("_manifest.json", b"{}", None)
+
+
+def test_a_swap_whose_answer_is_lost_keeps_the_data_it_committed(tmp_path):
+    """The manifest PUT lands, then the connection drops before its answer: the error reaches
+    the caller, and the files the landed manifest lists are still there to read."""
+    store = Store(tmp_path)
+    log = ManifestLog(store, defaults={"files": {}})
+
+    def write(manifest, attempt):
+        attempt.write_bytes("part-1.bin", b"rows")
+        manifest["files"]["part-1.bin"] = 4
+
+    def lands_then_fails(manifest):
+        log.commit(manifest)
+        raise OSError("connection reset after the PUT was sent")
+
+    with pytest.raises(OSError, match="connection reset"):
+        log.update(write, commit=lands_then_fails)
+    assert log.read()["files"] == {"part-1.bin": 4}
+    assert store.read_bytes("part-1.bin") == b"rows"
+
+
+def test_a_failing_change_leaves_no_files(tmp_path):
+    store = Store(tmp_path)
+    log = ManifestLog(store, defaults={"files": {}})
+
+    def write_then_fail(manifest, attempt):
+        attempt.write_bytes("part-1.bin", b"rows")
+        raise ValueError("bad rows")
+
+    with pytest.raises(ValueError, match="bad rows"):
+        log.update(write_then_fail)
+    assert not store.exists("part-1.bin") and log.read()["files"] == {}

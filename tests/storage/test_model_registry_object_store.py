@@ -1,5 +1,5 @@
-"""The model registry on a real S3-protocol server: versions, aliases and the audit round trip;
-racing registrations never share a version number; racing audit appends lose no line."""
+"""The model registry on real S3- and GCS-protocol servers: versions, aliases and the audit round
+trip; racing registrations never share a version number; racing audit appends lose no line."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ def model(tmp_path_factory):
     return train(path, "is_fraud", params={"num_iterations": 5, "num_leaves": 4}, seed=1)
 
 
-@pytest.fixture
-def uri(s3_bucket) -> str:
-    return f"s3://{s3_bucket[1]}/{uuid.uuid4().hex[:8]}/models"
+@pytest.fixture(params=["s3", "gs"])
+def uri(request) -> str:
+    _, bucket = request.getfixturevalue(f"{'gcs' if request.param == 'gs' else 's3'}_bucket")
+    return f"{request.param}://{bucket}/{uuid.uuid4().hex[:8]}/models"
 
 
 def _race(n_threads: int, fn) -> list[BaseException]:
@@ -47,7 +48,7 @@ def _race(n_threads: int, fn) -> list[BaseException]:
     return errors
 
 
-def test_registry_round_trip_on_s3(uri, model):
+def test_registry_round_trip_on_an_object_store(uri, model):
     reg = ModelRegistry(uri)
     assert reg.storage.local is False
     reg.register("fraud", model.model_text, model.metadata())
@@ -109,7 +110,7 @@ def test_a_writer_with_a_stale_view_cannot_take_a_taken_version(uri, model):
     assert ModelRegistry(uri).metadata("fraud", "2")["note"] == "winner"
 
 
-def test_deployment_specs_on_s3_take_each_revision_once(uri):
+def test_deployment_specs_on_an_object_store_take_each_revision_once(uri):
     from serving.experiments.errors import ExperimentError
     from serving.experiments.spec import Arm, DeploymentSpec, DeploymentStore
 
