@@ -154,8 +154,8 @@ class Settings(BaseSettings):
                     "object-store URI such as s3://bucket/prefix (default <home>/registry)")
     offline_uri: str | None = Field(
         None, validation_alias="TESSERA_OFFLINE_URI",
-        description="event log: a folder or an object-store URI such as s3://bucket/prefix "
-                    "(default <home>/offline)")
+        description="event log and, under experiments/, the prediction/outcome logs: a folder "
+                    "or an object-store URI such as s3://bucket/prefix (default <home>/offline)")
     training_partition_rows: int = Field(
         4_000_000, ge=0,
         description="a polars training set folds at most about this many rows (events + spine "
@@ -224,7 +224,8 @@ class Settings(BaseSettings):
 
     @property
     def offline_location(self) -> str:
-        """The event log's folder or URI: ``offline_uri``, else ``<home>/offline``."""
+        """The event log's folder or URI: ``offline_uri``, else ``<home>/offline``. The
+        prediction/outcome logs live under it too (``serving.experiments.report.dataset_dirs``)."""
         return self.offline_uri or str(self.offline_dir)
 
     @property

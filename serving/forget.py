@@ -35,8 +35,8 @@ def forget_entity(settings: Settings, repo: FeatureRepo, key: str, *, who: str, 
 
     p: ForgetPlan = plan(repo, parse_key(key), entity, sources, views)
     report = forget(p, EventLog(settings.offline_location), redis_client)
-    logged = {d.name: forget_logged(d, scorer_key(p.values))
-              for d in dataset_dirs(settings.offline_dir)}
+    logs = zip(("predictions", "outcomes"), dataset_dirs(settings.offline_location), strict=True)
+    logged = {name: forget_logged(d, scorer_key(p.values)) for name, d in logs}
     out = {**report.to_dict(), "logged_rows": logged}
     out["not_erased"] = [*out["not_erased"], "prediction and outcome records still in their "
                          "Kafka topics until retention expires"]

@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
         s = Settings.from_env()
         r = experiment_report(
             s.models_dir,
-            s.offline_dir,
+            s.offline_location,
             name,
             max_delay_s=parse_duration(max_delay) / 1e6,
             alpha=alpha,
@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
         bootstrap = s.require_kafka()
         security = KafkaSecurity.from_settings(s)
         create_topics([predictions_topic, outcomes_topic], bootstrap, security=security)
-        pred_dir, out_dir = dataset_dirs(s.offline_dir)
+        pred_dir, out_dir = dataset_dirs(s.offline_location)
         sinks = [
             ParquetSink(bootstrap, predictions_topic, pred_dir, PREDICTION_SCHEMA,
                         security=security),

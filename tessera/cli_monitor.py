@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         if reference is not None:
             lookup = partial(load_reference, reference)
         if predictions is None:
-            read = PredictionLog(settings.offline_dir).read
+            read = PredictionLog(settings.offline_location).read
         else:
             src = str(predictions / "*.parquet") if predictions.is_dir() else str(predictions)
             read = lambda: pl.read_parquet(src)  # noqa: E731
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
                 SegmentWatch(
                     n,
                     lambda n=n: labelled_predictions(
-                        settings.offline_dir, n, segment_col=segment, segments=lookup
+                        settings.offline_location, n, segment_col=segment, segments=lookup
                     ),
                     segment,
                 )
@@ -112,11 +112,11 @@ def register(app: typer.Typer) -> None:
         w = MonitorWatch(
             chosen,
             default_lookup(settings.models_dir),
-            PredictionLog(settings.offline_dir).read,
+            PredictionLog(settings.offline_location).read,
             Alerter(webhook_url=webhook),
             interval_s=every,
             rows=rows,
-            guard=ExperimentGuard(settings.models_dir, settings.offline_dir, chosen, registry)
+            guard=ExperimentGuard(settings.models_dir, settings.offline_location, chosen, registry)
             if guard
             else None,
             segments=seg_watches,
@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         app.include_router(
             monitor_router(
                 default_lookup(settings.models_dir),
-                PredictionLog(settings.offline_dir).read,
+                PredictionLog(settings.offline_location).read,
                 alerter=Alerter(webhook_url=webhook),
             )
         )
@@ -208,7 +208,7 @@ def register(app: typer.Typer) -> None:
         r = Retrainer(
             registry,
             DeploymentStore(settings.models_dir),
-            settings.offline_dir,
+            settings.offline_location,
             settings.models_dir,
             who=actor.local(),
         )
@@ -255,7 +255,7 @@ def _policy_reason(policy, name, settings, runs, registry, due) -> str | None:
     drift = False
     if policy.on_drift:
         report = run_monitor(
-            name, registry_lookup(registry), PredictionLog(settings.offline_dir).read
+            name, registry_lookup(registry), PredictionLog(settings.offline_location).read
         )
         drift = any(a["kind"] == "drift" for a in report["alerts"])
     labels = 0
@@ -264,7 +264,7 @@ def _policy_reason(policy, name, settings, runs, registry, due) -> str | None:
         from serving.experiments.report import dataset_dirs
         from serving.experiments.sink import read_dataset
 
-        out = read_dataset(dataset_dirs(settings.offline_dir)[1], OUTCOME_SCHEMA)
+        out = read_dataset(dataset_dirs(settings.offline_location)[1], OUTCOME_SCHEMA)
         since = int((last or 0) * 1_000_000)
         labels = out.filter(
             (pl.col("ts") > since) & (pl.col("model").is_null() | (pl.col("model") == name))

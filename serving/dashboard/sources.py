@@ -47,7 +47,7 @@ def _models_with(models_dir: Path, filename: str) -> list[str]:
 
 
 def monitors(
-    models_dir: Path, offline_dir: Path, registry: Any = None, rows: int = 5000
+    models_dir: Path, offline_dir: Path | str, registry: Any = None, rows: int = 5000
 ) -> Provider:
     """Drift of every model with a reference (registry metadata or file), newest ``rows``."""
     lookup = ReferenceFiles(models_dir) if registry is None else default_lookup(models_dir)
@@ -63,7 +63,7 @@ def monitors(
     return read
 
 
-def experiments(models_dir: Path, offline_dir: Path, reps: int = 100) -> Provider:
+def experiments(models_dir: Path, offline_dir: Path | str, reps: int = 100) -> Provider:
     """Experiment report of every model that has a deployment spec."""
 
     def read() -> list[dict]:
@@ -232,12 +232,13 @@ def from_settings(
     lag = _lag_reader(settings)
     if lag is not None:
         fresh = cached(with_lag(fresh, lag, _view_topics(settings)), min(cache_s, 2.0))
+    offline = settings.offline_location  # the prediction/outcome logs live under it
     return DashboardData(
         lineage=None if registry is None else lineage(registry),
         freshness=fresh,
         throughput=through,
-        monitors=cached(monitors(settings.models_dir, settings.offline_dir, registry), cache_s),
-        experiments=cached(experiments(settings.models_dir, settings.offline_dir), cache_s),
+        monitors=cached(monitors(settings.models_dir, offline, registry), cache_s),
+        experiments=cached(experiments(settings.models_dir, offline), cache_s),
         audit=audit_files(settings.models_location),
     )
 
@@ -263,5 +264,5 @@ def mount(
         if registry is None
         else first_of(registry_lookup(registry), ReferenceFiles(settings.models_dir))
     )
-    app.include_router(monitor_router(lookup, PredictionLog(settings.offline_dir).read))
+    app.include_router(monitor_router(lookup, PredictionLog(settings.offline_location).read))
     return app

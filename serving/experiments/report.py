@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from features.offline.storage import is_uri
 from serving.experiments import sequential, stats
 from serving.experiments.errors import ExperimentError
 from serving.experiments.join import join_outcomes
@@ -26,10 +27,22 @@ from serving.experiments.sink import read_dataset
 from serving.experiments.spec import DeploymentSpec, DeploymentStore
 
 
-def dataset_dirs(offline_dir: Path | str) -> tuple[Path, Path]:
-    """Where the sink writes predictions and outcomes."""
-    root = Path(offline_dir) / "experiments"
-    return root / "predictions", root / "outcomes"
+def under(root: Path | str, *parts: str) -> str:
+    """``root`` (a folder or a URI) joined with ``parts``. ``Path`` would turn ``s3://b/x`` into
+    ``s3:/b/x``; a URI's query (``?endpoint_override=...``) stays at the end, where ``Store``
+    reads it."""
+    text = str(root)
+    if not is_uri(text):
+        return str(Path(text).joinpath(*parts))
+    base, q, query = text.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + q + query
+
+
+def dataset_dirs(offline_dir: Path | str) -> tuple[str, str]:
+    """Where the sink writes predictions and outcomes: ``experiments/`` under the event log's
+    location (``Settings.offline_location``), so an ``offline_uri`` bucket holds them too."""
+    return under(offline_dir, "experiments", "predictions"), under(
+        offline_dir, "experiments", "outcomes")
 
 
 def _finite(x: float) -> float | None:
@@ -281,7 +294,8 @@ _PRED_COLUMNS = [
 
 
 def experiment_report(models_dir: Path | str, offline_dir: Path | str, name: str, **kwargs) -> dict:
-    """The report for model ``name`` from its current spec and the logged Parquet data.
+    """The report for model ``name`` from its current spec and the logged Parquet data
+    (``offline_dir``: ``Settings.offline_location``, a folder or a bucket URI).
 
     This is what ``tessera experiment report`` prints and ``GET /v1/experiments/{name}`` serves.
     """

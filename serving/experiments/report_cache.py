@@ -14,15 +14,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from features.offline.storage import Store, is_uri
 from serving.experiments.report import dataset_dirs
+from serving.experiments.sink import MANIFEST
 from serving.experiments.spec import DeploymentStore
 
 
-def _manifest_state(folder: Path) -> tuple:
-    path = folder / "_manifest.json"
+def _manifest_state(folder: Path | str) -> tuple:
+    """What changes whenever the log at ``folder`` commits. A local manifest's mtime and size;
+    in a bucket its version token (ETag / generation, one small GET), since an object's
+    modification time has only second resolution there."""
+    if is_uri(folder):
+        store = Store(folder)
+        return (store.uri, store.read_versioned(MANIFEST)[1])
+    path = Path(folder) / MANIFEST
     try:
         st = path.stat()
-    except OSError:  # not written yet, or not a local folder: no state to key on
+    except OSError:  # not written yet: no state to key on
         return (str(path), None)
     return (str(path), st.st_mtime_ns, st.st_size)
 

@@ -3,8 +3,9 @@
 With a broker (``KAFKA_BOOTSTRAP``) a label is produced to the ``outcomes`` topic and the call
 waits for the broker's acknowledgement; `tessera experiment sink` copies the topic to Parquet
 exactly once in effect. Without one, labels are committed straight into the outcome dataset
-(``{offline}/experiments/outcomes``) as one more manifest file, under a file lock so several
-server processes never lose each other's manifest entries.
+(``{offline}/experiments/outcomes``, ``offline`` being ``Settings.offline_location``, a folder or
+a bucket) as one more manifest file, under a file lock (on disk) or the manifest's conditional
+put (in a bucket) so several server processes never lose each other's manifest entries.
 """
 
 from __future__ import annotations
@@ -60,14 +61,22 @@ class KafkaOutcomeLog:
 
 
 class ParquetOutcomeLog:
+    """``folder``: a local folder or a bucket URI (``dataset_dirs(offline_location)[1]``). In a
+    bucket there is no file lock: the manifest's conditional put keeps every server's commit."""
+
     def __init__(self, folder: Path | str) -> None:
-        self.folder = Path(folder)
+        from features.offline.storage import is_uri
+
+        self.folder: Path | str = folder if is_uri(folder) else Path(folder)
 
     def write(self, rows: list[dict]) -> None:
         from serving.experiments.records import OUTCOME_SCHEMA
         from serving.experiments.sink import import_frame
 
         frame = pl.from_arrow(_table(rows, OUTCOME_SCHEMA))
+        if not isinstance(self.folder, Path):
+            import_frame(self.folder, frame)
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / ".outcomes.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -200,5 +200,5 @@ def from_settings(scorer: Any, settings: Any, max_body_bytes: int = 1 << 20) -> 
     log: OutcomeLog = (KafkaOutcomeLog(settings.kafka_bootstrap,
                                        security=KafkaSecurity.from_settings(settings))
                        if settings.kafka_bootstrap
-                       else ParquetOutcomeLog(dataset_dirs(settings.offline_dir)[1]))
+                       else ParquetOutcomeLog(dataset_dirs(settings.offline_location)[1]))
     return outcomes_router(Outcomes(scorer, log), max_body_bytes)

@@ -113,7 +113,7 @@ class Retrainer:
         self.who = who  # on every audit record: who runs the loop (serving.auth.actor)
         self.registry = registry
         self.store = store
-        self.offline_dir = Path(offline_dir)
+        self.offline_dir = offline_dir  # a folder or a URI (Settings.offline_location)
         self.models_dir = Path(models_dir)
 
     # -- state ----------------------------------------------------------------------------------

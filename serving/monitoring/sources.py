@@ -69,9 +69,12 @@ def load_reference(path: Path | str, name: str = "") -> ModelTarget:
     return ModelTarget(body.get("version"), ref, tuple(ref.features))
 
 
-def predictions_dir(offline_dir: Path | str) -> Path:
-    """Where the experiments sink writes the prediction log."""
-    return Path(offline_dir) / "experiments" / "predictions"
+def predictions_dir(offline_dir: Path | str) -> str:
+    """Where the experiments sink writes the prediction log (a folder or a URI, under
+    ``Settings.offline_location``)."""
+    from serving.experiments.report import dataset_dirs
+
+    return dataset_dirs(offline_dir)[0]
 
 
 def model_window(
@@ -96,7 +99,8 @@ def model_window(
 
 
 class PredictionLog:
-    """Read the committed prediction log under ``offline_dir`` for one model at a time."""
+    """Read the committed prediction log under ``offline_dir`` (``Settings.offline_location``:
+    a folder or a bucket URI) for one model at a time."""
 
     def __init__(self, offline_dir: Path | str) -> None:
         self.folder = predictions_dir(offline_dir)
@@ -105,9 +109,7 @@ class PredictionLog:
         from serving.experiments.records import PREDICTION_SCHEMA
         from serving.experiments.sink import read_dataset
 
-        if not self.folder.exists():
-            return pl.from_arrow(PREDICTION_SCHEMA.empty_table())
-        return read_dataset(self.folder, PREDICTION_SCHEMA)
+        return read_dataset(self.folder, PREDICTION_SCHEMA)  # empty before the first commit
 
 
 class Registry(Protocol):

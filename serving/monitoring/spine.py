@@ -52,7 +52,8 @@ def outcome_spine(
     max_delay_s: float = 7 * 86_400,
     now_us: int | None = None,
 ) -> pl.DataFrame:
-    """Labelled predictions of ``name`` over the last ``days``: key columns, ``ts``, label.
+    """Labelled predictions of ``name`` over the last ``days``: key columns, ``ts``, label,
+    from the logs under ``offline_dir`` (``Settings.offline_location``: a folder or a URI).
 
     One row per served request (champion or A/B arm; shadows scored the same requests and are
     not counted twice), ``ts`` = the prediction time (UTC datetime), the moving range ending now
@@ -126,6 +127,6 @@ def outcome_training_set(
     repo = repo if repo is not None else load_repo(settings)
     features = list(registry.get(name).features)
     keys = entity_keys_of(features, repo)
-    spine = outcome_spine(settings.offline_dir, name, keys, days, label, now_us=now_us)
+    spine = outcome_spine(settings.offline_location, name, keys, days, label, now_us=now_us)
     out_dir = settings.models_dir / name / "retrain"
     return fresh_training_set(spine, features, out_dir, days, "ts", repo=repo, settings=settings)
