@@ -140,17 +140,8 @@ def test_dead_letters_hold_reason_and_original_bytes(stream_env, redis_client):
 
 
 @pytest.mark.timeout(480)  # generous: group joins after each kill take 5-10 s on a loaded machine
-def test_kill_9_mid_stream_loses_and_double_counts_nothing(any_stream_env, any_redis_client,
-                                                           request):
+def test_kill_9_mid_stream_loses_and_double_counts_nothing(any_stream_env, any_redis_client):
     env, redis_client = any_stream_env, any_redis_client  # one Redis, then a cluster
-    if request.node.callspec.params.get("any_redis_url") == "cluster":
-        # Issue 14, open: on a Redis Cluster a kill -9 double-counted online in two clean-clone
-        # runs with the suite on both cores (u1 count_2h 922 online vs 849 in the log). One
-        # cause is found and fixed (a key loaded, skipped and not rewritten in one small replay
-        # batch was met again from the cache in the next without its ~applied check:
-        # test_checkpoint's "two batches" case); marked until it has passed in CI repeatedly.
-        request.applymarker(pytest.mark.xfail(reason="double count after kill -9 on a Redis "
-                                              "Cluster (issue 14)", strict=False))
     produced = Produced()
     # 12k events at 60 per poll outlast the three kill-restart rounds (each waits for progress
     # first) on both topologies; more only lengthens the catch-up after the last restart
