@@ -2,7 +2,8 @@
 ``tests/conftest.py::gcs_bucket``): create only if absent, replace only the generation read,
 a stale generation refused; two processes racing on one manifest, exactly one winning each
 round and the loser's retry landing on top; a retried upload that meets its own earlier write
-counts as committed; the commit protocol (``ManifestLog``) on ``gs://``."""
+counts as committed; the server named in the URI as pyarrow spells it. The commit protocol
+(``ManifestLog``) on ``gs://`` is tested with S3's in ``test_event_log_object_store.py``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage import Blob
 
-from features.offline.committed_log import CommitConflict, ManifestLog
 from features.offline.storage import Store
 
 pytestmark = pytest.mark.integration
@@ -108,32 +108,6 @@ def test_a_retry_that_meets_its_own_write_has_committed(gs_root, monkeypatch):
     assert store.read_versioned("_manifest.json")[0] == b"v2"
     # the same bytes from another writer at the old generation are still a lost race
     assert not store.put_if("_manifest.json", b"v2", gen)
-
-
-def test_a_stale_manifest_loses_with_a_clear_error(gs_root):
-    """``ManifestLog`` on gs://: a stale manifest cannot overwrite a newer one, and update()
-    redoes the change on the new manifest, deleting the lost attempt's data object."""
-    store = Store(gs_root)
-    log = ManifestLog(store, "m/_manifest.json")
-    stale = log.read()
-    log.update(lambda m, a: m.setdefault("files", {}).update({"a": 1}))
-    stale["files"] = {"b": 1}
-    with pytest.raises(CommitConflict, match="changed since generation 0"):
-        log.commit(stale)
-    calls = []
-
-    def change(m, attempt):
-        calls.append(1)
-        attempt.write_bytes(f"m/data-{len(calls)}", b"x")
-        if len(calls) == 1:  # another writer commits between our read and our swap
-            ManifestLog(store, "m/_manifest.json").update(
-                lambda m2, _: m2["files"].update({"c": 1}))
-        m["files"]["d"] = 1
-
-    log.update(change)
-    assert len(calls) == 2
-    assert log.read()["files"] == {"a": 1, "c": 1, "d": 1}
-    assert not store.exists("m/data-1") and store.exists("m/data-2")  # the loser's is gone
 
 
 def test_endpoint_in_the_uri_and_an_unreachable_store_is_an_oserror(gcs_bucket, monkeypatch):

@@ -1,8 +1,9 @@
-"""The feature registry on a real S3-protocol server (moto's, from ``tests/conftest.py``) and,
-for comparison, on a local disk: apply and read back; a plan made against a registry another
-``apply`` has since changed is refused (``RegistryConflict``), and of two applies racing to
-commit exactly one wins and the other changes nothing; the commands (``apply``, ``features
-list``, ``training-set``) read the registry from the bucket with nothing on the local disk."""
+"""The feature registry on real S3- and GCS-protocol servers (moto's and fake-gcs-server, from
+``tests/conftest.py``) and, for comparison, on a local disk: apply and read back; a plan made
+against a registry another ``apply`` has since changed is refused (``RegistryConflict``), and
+of two applies racing to commit exactly one wins and the other changes nothing; the commands
+(``apply``, ``features list``, ``training-set``) read the registry from the bucket with
+nothing on the local disk."""
 
 from __future__ import annotations
 
@@ -34,13 +35,21 @@ pytestmark = pytest.mark.integration
 MAX_LINE = 'Aggregate("max", WINDOWS, field="amount")]'
 
 
-@pytest.fixture(params=["disk", "s3"])
+def _prefix(request, scheme: str) -> str:
+    _, bucket = request.getfixturevalue("gcs_bucket" if scheme == "gs" else "s3_bucket")
+    return f"{scheme}://{bucket}/{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(params=["disk", "s3", "gs"])
 def settings(request, tmp_path) -> Settings:
     if request.param == "disk":
         return Settings(tmp_path / "home")
-    _, bucket = request.getfixturevalue("s3_bucket")
-    uri = f"s3://{bucket}/{uuid.uuid4().hex[:8]}/registry"
-    return Settings(tmp_path / "home", registry_uri=uri)
+    return Settings(tmp_path / "home", registry_uri=f"{_prefix(request, request.param)}/registry")
+
+
+@pytest.fixture(params=["s3", "gs"])
+def prefix(request) -> str:
+    return _prefix(request, request.param)
 
 
 def _variant(tmp_path: Path, label: str, old: str, new: str) -> FeatureRepo:
@@ -145,9 +154,10 @@ def test_two_applies_of_plans_from_one_registry_one_wins(settings, tmp_path):
 def test_two_applies_racing_to_commit_one_wins(settings, tmp_path, monkeypatch):
     """The race inside ``apply`` itself: both read current.json, both write their version
     files, then both try to swap current.json at the same moment (a barrier in front of the
-    real conditional put). On S3, If-Match lets one through; on a disk the flock makes the
-    second wait and read the first's commit, so both commit in turn. Never a silent loss: a
-    loser raises RegistryConflict and the registry is one apply's views, whole."""
+    real conditional put). On a bucket the conditional put (If-Match on S3,
+    ``ifGenerationMatch`` on GCS) lets one through; on a disk the flock makes the second wait
+    and read the first's commit, so both commit in turn. Never a silent loss: a loser raises
+    RegistryConflict and the registry is one apply's views, whole."""
     apply(load_module(EXAMPLE), settings)
     repos = [_variant(tmp_path, str(w), MAX_LINE, f'Aggregate("max", ["{w}h"], field="amount")]')
              for w in (2, 3)]
@@ -195,11 +205,10 @@ def _run(runner: CliRunner, args: list[str]) -> str:
     return r.output
 
 
-def test_commands_read_the_registry_from_s3(tmp_path, monkeypatch, s3_bucket):
+def test_commands_read_the_registry_from_the_bucket(tmp_path, monkeypatch, prefix):
     """`tessera apply` on one machine; on another (an empty home), with the same
     TESSERA_REGISTRY_URI and TESSERA_OFFLINE_URI, `features list` and `training-set` find
     the definitions in the bucket."""
-    prefix = f"s3://{s3_bucket[1]}/{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("TESSERA_REGISTRY_URI", f"{prefix}/registry")
     monkeypatch.setenv("TESSERA_OFFLINE_URI", f"{prefix}/offline")
     monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)

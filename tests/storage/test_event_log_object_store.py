@@ -1,5 +1,7 @@
-"""The event log on a real S3-protocol server: same rows and training sets as on a local disk,
-a writer killed mid-flush leaves nothing half-visible, racing writers lose no commit."""
+"""The event log on real S3- and GCS-protocol servers (moto's and fake-gcs-server, from
+``tests/conftest.py``): same rows and training sets as on a local disk, a writer killed
+mid-flush leaves nothing half-visible, racing writers lose no commit (the conditional put,
+If-Match or ``ifGenerationMatch``, decides), and a stale manifest loses with a clear error."""
 
 from __future__ import annotations
 
@@ -31,17 +33,40 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def s3_root(s3_bucket) -> str:
-    _, bucket = s3_bucket
-    return f"s3://{bucket}/{uuid.uuid4().hex[:8]}/offline"
+def _bucket(request, scheme: str) -> tuple[str, str]:
+    return request.getfixturevalue("gcs_bucket" if scheme == "gs" else "s3_bucket")
 
 
-def test_round_trip_and_training_set_equal_local_disk(s3_root, tmp_path):
+@pytest.fixture(params=["s3", "gs"])
+def root(request) -> str:
+    _, bucket = _bucket(request, request.param)
+    return f"{request.param}://{bucket}/{uuid.uuid4().hex[:8]}/offline"
+
+
+@pytest.fixture(params=["s3", "gs"])
+def endpoint_roots(request, monkeypatch) -> tuple[str, str]:
+    """(a root naming its server in the URI, one naming a dead port), each spelled as that
+    store's pyarrow filesystem reads it, with the variable that would otherwise point the
+    clients at the server unset. The dead GCS one gives up after a second, not the default
+    15 minutes of retries."""
+    url, bucket = _bucket(request, request.param)
+    prefix = uuid.uuid4().hex[:8]
+    if request.param == "s3":
+        monkeypatch.delenv("AWS_ENDPOINT_URL")
+        return (f"s3://{bucket}/{prefix}?endpoint_override={url}",
+                f"s3://{bucket}/x?endpoint_override=http://127.0.0.1:9")
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    host = url.split("://", 1)[1]
+    return (f"gs://anonymous@{bucket}/{prefix}?endpoint_override={host}&scheme=http",
+            f"gs://anonymous@{bucket}/x?endpoint_override=127.0.0.1:9&scheme=http"
+            "&retry_limit_seconds=1")
+
+
+def test_round_trip_and_training_set_equal_local_disk(root, tmp_path):
     rng = random.Random(7)
     events = _events(rng, 300)
     spine = _spine(rng, 80)
-    local, remote = EventLog(tmp_path / "offline"), EventLog(s3_root)
+    local, remote = EventLog(tmp_path / "offline"), EventLog(root)
     for log in (local, remote):
         _append(log, events[:200])
         _append(log, events[150:])  # an overlapping replay writes nothing twice
@@ -67,12 +92,12 @@ def test_round_trip_and_training_set_equal_local_disk(s3_root, tmp_path):
     assert remote.scan(src).collect().select(cols).sort("_offset").equals(a)
 
 
-def test_settings_offline_uri_points_the_log_at_s3(s3_root, tmp_path):
-    settings = Settings(tmp_path, offline_uri=s3_root)
-    assert settings.offline_location == s3_root
+def test_settings_offline_uri_points_the_log_at_the_bucket(root, tmp_path):
+    settings = Settings(tmp_path, offline_uri=root)
+    assert settings.offline_location == root
     log = EventLog(settings.offline_location)
     log.append(SOURCE, rows(list(range(5))), topic="txns", partition=0)
-    assert offsets_in(EventLog(s3_root)) == list(range(5))
+    assert offsets_in(EventLog(root)) == list(range(5))
     assert not (tmp_path / "offline").exists()  # nothing on the local disk
     with pytest.raises(Exception, match="not on a local disk"):
         log.source_dir(SOURCE)
@@ -110,13 +135,15 @@ CHILD = textwrap.dedent('''
 ''')
 
 
-def test_kill_9_mid_flush_leaves_every_committed_batch_exactly_once(s3_root, monkeypatch):
+def test_kill_9_mid_flush_leaves_every_committed_batch_exactly_once(root, monkeypatch):
+    """The worker's offline sink in a child process (the server's variables inherited),
+    killed after writing a flush's data objects and before its manifest swap."""
     batch, slow_from = 25, 3
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, s3_root, str(batch), str(slow_from)],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, root, str(batch), str(slow_from)],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
     seen = []
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line, "the writer died before its fourth flush"
@@ -128,7 +155,7 @@ def test_kill_9_mid_flush_leaves_every_committed_batch_exactly_once(s3_root, mon
         proc.wait(10)
     assert seen[-1] == ["wrote", str(slow_from)]
     assert [int(k) for what, k in seen if what == "committed"] == list(range(slow_from))
-    log = EventLog(s3_root)
+    log = EventLog(root)
     offsets = offsets_in(log)
     committed = slow_from
     assert offsets == list(range(committed * batch))  # each exactly once, nothing half
@@ -141,17 +168,17 @@ def test_kill_9_mid_flush_leaves_every_committed_batch_exactly_once(s3_root, mon
     # period (0 here), it deletes the objects the killed flush left unlisted
     monkeypatch.setattr(committed_log_mod, "ORPHAN_GRACE_S", 0.0)
     nxt = list(range(committed * batch, (committed + 1) * batch))
-    assert EventLog(s3_root).append(SOURCE, rows(list(range(committed * batch - 3, nxt[-1] + 1)),
+    assert EventLog(root).append(SOURCE, rows(list(range(committed * batch - 3, nxt[-1] + 1)),
                                                  spread_days=4),
                                     topic="txns", partition=0) == batch
-    assert offsets_in(EventLog(s3_root)) == list(range((committed + 1) * batch))
+    assert offsets_in(EventLog(root)) == list(range((committed + 1) * batch))
     on_store = {e.rel for e in store.list_files() if e.rel.startswith("date=")}
-    assert on_store == {r for r, _ in EventLog(s3_root).files(SOURCE)}
+    assert on_store == {r for r, _ in EventLog(root).files(SOURCE)}
 
 
-def test_two_writers_racing_on_one_manifest_lose_no_commit(s3_root):
+def test_two_writers_racing_on_one_manifest_lose_no_commit(root, monkeypatch):
     """Two writers (partitions 0 and 1), each with its own log object, append 8 batches at
-    once: conditional puts make every lost race redo its update, so both survive."""
+    once: every lost race is redone on the winner's manifest, so all 16 commits survive."""
     conflicts = []
     real = ManifestLog.commit
 
@@ -162,13 +189,13 @@ def test_two_writers_racing_on_one_manifest_lose_no_commit(s3_root):
             conflicts.append(1)
             raise
 
-    ManifestLog.commit = counting
+    monkeypatch.setattr(ManifestLog, "commit", counting)
     errors: list[BaseException] = []
     start = threading.Barrier(2)
 
     def writer(partition: int) -> None:
         try:
-            log = EventLog(s3_root)
+            log = EventLog(root)
             start.wait()
             for k in range(8):
                 log.append(SOURCE, rows(list(range(k * 10, k * 10 + 10)), spread_days=1),
@@ -176,16 +203,13 @@ def test_two_writers_racing_on_one_manifest_lose_no_commit(s3_root):
         except BaseException as e:  # reported below
             errors.append(e)
 
-    try:
-        threads = [threading.Thread(target=writer, args=(p,)) for p in (0, 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-    finally:
-        ManifestLog.commit = real
+    threads = [threading.Thread(target=writer, args=(p,)) for p in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
     assert not errors, errors
-    log = EventLog(s3_root)
+    log = EventLog(root)
     df = log.scan(SOURCE).collect()
     for p in (0, 1):
         assert sorted(df.filter(pl.col("_partition") == p)["_offset"].to_list()) == list(
@@ -195,10 +219,11 @@ def test_two_writers_racing_on_one_manifest_lose_no_commit(s3_root):
     print(json.dumps({"conflicts_retried": len(conflicts)}))
 
 
-def test_a_stale_manifest_loses_with_a_clear_error(s3_root):
+def test_a_stale_manifest_loses_with_a_clear_error(root):
     """The race made deterministic: a writer whose manifest is stale cannot overwrite a
-    newer one; update() redoes the change on the new manifest instead."""
-    store = Store(s3_root)
+    newer one; update() redoes the change on the new manifest instead, deleting the lost
+    attempt's data object."""
+    store = Store(root)
     log = ManifestLog(store, "m/_manifest.json")
     stale = log.read()
     log.update(lambda m, a: m.setdefault("files", {}).update({"a": 1}))
@@ -230,16 +255,13 @@ def test_a_stale_manifest_loses_with_a_clear_error(s3_root):
         one_try.update(always_raced)
 
 
-def test_endpoint_in_the_uri_and_an_unreachable_store_is_an_oserror(s3_bucket, monkeypatch):
-    """Without AWS_ENDPOINT_URL, ``?endpoint_override=`` reaches the server (pyarrow and boto3
-    alike); a store that cannot be reached raises OSError, which the worker's offline writer
-    retries with backoff as it does a full disk."""
-    url, bucket = s3_bucket
-    monkeypatch.delenv("AWS_ENDPOINT_URL")
-    root = f"s3://{bucket}/{uuid.uuid4().hex[:8]}?endpoint_override={url}"
+def test_endpoint_in_the_uri_and_an_unreachable_store_is_an_oserror(endpoint_roots):
+    """Without the server's variable, the URI's ``endpoint_override`` reaches the server
+    (pyarrow and the conditional put alike); a store that cannot be reached raises OSError,
+    which the worker's offline writer retries with backoff as it does a full disk."""
+    root, dead_root = endpoint_roots
     log = EventLog(root)
     log.append(SOURCE, rows(list(range(6))), topic="txns", partition=0)
     assert offsets_in(EventLog(root)) == list(range(6))
-    dead = EventLog(f"s3://{bucket}/x?endpoint_override=http://127.0.0.1:9")
-    with pytest.raises(OSError, match="S3 GET"):
-        dead.append(SOURCE, rows([1]), topic="txns", partition=0)
+    with pytest.raises(OSError, match="(S3|GCS) GET"):
+        EventLog(dead_root).append(SOURCE, rows([1]), topic="txns", partition=0)
