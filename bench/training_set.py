@@ -135,7 +135,9 @@ def run_child(home: Path, engine: str, partitions: int) -> None:
     if engine == "spark":
         from features.offline.spark_engine import spark_session
 
-        spark_session("local[2]", shuffle_partitions=partitions, driver_memory="2g")
+        # the driver holds the collected set (~1.5 GB of Arrow at scale 10): 2 GB up to scale 2
+        driver_gb = max(2, -(-partitions // 8))
+        spark_session("local[2]", shuffle_partitions=partitions, driver_memory=f"{driver_gb}g")
     started = time.perf_counter() - t0
     ts = build_training_set(home / "spine.parquet", feature_refs(r), repo=r, settings=settings,
                             engine=engine)
@@ -195,8 +197,12 @@ def timed(home: Path, engine: str, partitions: int) -> dict:
     out, err = proc.communicate()
     done.set()
     th.join()
-    if proc.returncode != 0:
-        sys.exit(f"{engine} run failed:\n{err[-4000:]}")
+    if proc.returncode != 0:  # recorded, not fatal: the other engines' figures still count
+        cause = [ln.strip() for ln in err.splitlines()
+                 if "Error" in ln or "Exception" in ln or "Caused by" in ln]
+        return {"failed": True, "returncode": proc.returncode, "peak_rss_mb": peak / 1024,
+                "error": cause[:6] or err[-1500:].splitlines(),
+                "load_avg_before": [round(x, 2) for x in load]}
     child = json.loads(out.strip().splitlines()[-1])
     return {**child, "peak_rss_mb": peak / 1024, "load_avg_before": [round(x, 2) for x in load],
             "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
@@ -291,6 +297,9 @@ def one_scale(scale: float, engines: list[str], root: Path | None, sample: int,
     try:
         for engine in engines:
             got = timed(home, engine, parts)
+            if got.get("failed"):
+                out[engine] = {k: (round(v) if k == "peak_rss_mb" else v) for k, v in got.items()}
+                continue
             ref = reference(home, home / f"train_{engine}.parquet", sample)
             out[engine] = {
                 "wall_s": round(got["wall_s"], 2), "build_s": round(got["build_s"], 2),
@@ -304,7 +313,7 @@ def one_scale(scale: float, engines: list[str], root: Path | None, sample: int,
                     "spark_partitions": parts} if engine == "spark" else {}),
                 **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in ref.items()},
             }
-        if len(engines) == 2:
+        if len(engines) == 2 and not any(out[e].get("failed") for e in engines):
             a = pl.read_parquet(home / "train_polars.parquet")
             b = pl.read_parquet(home / "train_spark.parquet")
             out["spark_equals_polars"] = a.equals(b) and a.schema == b.schema
@@ -344,6 +353,11 @@ def main() -> None:
     for r in runs:
         for eng in engines:
             e = r[eng]
+            if e.get("failed"):
+                ok = False
+                print(f"{r['scale']:>6g} {r['events']:>9} {r['spine_rows']:>9} {eng:>7} FAILED "
+                      f"(peak {e['peak_rss_mb']} MB): {' | '.join(e['error'])[:300]}")
+                continue
             ok &= e["reference_match"]
             same = str(r["spark_equals_polars"]) if eng == "spark" and len(engines) == 2 else ""
             print(f"{r['scale']:>6g} {r['events']:>9} {r['spine_rows']:>9} {eng:>7} "

@@ -75,6 +75,9 @@ def spark_session(master: str | None = None, *, shuffle_partitions: int | None =
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.driver.memory", driver_memory)
+               # the training set is collected to the driver: it may use all of its memory
+               # (the default 1g cap failed at 10M rows x 19 columns)
+               .config("spark.driver.maxResultSize", driver_memory)
                .config("spark.driver.extraJavaOptions", java_options)
                .config("spark.executor.extraJavaOptions", java_options))
     if shuffle_partitions:

@@ -88,6 +88,20 @@ def _lower_priority(nice: int) -> None:
         pass
 
 
+def _normal_priority(pid: int) -> None:
+    """Back to a normal task: at close the scorer serves no more requests, so the queued shadow
+    work should finish now, not wait for an idle core (on a busy machine it may never get one).
+    Unprivileged processes may be refused the lower nice value: then it stays as it was."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, 0)
+    except (AttributeError, OSError):
+        pass
+
+
 def _child(
     registry_uri: str,
     model: str,
@@ -355,6 +369,7 @@ class ProcessShadowRunner:
             self._child_sock.close()
         elif self._spawned.wait(timeout) and self._proc.pid is not None:
             if self._proc.is_alive():
+                _normal_priority(self._proc.pid)
                 self._sock.settimeout(timeout)
                 try:
                     self._sock.send(_STOP)

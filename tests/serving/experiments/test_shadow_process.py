@@ -156,3 +156,36 @@ def test_chunks_cross_the_socket_exactly_without_pickle():
     back = decode_chunk(encode_chunk(items))
     assert back == items
     assert np.frombuffer(back[0][5], dtype=np.float64).tobytes() == x.tobytes()
+
+
+
+def _idle_then_sleep(ready) -> None:
+    from serving.experiments.shadow_process import _lower_priority
+
+    _lower_priority(19)
+    ready.set()
+    time.sleep(30)
+
+
+def test_close_makes_the_child_a_normal_task_again():
+    """The child runs at idle priority while the scorer serves; at close the scorer serves no
+    more, so the queued work must not wait for an idle core (on a busy machine none comes):
+    the child is put back to a normal policy and nice 0 first."""
+    import multiprocessing as mp
+
+    from serving.experiments.shadow_process import _normal_priority
+
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    child = ctx.Process(target=_idle_then_sleep, args=(ready,), daemon=True)
+    child.start()
+    try:
+        assert ready.wait(30)
+        assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+        _normal_priority(child.pid)
+        if os.geteuid() == 0:  # unprivileged, RLIMIT_NICE decides; the call must not raise
+            assert os.sched_getscheduler(child.pid) == os.SCHED_OTHER
+            assert os.getpriority(os.PRIO_PROCESS, child.pid) == 0
+    finally:
+        child.kill()
+        child.join()
