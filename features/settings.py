@@ -230,11 +230,16 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
+        """The default models folder, ``<home>/models``, whatever ``models_uri`` says: only
+        ``models_location``'s fallback (and tests, examples that set up that default). Anything
+        that reads or writes models, specs, references or retrain runs uses ``models_location``,
+        or a bucket-backed registry would be looked for on the local disk."""
         return self.home / "models"
 
     @property
     def models_location(self) -> str:
-        """The model registry's folder or URI: ``models_uri``, else ``<home>/models``."""
+        """The model registry's folder or URI: ``models_uri``, else ``<home>/models``. Versions,
+        aliases, deployment specs, references and retrain run states all live under it."""
         return self.models_uri or str(self.models_dir)
 
     def require_kafka(self) -> str:

@@ -13,13 +13,13 @@ from features.settings import Settings
 def _store():
     from serving.experiments.spec import DeploymentStore
 
-    return DeploymentStore(Settings.from_env().models_dir)
+    return DeploymentStore(Settings.from_env().models_location)
 
 
 def _registry():
     from serving.registry import ModelRegistry
 
-    return ModelRegistry(Settings.from_env().models_dir)
+    return ModelRegistry(Settings.from_env().models_location)
 
 
 def _alias_setter(why: str, override: bool = False, gate: bool = True):
@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
 
         s = Settings.from_env()
         r = experiment_report(
-            s.models_dir,
+            s.models_location,
             s.offline_location,
             name,
             max_delay_s=parse_duration(max_delay) / 1e6,

@@ -24,7 +24,7 @@ def _users(settings: Settings, models_uri: str | None) -> dict[str, list[dict[st
     from serving.http.catalog import models_using
     from serving.registry import ModelRegistry
 
-    return models_using(ModelRegistry(models_uri or settings.models_dir))
+    return models_using(ModelRegistry(models_uri or settings.models_location))
 
 
 def _blocked(the_plan, users: dict[str, list[dict[str, Any]]]) -> list[str]:

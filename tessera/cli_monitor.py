@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
             "log under $TESSERA_HOME/offline)",
         ),
         reference: Path | None = typer.Option(
-            None, help="reference JSON (default: the model's, under $TESSERA_HOME/models)"
+            None, help="reference JSON (default: the champion's in the model registry, else "
+            "<models>/NAME/reference.json)"
         ),
         webhook: str | None = WEBHOOK,
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
         from serving.monitoring.sources import PredictionLog, default_lookup, load_reference
 
         settings = Settings.from_env()
-        lookup = default_lookup(settings.models_dir)
+        lookup = default_lookup(settings.models_location)
         if reference is not None:
             lookup = partial(load_reference, reference)
         if predictions is None:
@@ -89,7 +90,7 @@ def register(app: typer.Typer) -> None:
         from serving.registry import ModelRegistry
 
         settings = Settings.from_env()
-        registry = ModelRegistry(settings.models_dir)
+        registry = ModelRegistry(settings.models_location)
         chosen = (lambda: list(names)) if names else registry.models
         seg_watches = ()
         if segment is not None:
@@ -111,12 +112,14 @@ def register(app: typer.Typer) -> None:
             )
         w = MonitorWatch(
             chosen,
-            default_lookup(settings.models_dir),
+            default_lookup(settings.models_location),
             PredictionLog(settings.offline_location).read,
             Alerter(webhook_url=webhook),
             interval_s=every,
             rows=rows,
-            guard=ExperimentGuard(settings.models_dir, settings.offline_location, chosen, registry)
+            guard=ExperimentGuard(
+                settings.models_location, settings.offline_location, chosen, registry
+            )
             if guard
             else None,
             segments=seg_watches,
@@ -153,11 +156,11 @@ def register(app: typer.Typer) -> None:
 
         settings = Settings.from_env()
         app = FastAPI(title="Tessera monitor")
-        registry = ModelRegistry(settings.models_dir)
+        registry = ModelRegistry(settings.models_location)
         app.include_router(dashboard_router(from_settings(settings, metrics, registry)))
         app.include_router(
             monitor_router(
-                default_lookup(settings.models_dir),
+                default_lookup(settings.models_location),
                 PredictionLog(settings.offline_location).read,
                 alerter=Alerter(webhook_url=webhook),
             )
@@ -197,19 +200,24 @@ def register(app: typer.Typer) -> None:
         from serving.experiments.spec import DeploymentStore
         from serving.monitoring.errors import MonitorError
         from serving.monitoring.policy import Policy, due
-        from serving.monitoring.retrain import Retrainer, RetrainPlan, fresh_training_set
+        from serving.monitoring.retrain import (
+            Retrainer,
+            RetrainPlan,
+            fresh_training_set,
+            training_set_dir,
+        )
         from serving.monitoring.spine import outcome_training_set
         from serving.registry import ModelRegistry
 
         settings = Settings.from_env()
-        registry = ModelRegistry(settings.models_dir)
+        registry = ModelRegistry(settings.models_location)
         from serving.auth import actor
 
         r = Retrainer(
             registry,
-            DeploymentStore(settings.models_dir),
+            DeploymentStore(settings.models_location),
             settings.offline_location,
-            settings.models_dir,
+            settings.models_location,
             who=actor.local(),
         )
         runs = r.runs(name)
@@ -229,7 +237,7 @@ def register(app: typer.Typer) -> None:
                 training_set = fresh_training_set(
                     spine,
                     registry.get(name).features,
-                    settings.models_dir / name / "retrain",
+                    training_set_dir(settings, name),
                     days,
                     timestamp,
                     settings=settings,

@@ -1,9 +1,11 @@
 """Providers wired to what a Tessera home folder holds, and to Prometheus endpoints.
 
 ``from_settings`` gives a ``DashboardData`` that reads each model's drift (reference + prediction
-log), its experiment report, and every audit log under ``models_dir``. The two reports are
-cached for ``cache_s`` (``serve.dashboard_cache_s``, default 10 s): they read and join whole
-logs, and a page that auto-refreshes in several tabs must not recompute them on every load.
+log), its experiment report, and every audit log under ``Settings.models_location`` (a
+folder or a bucket URI: listed through the model registry's storage, never globbed on disk).
+The two reports are cached for ``cache_s`` (``serve.dashboard_cache_s``, default 10 s): they
+read and join whole logs, and a page that auto-refreshes in several tabs must not recompute
+them on every load.
 ``scrape`` reads freshness and throughput from ``/metrics`` endpoints (worker, scorer): gauges
 whose name ends in ``freshness_seconds`` labelled by ``view``, and counters whose name ends in
 ``events_total`` or ``requests_total``; a rate needs two scrapes, so the first load shows the
@@ -40,21 +42,16 @@ FRESHNESS_SUFFIX = "freshness_seconds"
 COUNTER_SUFFIXES = ("events", "requests", "predictions")
 
 
-def _models_with(models_dir: Path, filename: str) -> list[str]:
-    if not models_dir.exists():
-        return []
-    return sorted(p.parent.name for p in models_dir.glob(f"*/{filename}"))
-
-
 def monitors(
-    models_dir: Path, offline_dir: Path | str, registry: Any = None, rows: int = 5000
+    models_dir: Path | str, offline_dir: Path | str, registry: Any = None, rows: int = 5000
 ) -> Provider:
     """Drift of every model with a reference (registry metadata or file), newest ``rows``."""
-    lookup = ReferenceFiles(models_dir) if registry is None else default_lookup(models_dir)
+    files = ReferenceFiles(models_dir)
+    lookup = files if registry is None else default_lookup(models_dir)
     preds = PredictionLog(offline_dir)
 
     def read() -> list[dict]:
-        names = set(_models_with(models_dir, "reference.json"))
+        names = set(files.names())
         if registry is not None:
             names |= set(registry.models())
         frame = preds.read()
@@ -63,16 +60,26 @@ def monitors(
     return read
 
 
-def experiments(models_dir: Path, offline_dir: Path | str, reps: int = 100) -> Provider:
+def experiments(models_dir: Path | str, offline_dir: Path | str, reps: int = 100) -> Provider:
     """Experiment report of every model that has a deployment spec."""
+    from serving.experiments.spec import DeploymentStore
+
+    store = DeploymentStore(models_dir)
 
     def read() -> list[dict]:
         from serving.experiments.report import experiment_report
 
-        names = sorted({p.parent.parent.name for p in models_dir.glob("*/deployments/*.json")})
-        return [experiment_report(models_dir, offline_dir, n, reps=reps) for n in names]
+        return [experiment_report(models_dir, offline_dir, n, reps=reps)
+                for n in store.deployed()]
 
     return read
+
+
+def _models_location(settings: Settings, registry: Any) -> str:
+    """The served registry's folder or URI (``tessera serve --models-uri`` may differ from the
+    settings): its specs, references and audit logs are the ones to show."""
+    storage = getattr(registry, "storage", None)
+    return getattr(storage, "uri", None) or settings.models_location
 
 
 def lineage(registry: Any, limit: int = 20) -> Provider:
@@ -233,13 +240,14 @@ def from_settings(
     if lag is not None:
         fresh = cached(with_lag(fresh, lag, _view_topics(settings)), min(cache_s, 2.0))
     offline = settings.offline_location  # the prediction/outcome logs live under it
+    models = _models_location(settings, registry)
     return DashboardData(
         lineage=None if registry is None else lineage(registry),
         freshness=fresh,
         throughput=through,
-        monitors=cached(monitors(settings.models_dir, offline, registry), cache_s),
-        experiments=cached(experiments(settings.models_dir, offline), cache_s),
-        audit=audit_files(settings.models_location),
+        monitors=cached(monitors(models, offline, registry), cache_s),
+        experiments=cached(experiments(models, offline), cache_s),
+        audit=audit_files(models),
     )
 
 
@@ -259,10 +267,11 @@ def mount(
     app.include_router(
         dashboard_router(from_settings(settings, metrics_urls, registry, local_metrics=True))
     )
+    models = _models_location(settings, registry)
     lookup = (
-        default_lookup(settings.models_dir)
+        default_lookup(models)
         if registry is None
-        else first_of(registry_lookup(registry), ReferenceFiles(settings.models_dir))
+        else first_of(registry_lookup(registry), ReferenceFiles(models))
     )
     app.include_router(monitor_router(lookup, PredictionLog(settings.offline_location).read))
     return app

@@ -1,6 +1,6 @@
 """``GET /v1/experiments/{name}``: an APIRouter the scorer app includes with one line.
 
-app.include_router(experiments_router(settings.models_dir, settings.offline_location))
+app.include_router(experiments_router(settings.models_location, settings.offline_location))
 """
 
 from __future__ import annotations

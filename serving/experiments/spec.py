@@ -1,7 +1,7 @@
 """Deployment specs: which model version is champion, which A/B arms and shadows run beside it.
 
-One spec per model name, stored as numbered JSON files under
-``<models_dir>/<name>/deployments/`` (``0001.json``, ``0002.json``, ...): a change never
+One spec per model name, stored as numbered JSON files under ``<models>/<name>/deployments/``
+(``<models>``: a folder or a bucket URI; ``0001.json``, ``0002.json``, ...): a change never
 overwrites, so every past deployment can be read back and rolled back to. Each change also
 appends a line to ``audit.jsonl`` there (who, when, why, before, after).
 """
@@ -136,6 +136,20 @@ class DeploymentStore:
 
         check_model_name(name)
         return f"{name}/deployments"
+
+    def deployed(self) -> list[str]:
+        """Model names with at least one spec revision (listed, not globbed: works in a
+        bucket too)."""
+        from features.errors import RegistryError
+
+        out = []
+        for n in self.storage.list_dir(""):
+            try:
+                if self._files(n):
+                    out.append(n)
+            except RegistryError:  # not a model folder (a stray file, a temporary name)
+                continue
+        return out
 
     def _files(self, name: str) -> list[str]:
         rel = self._rel(name)

@@ -159,7 +159,8 @@ def build_app(cfg: ServeConfig) -> FastPredict:
                                            inline_cells=cfg.inline_cells))
     settings = cfg.settings
     mount(app, settings, scorer.models.registry)
-    app.include_router(experiments_router(settings.models_dir, settings.offline_location))
+    specs = scorer.models.registry.storage.uri  # the served registry's (the specs are there)
+    app.include_router(experiments_router(specs, settings.offline_location))
     app.include_router(catalog_router(scorer.store.repo, scorer.models.registry))
     app.include_router(ingest_router(scorer.store.repo, settings.kafka_bootstrap,
                                      cfg.max_body_bytes, KafkaSecurity.from_settings(settings)))

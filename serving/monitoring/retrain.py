@@ -26,7 +26,10 @@ Each decision lands in the deployment audit log with its reason. After the promo
 replaced champion stays as a shadow (on probation); later calls judge that pair with the same
 anytime-valid test and roll the promotion back (step ``rolled_back``) if the old champion is
 better, or end the probation if it is worse. The state of a run is a small
-JSON file ``<models_dir>/<name>/retrain/<run>.json`` written atomically after each step.
+JSON file ``<models>/<name>/retrain/<run>.json`` (``<models>``: ``Settings.models_location``, a
+folder or a bucket URI) written whole after each step through the registry's storage (renamed
+into place on a disk, one PUT in a bucket), so runs resume from any machine that sees the
+registry.
 """
 
 from __future__ import annotations
@@ -92,6 +95,21 @@ def fresh_training_set(
     return path
 
 
+def training_set_dir(settings: Any, name: str) -> Path:
+    """Where retrain writes the training sets it builds. LightGBM trains from a local Parquet
+    file, so this is a local folder: next to the run states (``<models>/<name>/retrain``) when
+    the models are on a disk, as always; ``<home>/retrain/<name>`` when they are in a bucket
+    (a working copy: the file is named by its fingerprint, which the run's state records)."""
+    from serving.registry.registry import check_model_name
+    from serving.registry.storage import ModelStorage
+
+    check_model_name(name)
+    storage = ModelStorage(settings.models_location)
+    if storage.local:
+        return Path(storage.root) / name / "retrain"
+    return Path(settings.home) / "retrain" / name
+
+
 def _digest(path: Path) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
@@ -110,30 +128,41 @@ class Retrainer:
 
     def __init__(self, registry: Any, store: Any, offline_dir: Path | str, models_dir: Path | str,
                  who: str = WHO):
+        from serving.registry.storage import ModelStorage
+
         self.who = who  # on every audit record: who runs the loop (serving.auth.actor)
         self.registry = registry
         self.store = store
         self.offline_dir = offline_dir  # a folder or a URI (Settings.offline_location)
-        self.models_dir = Path(models_dir)
+        self.models_dir = models_dir  # a folder or a URI (Settings.models_location)
+        self.storage = ModelStorage(models_dir)
 
     # -- state ----------------------------------------------------------------------------------
-    def _state_path(self, name: str, run: str) -> Path:
-        return self.models_dir / name / "retrain" / f"{run}.json"
+    @staticmethod
+    def _folder(name: str) -> str:
+        from serving.registry.registry import check_model_name
+
+        check_model_name(name)
+        return f"{name}/retrain"
+
+    def _state_rel(self, name: str, run: str) -> str:
+        return f"{self._folder(name)}/{run}.json"
+
+    def _load(self, name: str, run: str) -> dict | None:
+        rel = self._state_rel(name, run)
+        return json.loads(self.storage.read_bytes(rel)) if self.storage.exists(rel) else None
 
     def _save(self, state: dict) -> dict:
-        p = self._state_path(state["name"], state["run"])
-        p.parent.mkdir(parents=True, exist_ok=True)
         state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        tmp.replace(p)
+        self.storage.write_bytes(self._state_rel(state["name"], state["run"]),
+                                 json.dumps(state, indent=2, sort_keys=True).encode())
         return state
 
     def runs(self, name: str) -> list[dict]:
-        folder = self.models_dir / name / "retrain"
-        if not folder.exists():
-            return []
-        states = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+        folder = self._folder(name)
+        states = [json.loads(self.storage.read_bytes(f"{folder}/{n}"))
+                  for n in self.storage.list_dir(folder)
+                  if n.endswith(".json") and not n.startswith(".")]
         return sorted(states, key=lambda s: s.get("started", ""))
 
     # -- steps ----------------------------------------------------------------------------------
@@ -144,8 +173,8 @@ class Retrainer:
         champ = self.registry.get(plan.name, "champion")
         fp = fingerprint_of(plan.training_set) or f"blake2b:{_digest(plan.training_set)}"
         run = run_id(plan, champ.version, fp)
-        p = self._state_path(plan.name, run)
-        if not p.exists():  # the same data under an earlier champion: never train it twice
+        saved = self._load(plan.name, run)
+        if saved is None:  # the same data under an earlier champion: never train it twice
             for old in self.runs(plan.name):
                 same = (old["plan"].get("label"), old["plan"].get("seed")) == (
                     plan.label,
@@ -154,8 +183,8 @@ class Retrainer:
                 if old["fingerprint"] == fp and same:
                     return self.decide(plan.name, old["run"], alpha=plan.alpha)
         state = (
-            json.loads(p.read_text())
-            if p.exists()
+            saved
+            if saved is not None
             else {
                 "name": plan.name,
                 "run": run,
@@ -226,13 +255,12 @@ class Retrainer:
         from serving.experiments.report import experiment_report
         from serving.registry.gates import GatedAliasSetter
 
-        p = self._state_path(name, run)
-        if not p.exists():
+        state = self._load(name, run)
+        if state is None:
             raise MonitorError(
                 f"no retrain run {run!r} for {name}; start one with `tessera "
                 "retrain NAME --training-set PATH --label COL`"
             )
-        state = json.loads(p.read_text())
         version = state["version"]
         spec = self._spec(name)
         if state["step"] == "rolled_back":

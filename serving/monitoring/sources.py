@@ -35,38 +35,71 @@ ReferenceLookup = Callable[[str], ModelTarget]
 
 
 class ReferenceFiles:
-    """References stored as ``<models_dir>/<name>/reference.json`` (``save`` writes one)."""
+    """References stored as ``<models>/<name>/reference.json`` (``save`` writes one), where
+    ``<models>`` is a folder or a bucket URI (``Settings.models_location``): read and written
+    through the model registry's storage, a whole file at a time (a temporary file renamed
+    into place on a disk, one PUT in a bucket), so a reader never sees half a reference."""
 
     def __init__(self, models_dir: Path | str) -> None:
-        self.models_dir = Path(models_dir)
+        from serving.registry.storage import ModelStorage
 
-    def path(self, name: str) -> Path:
-        return self.models_dir / name / "reference.json"
+        self.storage = ModelStorage(models_dir)
 
-    def save(self, name: str, version: str | None, reference: ModelReference) -> Path:
-        p = self.path(name)
-        p.parent.mkdir(parents=True, exist_ok=True)
+    @staticmethod
+    def _rel(name: str) -> str:
+        from serving.registry.registry import check_model_name
+
+        check_model_name(name)
+        return f"{name}/reference.json"
+
+    def path(self, name: str) -> str:
+        """Where ``name``'s reference is: a local path, or the object's URI path in a bucket."""
+        return self.storage.store.path(self._rel(name))
+
+    def names(self) -> list[str]:
+        """Models that have a reference file."""
+        from features.errors import RegistryError
+
+        out = []
+        for n in self.storage.list_dir(""):
+            try:
+                if self.storage.exists(self._rel(n)):
+                    out.append(n)
+            except RegistryError:  # not a model folder (a stray file, a temporary name)
+                continue
+        return out
+
+    def save(self, name: str, version: str | None, reference: ModelReference) -> str:
         body = {"version": version, "reference": reference.to_dict()}
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body))
-        tmp.replace(p)
-        return p
+        self.storage.write_bytes(self._rel(name), json.dumps(body).encode())
+        return self.path(name)
 
     def __call__(self, name: str) -> ModelTarget:
-        return load_reference(self.path(name), name)
+        rel = self._rel(name)
+        if not self.storage.exists(rel):
+            raise MonitorError(
+                f"no reference for model {name!r} at {self.storage.uri.rstrip('/')}/{rel}; train "
+                "the model with Tessera (its metadata carries one) or save one with "
+                "ReferenceFiles.save()"
+            )
+        return _target(json.loads(self.storage.read_bytes(rel)))
+
+
+def _target(body: dict) -> ModelTarget:
+    ref = ModelReference.from_dict(body["reference"])
+    return ModelTarget(body.get("version"), ref, tuple(ref.features))
 
 
 def load_reference(path: Path | str, name: str = "") -> ModelTarget:
-    """Read one reference JSON file written by ``ReferenceFiles.save``."""
+    """Read one reference JSON file written by ``ReferenceFiles.save`` (a local file: the
+    ``--reference PATH`` of ``tessera monitor report``)."""
     p = Path(path)
     if not p.exists():
         raise MonitorError(
             f"no reference for model {name!r} at {p}; train the model with Tessera (its "
             "metadata carries one) or save one with ReferenceFiles.save()"
         )
-    body = json.loads(p.read_text())
-    ref = ModelReference.from_dict(body["reference"])
-    return ModelTarget(body.get("version"), ref, tuple(ref.features))
+    return _target(json.loads(p.read_text()))
 
 
 def predictions_dir(offline_dir: Path | str) -> str:
@@ -153,7 +186,8 @@ def first_of(*lookups: ReferenceLookup) -> ReferenceLookup:
 
 
 def default_lookup(models_dir: Path | str) -> ReferenceLookup:
-    """The champion's reference from the registry under ``models_dir``, else a reference file."""
+    """The champion's reference from the registry at ``models_dir`` (a folder or a bucket
+    URI), else a reference file there."""
     from serving.registry import ModelRegistry
 
     return first_of(registry_lookup(ModelRegistry(models_dir)), ReferenceFiles(models_dir))

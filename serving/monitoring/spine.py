@@ -120,13 +120,14 @@ def outcome_training_set(
     now_us: int | None = None,
 ) -> Path:
     """``fresh_training_set`` over the outcome spine of ``name``: the champion's features as of
-    each labelled prediction, from the offline store, saved under ``<models>/<name>/retrain``."""
+    each labelled prediction, from the offline store, saved in ``training_set_dir`` (a local
+    folder: ``<models>/<name>/retrain`` when the models are on a disk)."""
     from features.registry import load_repo
-    from serving.monitoring.retrain import fresh_training_set
+    from serving.monitoring.retrain import fresh_training_set, training_set_dir
 
     repo = repo if repo is not None else load_repo(settings)
     features = list(registry.get(name).features)
     keys = entity_keys_of(features, repo)
     spine = outcome_spine(settings.offline_location, name, keys, days, label, now_us=now_us)
-    out_dir = settings.models_dir / name / "retrain"
+    out_dir = training_set_dir(settings, name)
     return fresh_training_set(spine, features, out_dir, days, "ts", repo=repo, settings=settings)
