@@ -71,20 +71,21 @@ def decode_chunk(msg: bytes) -> list[tuple]:
     return out
 
 
-def _lower_priority(nice: int) -> None:
+def _lower_priority(pid: int, nice: int) -> None:
     """SCHED_IDLE where Linux allows it (runs only on a core nothing else wants, and any waking
     request thread preempts it at once), else nice: a niced normal task can still hold a core
-    for a slice when a request wakes up."""
+    for a slice when a request wakes up. Set by the parent right after the spawn, so that
+    ``close`` (which undoes it) always comes after it."""
     if nice <= 0:
         return
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
         return
     except (AttributeError, OSError):
         pass
     try:
-        os.nice(nice)
-    except OSError:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except (AttributeError, OSError):
         pass
 
 
@@ -111,13 +112,11 @@ def _child(
     results: mp.Queue | None,
     batch: int,
     with_vectors: bool,
-    nice: int,
     kafka: tuple | None,
     log_queue: int,
 ) -> None:
     """Child main loop: load versions by name from the registry, score batches, send results
     (to Kafka itself when ``kafka`` = (bootstrap, topic), else back to the parent)."""
-    _lower_priority(nice)
     sink = None
     if kafka is not None:
         from serving.experiments.kafka_log import KafkaRecordLog
@@ -234,11 +233,12 @@ class ProcessShadowRunner:
         self._proc = ctx.Process(
             target=_child,
             args=(registry_uri, model, tuple(preload), child_sock, self._counts, self._results,
-                  batch, features == "vector", nice, kafka, log_queue),
+                  batch, features == "vector", kafka, log_queue),
             name=f"shadow-{model}",
             daemon=True,
         )
         self._child_sock = child_sock
+        self._nice = nice
         self._spawned = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -258,6 +258,7 @@ class ProcessShadowRunner:
         results back to ``emit`` when the child sends them)."""
         try:
             self._proc.start()
+            _lower_priority(self._proc.pid, self._nice)
         except Exception:  # jobs pile up to ``maxsize`` in flight, then drop and count
             log.exception("the shadow process of %s could not start", self.model)
             return
