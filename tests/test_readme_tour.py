@@ -218,7 +218,8 @@ def test_the_streaming_tour_runs_as_written(tmp_path):
                 _wait(_ready(port), "the scorer's /readyz", 180)
             elif line.startswith("tessera monitor watch"):
                 p = tour.start(line)
-                time.sleep(5)
+                _wait(lambda p=p: "watching fraud" in Path(p.log_path).read_text()
+                      or p.poll() is not None, "monitor watch to start", 120)
                 assert p.poll() is None, tour.stop(p)  # still watching
                 assert "watching fraud" in tour.stop(p)
             elif cmd == "tessera down":

@@ -29,7 +29,7 @@ from tests.streams.test_worker import (
     wait_done,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def foreign_producer(env, **conf) -> Producer:

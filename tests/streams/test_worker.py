@@ -28,7 +28,7 @@ from streams.worker.dlq import context
 from tests.reference import brute_force, close
 from tests.streams.conftest import VIEWS, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 HOUR_US = 3_600_000_000
 

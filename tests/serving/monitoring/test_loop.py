@@ -10,7 +10,7 @@ from features.kafka_admin import delete_topics
 from serving.experiments.kafka_log import OUTCOMES_TOPIC, PREDICTIONS_TOPIC
 
 DEMO = Path(__file__).resolve().parents[3] / "examples" / "drift_demo.py"
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_drift_in_the_events_leads_to_a_retrained_champion(
