@@ -56,7 +56,13 @@ def test_generate_exits_1_when_the_broker_goes_away(tmp_path, unique_name):
     proc = None
     try:
         proc = _generate(bootstrap, repo, "--rate", "2000", "--timeout", "3")
-        time.sleep(4)  # producing for real by now
+        # producing for real (its first event is readable), then for long enough that more
+        # than 1,000 are acknowledged; a fixed sleep lost that race on a loaded machine
+        first = KafkaConsumer(unique_name, bootstrap_servers=bootstrap,
+                              auto_offset_reset="earliest", consumer_timeout_ms=90_000)
+        assert next(iter(first), None) is not None, "generate produced nothing in 90 s"
+        first.close()
+        time.sleep(2)
         assert proc.poll() is None, proc.communicate()
         stop(broker)
         out, err = proc.communicate(timeout=60)
