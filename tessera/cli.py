@@ -53,3 +53,17 @@ def main() -> None:
     except TesseraError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except Exception as e:
+        if not _kafka_unreachable(e):
+            raise
+        typer.echo(f"error: cannot reach Kafka ({e}); check KAFKA_BOOTSTRAP and that the "
+                   "broker is up", err=True)
+        sys.exit(2)
+
+
+def _kafka_unreachable(e: Exception) -> bool:
+    """kafka-python's ways of saying no broker answered at all (a wrong address, a broker not
+    started yet), which every command that talks to Kafka can meet before doing anything."""
+    from kafka.errors import KafkaTimeoutError
+
+    return isinstance(e, KafkaTimeoutError) and "unable to bootstrap" in str(e).lower()

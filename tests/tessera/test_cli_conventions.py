@@ -47,3 +47,30 @@ def test_one_spelling_per_flag():
         assert len(long) == 1, f"{cmd} {p.name}: several spellings {long}"
         if p.name in SAME_CONCEPT:
             assert long[0] == SAME_CONCEPT[p.name], f"{cmd}: {long[0]} for {p.name}"
+
+
+def test_an_unreachable_broker_is_one_clear_error_not_a_traceback(monkeypatch, capsys):
+    """What kafka-python raises when no broker answers (here a real client on a closed port)
+    ends any command with exit 2 and one line naming the setting to check."""
+    import pytest
+    from kafka.admin import KafkaAdminClient
+
+    from tessera.local import free_port
+
+    port = free_port()
+    with pytest.raises(Exception) as got:
+        KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", bootstrap_timeout_ms=1000)
+    assert cli._kafka_unreachable(got.value)
+    assert not cli._kafka_unreachable(ValueError("unable to bootstrap"))  # only Kafka's errors
+
+    def no_broker() -> None:
+        raise got.value
+
+    monkeypatch.setattr(cli, "_register", lambda: None)
+    monkeypatch.setattr(cli, "app", no_broker)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach Kafka") and "KAFKA_BOOTSTRAP" in err
+    assert "Traceback" not in err
