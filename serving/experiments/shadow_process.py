@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 _STOP = b"stop"
 _DONE = "done"
 # shared counters: written by the child, read by the parent
-_TAKEN, _SCORED, _LOG_DROPPED, _READY = range(4)
+_TAKEN, _SCORED, _LOG_DROPPED, _READY, _CLOSING = range(5)
 _MAX_MESSAGE = 1 << 20
 _CHUNK_BYTES = 64 * 1024  # a chunk also goes when it is this big (wide vectors)
 
@@ -71,21 +71,20 @@ def decode_chunk(msg: bytes) -> list[tuple]:
     return out
 
 
-def _lower_priority(pid: int, nice: int) -> None:
+def _lower_priority(nice: int) -> None:
     """SCHED_IDLE where Linux allows it (runs only on a core nothing else wants, and any waking
     request thread preempts it at once), else nice: a niced normal task can still hold a core
-    for a slice when a request wakes up. Set by the parent right after the spawn, so that
-    ``close`` (which undoes it) always comes after it."""
+    for a slice when a request wakes up."""
     if nice <= 0:
         return
     try:
-        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         return
     except (AttributeError, OSError):
         pass
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, nice)
-    except (AttributeError, OSError):
+        os.nice(nice)
+    except OSError:
         pass
 
 
@@ -112,11 +111,15 @@ def _child(
     results: mp.Queue | None,
     batch: int,
     with_vectors: bool,
+    nice: int,
     kafka: tuple | None,
     log_queue: int,
 ) -> None:
     """Child main loop: load versions by name from the registry, score batches, send results
     (to Kafka itself when ``kafka`` = (bootstrap, topic), else back to the parent)."""
+    _lower_priority(nice)
+    if counts[_CLOSING]:  # close() may have restored the priority before this lowered it
+        _normal_priority(0)
     sink = None
     if kafka is not None:
         from serving.experiments.kafka_log import KafkaRecordLog
@@ -226,19 +229,18 @@ class ProcessShadowRunner:
         self._metrics = ShadowMetrics(model)
         self._log_dropped_seen = 0
         ctx = mp.get_context("spawn")
-        self._counts = ctx.RawArray("q", 4)
+        self._counts = ctx.RawArray("q", 5)
         self._sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock.setblocking(False)
         self._results = ctx.Queue() if kafka is None else None
         self._proc = ctx.Process(
             target=_child,
             args=(registry_uri, model, tuple(preload), child_sock, self._counts, self._results,
-                  batch, features == "vector", kafka, log_queue),
+                  batch, features == "vector", nice, kafka, log_queue),
             name=f"shadow-{model}",
             daemon=True,
         )
         self._child_sock = child_sock
-        self._nice = nice
         self._spawned = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -258,7 +260,6 @@ class ProcessShadowRunner:
         results back to ``emit`` when the child sends them)."""
         try:
             self._proc.start()
-            _lower_priority(self._proc.pid, self._nice)
         except Exception:  # jobs pile up to ``maxsize`` in flight, then drop and count
             log.exception("the shadow process of %s could not start", self.model)
             return
@@ -370,6 +371,7 @@ class ProcessShadowRunner:
             self._child_sock.close()
         elif self._spawned.wait(timeout) and self._proc.pid is not None:
             if self._proc.is_alive():
+                self._counts[_CLOSING] = 1  # set first: a child lowering itself later sees it
                 _normal_priority(self._proc.pid)
                 self._sock.settimeout(timeout)
                 try:

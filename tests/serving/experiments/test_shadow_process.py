@@ -159,18 +159,28 @@ def test_chunks_cross_the_socket_exactly_without_pickle():
 
 
 
+def _idle_then_sleep(ready) -> None:
+    from serving.experiments.shadow_process import _lower_priority
+
+    _lower_priority(19)
+    ready.set()
+    time.sleep(30)
+
+
 def test_close_makes_the_child_a_normal_task_again():
     """The child runs at idle priority while the scorer serves; at close the scorer serves no
     more, so the queued work must not wait for an idle core (on a busy machine none comes):
     the child is put back to a normal policy and nice 0 first."""
     import multiprocessing as mp
 
-    from serving.experiments.shadow_process import _lower_priority, _normal_priority
+    from serving.experiments.shadow_process import _normal_priority
 
-    child = mp.get_context("fork").Process(target=time.sleep, args=(30,), daemon=True)
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    child = ctx.Process(target=_idle_then_sleep, args=(ready,), daemon=True)
     child.start()
     try:
-        _lower_priority(child.pid, 19)
+        assert ready.wait(30)
         assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
         _normal_priority(child.pid)
         if os.geteuid() == 0:  # unprivileged, RLIMIT_NICE decides; the call must not raise
