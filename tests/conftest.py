@@ -30,13 +30,6 @@ def pytest_configure(config) -> None:
         os.environ.pop(name, None)
 
 
-def pytest_collection_modifyitems(items) -> None:
-    """Files with ``slow`` tests first (otherwise in collection order): xdist's loadfile hands
-    files out in this order, so the long ones start at once on separate workers instead of one
-    starting last and running alone at the end."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)  # stable: order kept within each group
-
 
 @pytest.fixture(scope="session")
 def services_dir(tmp_path_factory) -> Path:

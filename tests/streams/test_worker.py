@@ -143,14 +143,14 @@ def test_dead_letters_hold_reason_and_original_bytes(stream_env, redis_client):
 def test_kill_9_mid_stream_loses_and_double_counts_nothing(any_stream_env, any_redis_client):
     env, redis_client = any_stream_env, any_redis_client  # one Redis, then a cluster
     produced = Produced()
-    # 12k events at 60 per poll outlast the three kill-restart rounds (each waits for progress
+    # 12k events at 60 per poll outlast the two kill-restart rounds (each waits for progress
     # first) on both topologies; more only lengthens the catch-up after the last restart
     produce(env, produced, 12000, seed=2)
     rng = random.Random(3)
     # small polls, a Redis write every 20 ms: kills land while folding, writing and flushing
     proc = env.start_worker(max_records=60, commit_interval=0.02)
     kills = 0
-    for _ in range(3):
+    for _ in range(2):
         before = sum(watermarks(env, redis_client).values())
         wait_for(lambda b=before: sum(watermarks(env, redis_client).values()) > b, 60,
                  "progress after (re)start", every=0.02)
