@@ -110,19 +110,21 @@ def per_key(client: Any, keys: list[bytes], pack_keys: Packer,
             if ask:
                 _raise_errors(replies[0::2])  # ASKING's own replies: OK
                 replies = replies[1::2]
+            noscript = False
             for i, r in zip(which, replies, strict=True):
                 target = ask_target(r) if isinstance(r, rexc.AskError) else None
                 if target is not None:
                     asked[i], last = target, r
                 elif isinstance(r, _AGAIN):
-                    if isinstance(r, rexc.NoScriptError) and on_noscript is not None:
-                        on_noscript(node)
+                    noscript |= isinstance(r, rexc.NoScriptError)
                     moved |= isinstance(r, rexc.MovedError)
                     wait |= isinstance(r, (rexc.TryAgainError, rexc.ClusterDownError))
                     again.append(i)
                     last = r
                 else:
                     out[i] = r
+            if noscript and on_noscript is not None:
+                on_noscript(node)  # once per node: every key of its buffer was refused alike
         if not again and not asked:
             return out
         if attempt == ATTEMPTS - 1:

@@ -141,3 +141,35 @@ def test_put_rings_is_unfenced_and_clears_applied(any_backend):
     assert [r[0] for r in got] == [rings2[0][i].tobytes() for i in range(12)]
     assert all(r[-1] is None for r in got)
     assert 500 < b.client.ttl(keys[0]) <= 600
+
+
+def _script_loads(nodes) -> int:
+    total = 0
+    for node in nodes:
+        stats = node.info("commandstats")
+        total += stats.get("cmdstat_script|load", {}).get("calls", 0)
+    return total
+
+
+@pytest.mark.parametrize("topology", ["redis_url", "redis_cluster_url"])
+def test_scripts_missing_on_a_node_are_loaded_once_per_node(request, topology):
+    """A node that lost its scripts (restarted, or new) answers NOSCRIPT to every key of the
+    batch: the scripts are loaded once on that node, not once per refused key (a fresh
+    cluster's first commit of ~24k keys took 17 s instead of 1.5 s that way)."""
+    from features.online.cluster import connect
+
+    client = connect(request.getfixturevalue(topology))
+    nodes = primaries(client)
+    for node in nodes:
+        node.flushall()
+        node.script_flush()
+        node.config_resetstat()
+    b = open_backend(client, per_key=True)
+    keys, rings, present = _batch(300, 10)
+    fences = {"tessera:offsets:g:t:0": (Watermark(), Watermark(299, 0, 1))}
+    assert _commit(b, keys, rings, present, fences, [b""] * 300, [b"0:0:299"] * 300) is None
+    # the three scripts, on each node that got keys (every node here), once
+    assert _script_loads(nodes) == 3 * len(nodes)
+    got = b.load(keys, [APPLIED_FIELD])
+    assert all(r[0] == b"0:0:299" for r in got)
+    client.close()
