@@ -24,10 +24,11 @@
 Services are started here (Tansu + redis-server) unless ``KAFKA_BOOTSTRAP``/``REDIS_URL`` are
 set. Writes ``bench/results/stream.json`` and prints a table.
 
-``--cluster [--quick]``: only the throughput run (1), on one Redis and on a local 3-primary
-Redis Cluster (``tessera.local.start_redis_cluster``) side by side in one run, each on a fresh
-topic and group over the same backlog, with a skew check of 1,000 users per view on each;
-writes ``bench/results/stream_cluster.json``.
+``--cluster [--quick] [--rounds R]``: only the throughput run (1), on one Redis and on a local
+3-primary Redis Cluster (``tessera.local.start_redis_cluster``) over one backlog, alternating
+single and cluster R times (default 3), each run a fresh group on a flushed store with a skew
+check of 1,000 users per view; medians per topology; writes
+``bench/results/stream_cluster.json``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ from tessera.local import LocalServices, start_redis_cluster  # noqa: E402
 
 REPO = ROOT / "examples" / "feature_repo.py"
 GROUP = "bench-stream"
+
+
+# runs a command and reports its peak RSS (this process's getrusage covers every worker it
+# ran, so it would give the largest so far)
+PEAK_RSS = [sys.executable, "-c", "import resource, subprocess, sys; rc = subprocess.call("
+            "sys.argv[1:]); print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN)"
+            ".ru_maxrss, file=sys.stderr); sys.exit(rc)"]
 
 
 def worker_cmd(max_idle: float | None, group: str = GROUP) -> list[str]:
@@ -204,8 +212,8 @@ def throughput(source, env: dict, client, end: dict[int, int], valid: int,
                group: str = GROUP) -> dict:
     """One worker over the published backlog: events/s, CPU and peak RSS."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(worker_cmd(max_idle=2, group=group), env=env, capture_output=True,
-                         text=True, timeout=1800)
+    out = subprocess.run([*PEAK_RSS, *worker_cmd(max_idle=2, group=group)], env=env,
+                         capture_output=True, text=True, timeout=1800)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0 or not out.stdout.strip():
         raise SystemExit(f"the worker failed:\n{out.stderr[-4000:]}")
@@ -216,6 +224,7 @@ def throughput(source, env: dict, client, end: dict[int, int], valid: int,
         raise SystemExit(f"no stats from the worker:\n{out.stdout[-2000:]}"
                          f"\n{out.stderr[-3000:]}") from None
     assert caught_up(client, source, end, group), out.stderr[-3000:]
+    peak_kb = int(out.stderr.rsplit("PEAK_RSS_KB ", 1)[-1].split()[0])
     s = stats[source.topic]
     elapsed = stats["last_commit_at"] - stats["first_record_at"]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -225,7 +234,7 @@ def throughput(source, env: dict, client, end: dict[int, int], valid: int,
         "events_per_s": round((s["consumed"] - s["forwarded"]) / elapsed),
         "worker_elapsed_s": round(elapsed, 2),
         "cpu_s_per_million": round(cpu / (s["consumed"] - s["forwarded"]) * 1e6, 2),
-        "peak_rss_mb": round(after.ru_maxrss / 1024, 1),  # of the largest worker so far
+        "peak_rss_mb": round(peak_kb / 1024, 1),
         "worker_stats": s,
         "valid_events": valid,
     }
@@ -239,9 +248,11 @@ def main() -> None:
                     help="skip the foreign-partitioner throughput run")
     ap.add_argument("--cluster", action="store_true",
                     help="throughput on one Redis and on a 3-node Redis Cluster, side by side")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="--cluster: runs per topology, alternating (medians reported)")
     args = ap.parse_args()
     if args.cluster:
-        return cluster_main(args.quick)
+        return cluster_main(args.quick, args.rounds)
     scale = 0.1 if args.quick else 1.0
     n = int(1_000_000 * scale)
     users = int(100_000 * scale)
@@ -349,50 +360,66 @@ def main() -> None:
             print(f"{k:<{width}}  {v}")
 
 
-def cluster_main(quick: bool) -> None:
-    """Throughput of one worker on one Redis and on a 3-primary cluster, same backlog."""
+def cluster_main(quick: bool, rounds: int) -> None:
+    """Throughput of one worker on one Redis and on a 3-primary cluster over one backlog,
+    alternating (single, cluster) ``rounds`` times so machine noise hits both alike; each run
+    a fresh group on a flushed store, with its own skew check; medians per topology."""
     scale = 0.1 if quick else 1.0
     n, users = int(1_000_000 * scale), int(100_000 * scale)
     repo = load_repo(REPO)
     source = repo.sources["transactions"]
     result: dict = {"scale": scale, "events": n, "users": users, "partitions": source.partitions,
-                    "views": 3, "features": 12, "cluster_primaries": 3,
+                    "views": 3, "features": 12, "cluster_primaries": 3, "rounds": rounds,
                     "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    runs: dict[str, list[dict]] = {"single": [], "cluster": []}
     with tempfile.TemporaryDirectory() as tmp, LocalServices(Path(tmp) / "svc") as svc:
         handle, cluster_url = start_redis_cluster(Path(tmp) / "cluster")
         try:
-            for name, url in (("single", svc.redis_url), ("cluster", cluster_url)):
-                client = connect(url)
-                for node in primaries(client):
-                    node.flushall()
-                home = Path(tmp) / f"home-{name}"
-                env = {**os.environ, "KAFKA_BOOTSTRAP": svc.bootstrap, "REDIS_URL": url,
-                       "TESSERA_HOME": str(home)}
-                ensure_topics([source], svc.bootstrap)
-                end, valid = publish_backlog(source, svc.bootstrap, n, users)
-                r = throughput(source, env, client, end, valid, group=f"{GROUP}-{name}")
-                at = time.time_ns() // 1000
-                mism = sum(len(skew_check(repo, v, client, EventLog(home / "offline"), at=at,
-                                          sample=1000).mismatches)
-                           for v in ("user_txn_count", "user_spend", "user_spend_max"))
-                result[name] = {"redis_url": url.split("://")[0] + "://...",
-                                **{k: v for k, v in r.items() if k != "worker_stats"},
-                                "skew_mismatches": mism, "skew_sample_per_view": 1000}
-                delete_topics([source.topic, source.dlq_topic, source.repartition_topic],
-                              svc.bootstrap)
-                client.close()
+            ensure_topics([source], svc.bootstrap)
+            end, valid = publish_backlog(source, svc.bootstrap, n, users)
+            for i in range(rounds):
+                for name, url in (("single", svc.redis_url), ("cluster", cluster_url)):
+                    client = connect(url)
+                    for node in primaries(client):
+                        node.flushall()
+                    home = Path(tmp) / f"home-{name}-{i}"
+                    env = {**os.environ, "KAFKA_BOOTSTRAP": svc.bootstrap, "REDIS_URL": url,
+                           "TESSERA_HOME": str(home)}
+                    r = throughput(source, env, client, end, valid,
+                                   group=f"{GROUP}-{name}-{i}")
+                    at = time.time_ns() // 1000
+                    mism = sum(len(skew_check(repo, v, client, EventLog(home / "offline"),
+                                              at=at, sample=1000).mismatches)
+                               for v in ("user_txn_count", "user_spend", "user_spend_max"))
+                    runs[name].append({**{k: v for k, v in r.items() if k != "worker_stats"},
+                                       "skew_mismatches": mism,
+                                       "load_avg_1m": round(os.getloadavg()[0], 2)})
+                    client.close()
+            delete_topics([source.topic, source.dlq_topic, source.repartition_topic],
+                          svc.bootstrap)
         finally:
             handle.stop()
+    keys = ["events_per_s", "worker_elapsed_s", "cpu_s_per_million", "peak_rss_mb"]
+    for name, rs in runs.items():
+        result[name] = {
+            "redis_url": "redis://..." if name == "single" else "redis+cluster://...",
+            **{f"median_{k}": statistics.median(r[k] for r in rs) for k in keys},
+            "skew_mismatches": sum(r["skew_mismatches"] for r in rs),
+            "skew_sample_per_view_per_run": 1000,
+            "runs": rs,
+        }
     result["cluster_to_single_events_per_s"] = round(
-        result["cluster"]["events_per_s"] / result["single"]["events_per_s"], 2)
+        result["cluster"]["median_events_per_s"] / result["single"]["median_events_per_s"], 2)
     result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     path = ROOT / "bench" / "results" / "stream_cluster.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    keys = ["events_per_s", "worker_elapsed_s", "cpu_s_per_million", "peak_rss_mb",
-            "skew_mismatches"]
-    print(f"{'':<22}{'single':>12}{'cluster':>12}")
-    for k in keys:
-        print(f"{k:<22}{result['single'][k]:>12}{result['cluster'][k]:>12}")
+    print(f"{'median of ' + str(rounds) + ' runs':<26}{'single':>12}{'cluster':>12}")
+    for k in [*keys, "skew_mismatches"]:
+        col = k if k == "skew_mismatches" else f"median_{k}"
+        print(f"{k:<26}{result['single'][col]:>12}{result['cluster'][col]:>12}")
+    print("events/s per run (single / cluster): " + ", ".join(
+        f"{a['events_per_s']}/{b['events_per_s']}"
+        for a, b in zip(runs["single"], runs["cluster"], strict=True)))
     print(f"cluster/single events/s: {result['cluster_to_single_events_per_s']}")
 
 

@@ -156,8 +156,10 @@ class RingCache:
             return
         new = max(need, cap * 2)
 
-        def bigger(arr: np.ndarray, fill: object = 0) -> np.ndarray:
-            out = np.full(new, fill, dtype=arr.dtype)
+        def bigger(arr: np.ndarray, fill: int = 0) -> np.ndarray:
+            out = np.zeros(new, dtype=arr.dtype)  # lazily zeroed: new rows cost on first use
+            if fill:
+                out[cap:] = fill
             out[:cap] = arr
             return out
 
