@@ -34,8 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features.offline.training_set import write_training_set  # noqa: E402
-from serving.registry.training import fingerprint_of  # noqa: E402
+from features.offline.training_set import read_fingerprint, write_training_set  # noqa: E402
 from tessera.local import free_port, start_broker, start_redis, stop  # noqa: E402
 
 
@@ -168,7 +167,7 @@ def main() -> None:
         spend = df["user_spend__amount_sum_24h"].fill_null(0).to_numpy()
         label = (spend > np.median(spend)) ^ (rng.random(df.height) < 0.1)
         write_training_set(df.with_columns(pl.Series("is_fraud", label.astype(np.int8))),
-                           train_path, fingerprint_of(train_path))
+                           train_path, read_fingerprint(train_path))
         tessera("train", "--training-set", str(train_path), "--label", "is_fraud", "--model",
                 "fraud", "--alias", "champion", "--features", refs)
         procs["scorer"].terminate()  # docker compose restart scorer

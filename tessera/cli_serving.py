@@ -92,8 +92,9 @@ def register(app: typer.Typer) -> None:
         models_uri: str | None = MODELS_URI,
     ) -> None:
         """Train LightGBM on a training set and register it as a new immutable version."""
+        from features.offline.training_set import read_fingerprint
         from serving.registry import gates
-        from serving.registry.training import fingerprint_of, train
+        from serving.registry.training import train
 
         p = json.loads(params.read_text()) if params else None
         refs = [f.strip() for f in features.split(",")] if features else None
@@ -113,7 +114,7 @@ def register(app: typer.Typer) -> None:
             label=label,
             seed=seed,
             training_set={"path": str(training_set.resolve()),
-                          "fingerprint": fingerprint_of(training_set)},
+                          "fingerprint": read_fingerprint(training_set)},
             feature_views=_view_versions(res.features, repo),
             gates=gates.evaluate(reg.gate_policy(model), res.metrics, res.holdout, champion),
         )

@@ -30,7 +30,6 @@ def pytest_configure(config) -> None:
         os.environ.pop(name, None)
 
 
-
 @pytest.fixture(scope="session")
 def services_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("services")

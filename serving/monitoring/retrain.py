@@ -168,10 +168,10 @@ class Retrainer:
     # -- steps ----------------------------------------------------------------------------------
     def start(self, plan: RetrainPlan) -> dict:
         """Steps 1 and 2 (each skipped if done), then one ``decide``. Safe to call again."""
-        from serving.registry.training import fingerprint_of
+        from features.offline.training_set import read_fingerprint
 
         champ = self.registry.get(plan.name, "champion")
-        fp = fingerprint_of(plan.training_set) or f"blake2b:{_digest(plan.training_set)}"
+        fp = read_fingerprint(plan.training_set) or f"blake2b:{_digest(plan.training_set)}"
         run = run_id(plan, champ.version, fp)
         saved = self._load(plan.name, run)
         if saved is None:  # the same data under an earlier champion: never train it twice

@@ -27,7 +27,6 @@ import numpy as np
 import pyarrow as pa
 
 from features.errors import RegistryError
-from features.offline.training_set import read_fingerprint
 from serving.monitoring.reference import build_reference
 from serving.registry import evaluation
 from serving.registry.errors import TrainingRefused
@@ -64,11 +63,6 @@ def column_ref(column: str) -> str | None:
         return column
     view, sep, feat = column.partition("__")
     return f"{view}:{feat}" if sep and view and feat else None
-
-
-def fingerprint_of(path: str | Path) -> str | None:
-    """The training set's fingerprint, if it carries one."""
-    return read_fingerprint(path)
 
 
 @dataclass

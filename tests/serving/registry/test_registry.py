@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from features.errors import RegistryError
+from features.offline.training_set import read_fingerprint
 from serving.monitoring.reference import ModelReference
 from serving.registry import ModelRegistry, set_alias
-from serving.registry.training import fingerprint_of, train
+from serving.registry.training import train
 from tests.serving.registry.helpers import write_training_set
 
 PARAMS = {"num_iterations": 40, "num_leaves": 7, "bagging_fraction": 0.8, "bagging_freq": 1,
@@ -40,7 +41,7 @@ def test_training_is_deterministic_and_describes_the_model(train_path):
     ref = ModelReference.from_dict(a.reference)
     assert list(ref.features) == a.features and ref.score is not None
     assert ref.features["txn_spread:amount_min_1h"].null_rate == pytest.approx(0.1, abs=0.03)
-    assert fingerprint_of(train_path) == "fp123"
+    assert read_fingerprint(train_path) == "fp123"
 
 
 def test_versions_are_immutable_and_aliases_audited(tmp_path, train_path):
