@@ -198,6 +198,13 @@ def warm_up(source, bootstrap: str, client, timeout: float = 90) -> None:
         time.sleep(0.05)
 
 
+def skew_mismatches(repo, client, home: Path, sample: int = 1000) -> int:
+    """Online vs offline values of ``sample`` random users per view of the demo repo, now."""
+    log, at = EventLog(home / "offline"), time.time_ns() // 1000
+    return sum(len(skew_check(repo, v, client, log, at=at, sample=sample).mismatches)
+               for v in ("user_txn_count", "user_spend", "user_spend_max"))
+
+
 def bytes_per_entity(client, sample: int = 500) -> float:
     keys = []
     for k in client.scan_iter("tessera:user:*", count=1000):
@@ -294,12 +301,7 @@ def main() -> None:
                 for lo in range(0, int(fresh_s), 10)],
         })
 
-        log = EventLog(home / "offline")
-        at = time.time_ns() // 1000
-        mism = 0
-        for v in ("user_txn_count", "user_spend", "user_spend_max"):
-            mism += len(skew_check(repo, v, client, log, at=at, sample=1000).mismatches)
-        result["skew_mismatches"] = mism
+        result["skew_mismatches"] = skew_mismatches(repo, client, home)
         result["skew_sample_per_view"] = 1000
         b = bytes_per_entity(client)
         result["bytes_per_entity"] = round(b, 1)
@@ -341,13 +343,8 @@ def main() -> None:
                 "events_per_s_ratio_to_sdk": round(f["events_per_s"] / result["events_per_s"],
                                                    2),
             }
-            t_check = time.time_ns() // 1000
-            mism = 0
-            for v in ("user_txn_count", "user_spend", "user_spend_max"):
-                mism += len(skew_check(repo, v, client, EventLog(Path(tmp) / "home-foreign"
-                                                                 / "offline"),
-                                       at=t_check, sample=1000).mismatches)
-            result["foreign_partitioner"]["skew_mismatches"] = mism
+            result["foreign_partitioner"]["skew_mismatches"] = skew_mismatches(
+                repo, client, Path(tmp) / "home-foreign")
         delete_topics([source.topic, source.dlq_topic, source.repartition_topic],
                       svc.bootstrap)
 
@@ -387,12 +384,8 @@ def cluster_main(quick: bool, rounds: int) -> None:
                            "TESSERA_HOME": str(home)}
                     r = throughput(source, env, client, end, valid,
                                    group=f"{GROUP}-{name}-{i}")
-                    at = time.time_ns() // 1000
-                    mism = sum(len(skew_check(repo, v, client, EventLog(home / "offline"),
-                                              at=at, sample=1000).mismatches)
-                               for v in ("user_txn_count", "user_spend", "user_spend_max"))
                     runs[name].append({**{k: v for k, v in r.items() if k != "worker_stats"},
-                                       "skew_mismatches": mism,
+                                       "skew_mismatches": skew_mismatches(repo, client, home),
                                        "load_avg_1m": round(os.getloadavg()[0], 2)})
                     client.close()
             delete_topics([source.topic, source.dlq_topic, source.repartition_topic],

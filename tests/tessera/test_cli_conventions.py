@@ -2,10 +2,13 @@
 
 from importlib.metadata import version
 
+import pytest
 import typer.main
+from kafka.admin import KafkaAdminClient
 from typer.testing import CliRunner
 
 from tessera import cli
+from tessera.local import free_port
 
 SAME_CONCEPT = {  # parameter names that mean one thing, and the one flag that spells it
     "timestamp": "--timestamp-column", "timestamp_column": "--timestamp-column",
@@ -52,11 +55,6 @@ def test_one_spelling_per_flag():
 def test_an_unreachable_broker_is_one_clear_error_not_a_traceback(monkeypatch, capsys):
     """What kafka-python raises when no broker answers (here a real client on a closed port)
     ends any command with exit 2 and one line naming the setting to check."""
-    import pytest
-    from kafka.admin import KafkaAdminClient
-
-    from tessera.local import free_port
-
     port = free_port()
     with pytest.raises(Exception) as got:
         KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", bootstrap_timeout_ms=1000)
